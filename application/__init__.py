@@ -1,0 +1,1 @@
+"""Courier's use cases: commands, queries and the policies that follow events."""

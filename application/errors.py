@@ -1,0 +1,36 @@
+"""The application's own errors; interfaces map each to an HTTP answer."""
+
+from __future__ import annotations
+
+
+class CourierError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class NotFound(CourierError):
+    code = "not_found"
+
+
+class Forbidden(CourierError):
+    code = "forbidden"
+
+
+class Conflict(CourierError):
+    code = "conflict"
+
+
+class Invalid(CourierError):
+    code = "validation_error"
+
+
+class MissingKeys(CourierError):
+    code = "recipient_key_missing"
+
+
+class Gone(CourierError):
+    code = "gone"

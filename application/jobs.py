@@ -1,0 +1,114 @@
+"""Jobs, their deterministic ids, and the per-queue settings of SPEC §3."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import Any
+from uuid import UUID
+
+MESSAGE_DELIVERY = "MESSAGE_DELIVERY"
+MESSAGE_NOTIFICATION = "MESSAGE_NOTIFICATION"
+MESSAGE_ENCRYPTION = "MESSAGE_ENCRYPTION"
+MESSAGE_INDEXING = "MESSAGE_INDEXING"
+BATCH_MESSAGE_SENDING = "BATCH_MESSAGE_SENDING"
+MESSAGE_CLEANUP = "MESSAGE_CLEANUP"
+
+QUEUES: tuple[str, ...] = (
+    MESSAGE_DELIVERY,
+    MESSAGE_NOTIFICATION,
+    MESSAGE_ENCRYPTION,
+    MESSAGE_INDEXING,
+    BATCH_MESSAGE_SENDING,
+    MESSAGE_CLEANUP,
+)
+
+
+class BadJobId(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    name: str
+    concurrency: int
+    max_attempts: int
+    backoff: str  # "exponential" | "fixed"
+    backoff_seconds: float
+    timeout_seconds: float
+
+    def delay_before(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before ``attempt`` (2 = the first retry)."""
+        if self.backoff == "fixed":
+            return self.backoff_seconds
+        base = self.backoff_seconds * 2 ** max(attempt - 2, 0)
+        jitter = (rng or random).uniform(0.0, 0.2) * base
+        return base + jitter
+
+
+DEFAULT_QUEUE_SETTINGS: dict[str, QueueSettings] = {
+    q.name: q
+    for q in (
+        QueueSettings(MESSAGE_DELIVERY, 10, 5, "exponential", 2.0, 30.0),
+        QueueSettings(MESSAGE_NOTIFICATION, 15, 3, "exponential", 1.0, 20.0),
+        QueueSettings(MESSAGE_ENCRYPTION, 5, 3, "exponential", 2.0, 45.0),
+        QueueSettings(MESSAGE_INDEXING, 3, 3, "exponential", 3.0, 60.0),
+        QueueSettings(BATCH_MESSAGE_SENDING, 2, 3, "exponential", 5.0, 300.0),
+        QueueSettings(MESSAGE_CLEANUP, 1, 2, "fixed", 10.0, 600.0),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work on one message; its id is the same however often it is made."""
+
+    queue: str
+    message_id: UUID
+    part: str
+    tenant_id: str
+    attempt: int = 1
+    correlation_id: str = ""
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.queue}:{self.message_id}:{self.part}"
+
+    def next_attempt(self) -> Job:
+        return replace(self, attempt=self.attempt + 1)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "messageId": str(self.message_id),
+            "part": self.part,
+            "tenantId": self.tenant_id,
+            "attempt": self.attempt,
+            "correlationId": self.correlation_id,
+        }
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> Job:
+        try:
+            return cls(
+                queue=str(body["queue"]),
+                message_id=UUID(str(body["messageId"])),
+                part=str(body["part"]),
+                tenant_id=str(body["tenantId"]),
+                attempt=int(body.get("attempt", 1)),
+                correlation_id=str(body.get("correlationId", "")),
+            )
+        except (KeyError, ValueError, TypeError) as error:
+            raise BadJobId(f"malformed job body: {type(error).__name__}") from None
+
+    @classmethod
+    def parse_id(cls, job_id: str, tenant_id: str) -> Job:
+        queue, sep, rest = job_id.partition(":")
+        message, sep2, part = rest.partition(":")
+        if not (sep and sep2) or queue not in QUEUES:
+            raise BadJobId(job_id)
+        try:
+            message_id = UUID(message)
+        except ValueError:
+            raise BadJobId(job_id) from None
+        return cls(queue=queue, message_id=message_id, part=part, tenant_id=tenant_id)

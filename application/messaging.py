@@ -1,0 +1,475 @@
+"""The Messaging application: every command and the queries on the event store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Recording
+
+from application.errors import Conflict, Forbidden, Gone, Invalid, MissingKeys, NotFound
+from application.jobs import Job
+from application.policies import first_jobs
+from application.ports import Cipher, InvalidPublicKey, Keyring, KeyVault, VaultEntry
+from domain.conversation import (
+    DIRECT,
+    GROUP,
+    Conversation,
+    ConversationError,
+    DirectIsFixed,
+    NotAParticipant,
+    TooManyParticipants,
+    direct_conversation_id,
+)
+from domain.events import Context
+from domain.keys import NoKeyRegistered, UserKeys, user_keys_id
+from domain.message import ENVELOPE_VERSION, Message, message_id_for
+
+T = TypeVar("T")
+SERVICE_HOLDER = "service"
+CONFLICT_RETRIES = 20
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def aad_for(message_id: UUID) -> bytes:
+    return f"courier:message:{message_id}:{ENVELOPE_VERSION}".encode()
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message: Message
+    jobs: list[Job]
+    created: bool
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What a sender asks for, before any rule is applied."""
+
+    content: str | None = None
+    sealed: dict[str, Any] | None = None
+    encrypted: bool = False
+    notify: bool = True
+    index: bool = True
+    client_message_id: str | None = None
+
+
+@dataclass
+class Crypto:
+    cipher: Cipher
+    keyring: Keyring
+    vault: KeyVault
+
+
+class Messaging(Application[UUID]):
+    """Commands and event-store queries of Courier (SPEC §4)."""
+
+    name = "Messaging"
+    env = {"COMPRESSOR_TOPIC": ""}
+
+    def __init__(self, crypto: Crypto, env: dict[str, str] | None = None) -> None:
+        super().__init__(env=env)
+        self.crypto = crypto
+        self._listeners: list[Callable[[int], None]] = []
+        self._listeners_lock = threading.Lock()
+
+    # ---- plumbing ----------------------------------------------------------
+
+    def on_saved(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(last_position)`` after every save in this process."""
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        positions = [r.notification.id for r in recordings if r.notification is not None]
+        if positions:
+            for listener in list(self._listeners):
+                listener(max(positions))
+
+    def _get(self, cls: type[T], aggregate_id: UUID, tenant_id: str) -> T:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"{cls.__name__.lower()} not found") from None
+        if not isinstance(aggregate, cls) or getattr(aggregate, "tenant_id", None) != tenant_id:
+            raise NotFound(f"{cls.__name__.lower()} not found")
+        return aggregate
+
+    def retrying(self, attempt: Callable[[], T]) -> T:
+        """Run a load-change-save step again when another writer got there first."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return attempt()
+            except IntegrityError:
+                continue
+        return attempt()
+
+    # ---- conversations -------------------------------------------------------
+
+    def start_conversation(
+        self, ctx: Context, kind: str, participant_ids: list[str], title: str | None
+    ) -> Conversation:
+        people = list(dict.fromkeys([ctx.actor_id, *participant_ids]))
+        if kind == DIRECT:
+            if len(people) != 2:
+                raise Invalid("a direct conversation has exactly one other participant")
+            cid = direct_conversation_id(ctx.tenant_id, people[0], people[1])
+            try:
+                return self._get(Conversation, cid, ctx.tenant_id)
+            except NotFound:
+                pass
+            conversation = Conversation(
+                id=cid,
+                tenant_id=ctx.tenant_id,
+                kind=DIRECT,
+                participant_ids=people,
+                title=title,
+                meta=ctx.as_meta(),
+            )
+            try:
+                self.save(conversation)
+            except IntegrityError:
+                return self._get(Conversation, cid, ctx.tenant_id)
+            return conversation
+        conversation = Conversation(
+            tenant_id=ctx.tenant_id,
+            kind=GROUP,
+            participant_ids=people,
+            title=title,
+            meta=ctx.as_meta(),
+        )
+        self.save(conversation)
+        return conversation
+
+    def get_conversation(self, ctx: Context, conversation_id: UUID) -> Conversation:
+        conversation = self._get(Conversation, conversation_id, ctx.tenant_id)
+        if ctx.actor_id not in conversation.participant_ids:
+            raise NotFound("conversation not found")
+        return conversation
+
+    def add_participants(
+        self, ctx: Context, conversation_id: UUID, user_ids: list[str]
+    ) -> Conversation:
+        def attempt() -> Conversation:
+            conversation = self.get_conversation(ctx, conversation_id)
+            try:
+                conversation.add_participants(user_ids, meta=ctx.as_meta())
+            except ConversationError as error:
+                raise Invalid(_conversation_rule(error)) from None
+            self.save(conversation)
+            return conversation
+
+        return self.retrying(attempt)
+
+    def remove_participant(self, ctx: Context, conversation_id: UUID, user_id: str) -> Conversation:
+        def attempt() -> Conversation:
+            conversation = self.get_conversation(ctx, conversation_id)
+            if user_id not in conversation.participant_ids:
+                raise NotFound("participant not found")
+            try:
+                conversation.remove_participant(user_id, meta=ctx.as_meta())
+            except ConversationError as error:
+                raise Invalid(_conversation_rule(error)) from None
+            self.save(conversation)
+            return conversation
+
+        return self.retrying(attempt)
+
+    # ---- sending -------------------------------------------------------------
+
+    def send_direct(self, ctx: Context, recipient_id: str, outgoing: Outgoing) -> SendResult:
+        if recipient_id == ctx.actor_id:
+            raise Invalid("a direct message needs a recipient other than the sender")
+        target = f"direct:{recipient_id}"
+
+        def build(mid: UUID, digest: str) -> list[Any]:
+            conversation = self.start_conversation(ctx, DIRECT, [recipient_id], None)
+            return self._new_message(ctx, mid, conversation, "direct", outgoing, digest)
+
+        return self._send(ctx, target, outgoing, build)
+
+    def send_group(self, ctx: Context, conversation_id: UUID, outgoing: Outgoing) -> SendResult:
+        target = f"group:{conversation_id}"
+
+        def build(mid: UUID, digest: str) -> list[Any]:
+            conversation = self.get_conversation(ctx, conversation_id)
+            if conversation.kind != GROUP:
+                raise Invalid("this conversation is direct: send with /api/messages/direct")
+            return self._new_message(ctx, mid, conversation, "group", outgoing, digest)
+
+        return self._send(ctx, target, outgoing, build)
+
+    def _send(
+        self,
+        ctx: Context,
+        target: str,
+        outgoing: Outgoing,
+        build: Callable[[UUID, str], list[Any]],
+    ) -> SendResult:
+        digest = self._digest(target, outgoing)
+        if outgoing.client_message_id is None:
+            mid = uuid4()
+        else:
+            mid = message_id_for(ctx.tenant_id, ctx.actor_id, outgoing.client_message_id)
+            existing = self._existing_send(ctx, mid, digest)
+            if existing is not None:
+                return existing
+        pending = build(mid, digest)
+        try:
+            self.save(*pending)
+        except IntegrityError:
+            existing = self._existing_send(ctx, mid, digest)
+            if existing is None:
+                raise
+            return existing
+        message = pending[0]
+        return SendResult(message, first_jobs(message, ctx.correlation_id), created=True)
+
+    def _existing_send(self, ctx: Context, mid: UUID, digest: str) -> SendResult | None:
+        try:
+            message = self.repository.get(mid)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(message, Message) or message.sender_id != ctx.actor_id:
+            raise Conflict("clientMessageId is already used")
+        if message.content_digest != digest:
+            raise Conflict("clientMessageId was already used for a different message")
+        return SendResult(message, first_jobs(message, ctx.correlation_id), created=False)
+
+    def _digest(self, target: str, outgoing: Outgoing) -> str:
+        canonical = json.dumps(
+            [target, outgoing.content, outgoing.sealed, outgoing.encrypted],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return self.crypto.keyring.digest(canonical.encode())
+
+    def _new_message(
+        self,
+        ctx: Context,
+        mid: UUID,
+        conversation: Conversation,
+        kind: str,
+        outgoing: Outgoing,
+        digest: str,
+    ) -> list[Any]:
+        if ctx.actor_id not in conversation.participant_ids:
+            raise NotFound("conversation not found")
+        recipients = [p for p in conversation.participant_ids if p != ctx.actor_id]
+        if not recipients:
+            raise Invalid("the conversation has no other participant to send to")
+        meta = ctx.as_meta()
+        encrypted = outgoing.encrypted or outgoing.sealed is not None
+        sealed: dict[str, Any] | None = None
+        vault: list[VaultEntry] = []
+        if outgoing.sealed is not None:
+            sealed, vault = self._client_sealed(ctx, mid, conversation, outgoing.sealed)
+        elif encrypted:
+            self._require_keys(ctx.tenant_id, [ctx.actor_id, *recipients])
+            sealed, vault = self._server_seal(mid, outgoing.content or "")
+        message = Message(
+            id=mid,
+            tenant_id=ctx.tenant_id,
+            conversation_id=conversation.id,
+            sender_id=ctx.actor_id,
+            recipient_ids=recipients,
+            kind=kind,
+            encrypted=encrypted,
+            notify=outgoing.notify,
+            index=outgoing.index,
+            content=None if encrypted else outgoing.content,
+            sealed=sealed,
+            end_to_end=outgoing.sealed is not None,
+            content_digest=digest,
+            client_message_id=outgoing.client_message_id,
+            meta=meta,
+        )
+        if outgoing.sealed is not None:
+            message.record_encryption(
+                {"keyId": None, "recipientKeyIds": {}}, ENVELOPE_VERSION, meta=meta
+            )
+        elif encrypted:
+            message.queue_encryption(meta=meta)
+        if vault:
+            self.crypto.vault.put(vault)
+        return [message]
+
+    def _server_seal(self, mid: UUID, content: str) -> tuple[dict[str, Any], list[VaultEntry]]:
+        sealed = self.crypto.cipher.seal(content.encode("utf-8"), aad_for(mid))
+        key_id, wrapped = self.crypto.keyring.wrap(sealed.data_key)
+        dek_id = uuid4().hex
+        entry = VaultEntry(mid, f"{SERVICE_HOLDER}:{dek_id}", key_id, wrapped)
+        envelope = {
+            "ciphertext": b64(sealed.ciphertext),
+            "iv": b64(sealed.iv),
+            "authTag": b64(sealed.auth_tag),
+            "aad": b64(sealed.aad),
+            "dekId": dek_id,
+            "serviceKeyId": key_id,
+        }
+        return envelope, [entry]
+
+    def _client_sealed(
+        self, ctx: Context, mid: UUID, conversation: Conversation, sealed: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[VaultEntry]]:
+        wrapped: dict[str, str] = sealed["wrappedKeys"]
+        missing = [p for p in conversation.participant_ids if p not in wrapped]
+        if missing:
+            raise Invalid(
+                "sealed.wrappedKeys must hold a wrapped key for every participant",
+                [{"field": "sealed.wrappedKeys", "issue": f"missing for {user}"} for user in missing],
+            )
+        entries = []
+        for user in conversation.participant_ids:
+            key_id = self._current_key_id(ctx.tenant_id, user) or "client"
+            entries.append(VaultEntry(mid, user, key_id, unb64(wrapped[user])))
+        envelope = {k: sealed[k] for k in ("ciphertext", "iv", "authTag") if k in sealed}
+        if sealed.get("aad") is not None:
+            envelope["aad"] = sealed["aad"]
+        return envelope, entries
+
+    # ---- keys ----------------------------------------------------------------
+
+    def register_key(self, ctx: Context, public_key_pem: str) -> dict[str, str]:
+        try:
+            info = self.crypto.cipher.inspect_public_key(public_key_pem)
+        except InvalidPublicKey as error:
+            raise Invalid(str(error), [{"field": "publicKeyPem", "issue": str(error)}]) from None
+        created_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+        def attempt() -> dict[str, str]:
+            keys = self._user_keys(ctx.tenant_id, ctx.actor_id)
+            if keys is None:
+                keys = UserKeys(
+                    id=user_keys_id(ctx.tenant_id, ctx.actor_id),
+                    tenant_id=ctx.tenant_id,
+                    user_id=ctx.actor_id,
+                    meta=ctx.as_meta(),
+                )
+            if keys.current_key_id != info.key_id:
+                keys.register(info.key_id, public_key_pem, info.fingerprint, created_at, ctx.as_meta())
+                self.save(keys)
+            entry = keys.keys[info.key_id]
+            return {"keyId": info.key_id, "fingerprint": info.fingerprint, "createdAt": entry["createdAt"]}
+
+        return self.retrying(attempt)
+
+    def public_key(self, ctx: Context, user_id: str) -> dict[str, str]:
+        keys = self._user_keys(ctx.tenant_id, user_id)
+        if keys is None or keys.current_key_id is None:
+            raise NotFound("no public key registered for this user")
+        key_id, entry = keys.current()
+        return {
+            "userId": user_id,
+            "keyId": key_id,
+            "publicKeyPem": entry["publicKeyPem"],
+            "fingerprint": entry["fingerprint"],
+        }
+
+    def _user_keys(self, tenant_id: str, user_id: str) -> UserKeys | None:
+        try:
+            keys = self.repository.get(user_keys_id(tenant_id, user_id))
+        except AggregateNotFoundError:
+            return None
+        return keys if isinstance(keys, UserKeys) else None
+
+    def _current_key_id(self, tenant_id: str, user_id: str) -> str | None:
+        keys = self._user_keys(tenant_id, user_id)
+        return keys.current_key_id if keys else None
+
+    def current_public_key(self, tenant_id: str, user_id: str) -> tuple[str, str]:
+        keys = self._user_keys(tenant_id, user_id)
+        if keys is None:
+            raise NoKeyRegistered(user_id)
+        key_id, entry = keys.current()
+        return key_id, entry["publicKeyPem"]
+
+    def _require_keys(self, tenant_id: str, user_ids: list[str]) -> None:
+        missing = [u for u in user_ids if self._current_key_id(tenant_id, u) is None]
+        if missing:
+            raise MissingKeys(
+                "an encrypted message needs a registered public key for every participant; "
+                f"missing for: {', '.join(missing)}",
+                [{"field": "userId", "issue": f"no public key registered for {u}"} for u in missing],
+            )
+
+    # ---- reading a message ---------------------------------------------------
+
+    def get_message(self, tenant_id: str, message_id: UUID) -> Message:
+        return self._get(Message, message_id, tenant_id)
+
+    def visible_message(self, ctx: Context, message_id: UUID) -> Message:
+        message = self._get(Message, message_id, ctx.tenant_id)
+        if not message.may_see(ctx.actor_id):
+            raise NotFound("message not found")
+        return message
+
+    def view_message(self, ctx: Context, message_id: UUID, what: str = "message") -> Message:
+        """Fetch a message for its sender or a recipient, and record that they saw it."""
+
+        def attempt() -> Message:
+            message = self.visible_message(ctx, message_id)
+            message.record_view(viewer_id=ctx.actor_id, what=what, meta=ctx.as_meta())
+            self.save(message)
+            return message
+
+        return self.retrying(attempt)
+
+    def mark_read(self, ctx: Context, message_id: UUID) -> Message:
+        def attempt() -> Message:
+            message = self.visible_message(ctx, message_id)
+            if ctx.actor_id not in message.recipient_ids:
+                raise Forbidden("only a recipient can mark a message read")
+            if message.mark_read(ctx.actor_id, meta=ctx.as_meta()):
+                self.save(message)
+            return message
+
+        return self.retrying(attempt)
+
+    def envelope(self, ctx: Context, message_id: UUID) -> dict[str, Any]:
+        message = self.view_message(ctx, message_id, what="envelope")
+        if ctx.actor_id not in message.participants() or not message.encrypted:
+            raise NotFound("no envelope for this message")
+        entry = self.crypto.vault.get(message.id, ctx.actor_id)
+        if message.shredded or entry is None:
+            if message.shredded:
+                raise Gone("this message's content key was destroyed; it can no longer be read")
+            raise NotFound("the envelope is not ready yet; try again once the message is encrypted")
+        sealed = message.sealed or {}
+        return {
+            "messageId": str(message.id),
+            "algorithm": "AES-256-GCM",
+            "ciphertext": sealed.get("ciphertext"),
+            "iv": sealed.get("iv"),
+            "authTag": sealed.get("authTag"),
+            "aad": sealed.get("aad"),
+            "wrappedKey": b64(entry.wrapped_key),
+            "keyAlgorithm": "RSA-OAEP-256",
+            "recipientKeyId": entry.key_id,
+            "encryptionVersion": message.encryption_version,
+        }
+
+
+def _conversation_rule(error: ConversationError) -> str:
+    if isinstance(error, DirectIsFixed):
+        return "a direct conversation's participants cannot change"
+    if isinstance(error, TooManyParticipants):
+        return f"a conversation holds at most {error} participants"
+    if isinstance(error, NotAParticipant):
+        return "not a participant"
+    return "this change to the conversation is not allowed"
+

@@ -1,0 +1,185 @@
+"""What each job does: the policy's work, recorded as the message's next event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from application.jobs import (
+    BATCH_MESSAGE_SENDING,
+    MESSAGE_CLEANUP,
+    MESSAGE_DELIVERY,
+    MESSAGE_ENCRYPTION,
+    MESSAGE_INDEXING,
+    MESSAGE_NOTIFICATION,
+    Job,
+)
+from application.messaging import SERVICE_HOLDER, Messaging
+from application.ports import Indexer, Notifier, Presence, VaultEntry
+from domain.events import system_context
+from domain.message import ENVELOPE_VERSION, Message
+
+
+class JobNotReady(Exception):
+    """The message is not yet in the state this job needs; try again later."""
+
+
+class UnknownJob(Exception):
+    """A job this service does not know how to run (malformed or from elsewhere)."""
+
+
+@dataclass
+class Outcome:
+    """What running a job led to: follow-up jobs to publish right away."""
+
+    follow_ups: list[Job]
+
+
+class Processor:
+    """Runs one job against the application. Idempotent: a repeat records nothing new."""
+
+    def __init__(
+        self, app: Messaging, presence: Presence, notifier: Notifier, indexer: Indexer
+    ) -> None:
+        self.app = app
+        self.presence = presence
+        self.notifier = notifier
+        self.indexer = indexer
+
+    def run(self, job: Job) -> Outcome:
+        handler = {
+            MESSAGE_ENCRYPTION: self.encrypt,
+            BATCH_MESSAGE_SENDING: self.split,
+            MESSAGE_DELIVERY: self.deliver,
+            MESSAGE_NOTIFICATION: self.notify,
+            MESSAGE_INDEXING: self.index,
+            MESSAGE_CLEANUP: self.cleanup,
+        }.get(job.queue)
+        if handler is None:
+            raise UnknownJob(job.queue)
+        return handler(job)
+
+    def _message(self, job: Job) -> Message:
+        return self.app.get_message(job.tenant_id, job.message_id)
+
+    def _meta(self, job: Job) -> dict[str, str]:
+        return system_context(job.tenant_id, job.correlation_id, job.job_id).as_meta()
+
+    def encrypt(self, job: Job) -> Outcome:
+        message = self._message(job)
+        if message.encryption is not None:
+            return Outcome([])
+        sealed = message.sealed or {}
+        service = self.app.crypto.vault.get(message.id, f"{SERVICE_HOLDER}:{sealed['dekId']}")
+        if service is None:
+            raise JobNotReady("the message's data key is not in the vault")
+        data_key = self.app.crypto.keyring.unwrap(service.key_id, service.wrapped_key)
+        entries: list[VaultEntry] = []
+        recipient_key_ids: dict[str, str] = {}
+        for user in message.participants():
+            key_id, pem = self.app.current_public_key(message.tenant_id, user)
+            wrapped = self.app.crypto.cipher.wrap_for(pem, data_key)
+            entries.append(VaultEntry(message.id, user, key_id, wrapped))
+            recipient_key_ids[user] = key_id
+        self.app.crypto.vault.put(entries)
+        metadata = {"keyId": service.key_id, "recipientKeyIds": recipient_key_ids}
+
+        def attempt() -> None:
+            current = self._message(job)
+            if current.record_encryption(metadata, ENVELOPE_VERSION, self._meta(job)):
+                self.app.save(current)
+
+        self.app.retrying(attempt)
+        return Outcome([])
+
+    def split(self, job: Job) -> Outcome:
+        message = self._message(job)
+        if not message.ready_for_delivery:
+            raise JobNotReady("the message is not encrypted yet")
+        return Outcome(
+            [
+                Job(MESSAGE_DELIVERY, message.id, f"b{key}", job.tenant_id, 1, job.correlation_id)
+                for key in message.batch_keys()
+                if key not in message.delivered
+            ]
+        )
+
+    def deliver(self, job: Job) -> Outcome:
+        batch = _batch_key(job)
+
+        def attempt() -> None:
+            message = self._message(job)
+            if batch in message.delivered:
+                return
+            if not message.ready_for_delivery:
+                raise JobNotReady("the message is not encrypted yet")
+            batches = message.batches()
+            if int(batch) >= len(batches):
+                raise UnknownJob(job.job_id)
+            recipients = batches[int(batch)]
+            online = self.presence.online(message.tenant_id, recipients)
+            message.deliver(
+                batch,
+                online=[u for u in recipients if u in online],
+                offline=[u for u in recipients if u not in online],
+                meta=self._meta(job),
+            )
+            self.app.save(message)
+
+        self.app.retrying(attempt)
+        return Outcome([])
+
+    def notify(self, job: Job) -> Outcome:
+        batch = _batch_key(job)
+        message = self._message(job)
+        if batch in message.notified_batches or not message.notify:
+            return Outcome([])
+        recipients = message.delivered.get(batch)
+        if recipients is None:
+            raise JobNotReady("the batch is not delivered yet")
+        offline = [u for u in recipients if u in message.offline]
+        outcomes = {u: {"channel": "none", "outcome": "online"} for u in recipients if u not in offline}
+        if offline:
+            outcomes.update(
+                self.notifier.notify(message.tenant_id, message.id, offline, message.encrypted)
+            )
+
+        def attempt() -> None:
+            current = self._message(job)
+            if current.mark_notified(batch, outcomes, self._meta(job)):
+                self.app.save(current)
+
+        self.app.retrying(attempt)
+        return Outcome([])
+
+    def index(self, job: Job) -> Outcome:
+        message = self._message(job)
+        if message.indexed:
+            return Outcome([])
+        self.indexer.index(message)
+
+        def attempt() -> None:
+            current = self._message(job)
+            if current.mark_indexed(self._meta(job)):
+                self.app.save(current)
+
+        self.app.retrying(attempt)
+        return Outcome([])
+
+    def cleanup(self, job: Job) -> Outcome:
+        return Outcome([])
+
+    def record_failure(self, job: Job, attempts: int, error: str) -> None:
+        """The job ran out of attempts: say so on the message (no content, ever)."""
+
+        def attempt() -> None:
+            message = self._message(job)
+            message.fail(job.queue, job.job_id, attempts, error, self._meta(job))
+            self.app.save(message)
+
+        self.app.retrying(attempt)
+
+
+def _batch_key(job: Job) -> str:
+    if not job.part.startswith("b") or not job.part[1:].isdigit():
+        raise UnknownJob(job.job_id)
+    return job.part[1:]
+

@@ -1,0 +1,1 @@
+"""Courier's domain model: aggregates, their events and rules."""

@@ -1,0 +1,84 @@
+"""The Conversation aggregate: who takes part in a direct or group exchange."""
+
+from __future__ import annotations
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+DIRECT = "direct"
+GROUP = "group"
+MAX_PARTICIPANTS = 5000
+
+_T = "courier.conversation:"
+
+
+class ConversationError(Exception):
+    """A change to a conversation that its rules refuse."""
+
+
+class NotAParticipant(ConversationError):
+    pass
+
+
+class DirectIsFixed(ConversationError):
+    """A direct conversation always has exactly its two people."""
+
+
+class TooManyParticipants(ConversationError):
+    pass
+
+
+def direct_conversation_id(tenant_id: str, user_a: str, user_b: str) -> UUID:
+    """Two people share one direct conversation, whoever starts it."""
+    first, second = sorted((user_a, user_b))
+    return uuid5(NAMESPACE_URL, f"courier:direct:{tenant_id}:{first}:{second}")
+
+
+class Conversation(Aggregate):
+    TOPIC = _T + "Conversation"
+
+    class Created(Aggregate.Created):
+        TOPIC = _T + "Created"
+
+    @event("Started", topic=_T + "Started")
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        kind: str,
+        participant_ids: list[str],
+        title: str | None,
+        meta: dict[str, str],
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.kind = kind
+        self.participant_ids = list(dict.fromkeys(participant_ids))
+        self.title = title
+
+    def check_participant(self, user_id: str) -> None:
+        if user_id not in self.participant_ids:
+            raise NotAParticipant(user_id)
+
+    def add_participants(self, user_ids: list[str], meta: dict[str, str]) -> None:
+        if self.kind == DIRECT:
+            raise DirectIsFixed(str(self.id))
+        new = [u for u in dict.fromkeys(user_ids) if u not in self.participant_ids]
+        if len(self.participant_ids) + len(new) > MAX_PARTICIPANTS:
+            raise TooManyParticipants(str(MAX_PARTICIPANTS))
+        if new:
+            self._added(user_ids=new, meta=meta)
+
+    @event("ParticipantsAdded", topic=_T + "ParticipantsAdded")
+    def _added(self, user_ids: list[str], meta: dict[str, str]) -> None:
+        self.participant_ids = [*self.participant_ids, *user_ids]
+
+    def remove_participant(self, user_id: str, meta: dict[str, str]) -> None:
+        if self.kind == DIRECT:
+            raise DirectIsFixed(str(self.id))
+        self.check_participant(user_id)
+        self._removed(user_id=user_id, meta=meta)
+
+    @event("ParticipantRemoved", topic=_T + "ParticipantRemoved")
+    def _removed(self, user_id: str, meta: dict[str, str]) -> None:
+        self.participant_ids = [p for p in self.participant_ids if p != user_id]

@@ -1,0 +1,52 @@
+"""What every Courier event carries besides its own facts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who caused an event, for whom, and as part of which request.
+
+    Stored on every event as the ``meta`` dict so that the audit trail can say
+    who did what without knowing each event's own fields.
+    """
+
+    actor_id: str
+    tenant_id: str
+    actor_role: str = "user"
+    correlation_id: str = ""
+    causation_id: str = ""
+    source_ip: str = ""
+    user_agent: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.correlation_id:
+            object.__setattr__(self, "correlation_id", uuid.uuid4().hex)
+
+    def as_meta(self) -> dict[str, str]:
+        return {key: value for key, value in asdict(self).items() if value}
+
+    def caused_by(self, causation_id: str) -> Context:
+        return replace(self, causation_id=causation_id)
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str]) -> Context:
+        fields = {k: v for k, v in meta.items() if k in cls.__dataclass_fields__}
+        return cls(**fields)
+
+
+SYSTEM_ACTOR = "system"
+
+
+def system_context(tenant_id: str, correlation_id: str = "", causation_id: str = "") -> Context:
+    """The context of work the service does on its own (workers, schedules)."""
+    return Context(
+        actor_id=SYSTEM_ACTOR,
+        tenant_id=tenant_id,
+        actor_role="system",
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )

@@ -1,0 +1,235 @@
+"""The Message aggregate: one per message, from acceptance to delivery."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, NAMESPACE_URL, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+DIRECT = "direct"
+GROUP = "group"
+BATCH_SIZE = 50
+ENVELOPE_VERSION = "v1"
+
+ACCEPTED = "accepted"
+ENCRYPTING = "encrypting"
+ENCRYPTED = "encrypted"
+DELIVERING = "delivering"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+_T = "courier.message:"
+
+
+class MessageError(Exception):
+    """A command on a message that its rules refuse."""
+
+
+class NotARecipient(MessageError):
+    pass
+
+
+def message_id_for(tenant_id: str, sender_id: str, client_message_id: str) -> UUID:
+    """The id a client-chosen message id maps to: the same send, the same message."""
+    return uuid5(NAMESPACE_URL, f"courier:message:{tenant_id}:{sender_id}:{client_message_id}")
+
+
+def batches_of(recipient_ids: list[str], size: int = BATCH_SIZE) -> list[list[str]]:
+    return [recipient_ids[i : i + size] for i in range(0, len(recipient_ids), size)]
+
+
+class Message(Aggregate):
+    """A message sent into a conversation, with its processing history."""
+
+    TOPIC = _T + "Message"
+
+    @event("Created", topic=_T + "Created")
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        conversation_id: UUID,
+        sender_id: str,
+        recipient_ids: list[str],
+        kind: str,
+        encrypted: bool,
+        notify: bool,
+        index: bool,
+        content: str | None,
+        sealed: dict[str, Any] | None,
+        end_to_end: bool,
+        content_digest: str,
+        client_message_id: str | None,
+        meta: dict[str, str],
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.conversation_id = conversation_id
+        self.sender_id = sender_id
+        self.recipient_ids = list(recipient_ids)
+        self.kind = kind
+        self.encrypted = encrypted
+        self.notify = notify
+        self.index = index
+        self.content = content
+        self.sealed = dict(sealed) if sealed else None
+        self.end_to_end = end_to_end
+        self.content_digest = content_digest
+        self.client_message_id = client_message_id
+        self.encryption_queued = False
+        self.encryption: dict[str, Any] | None = None
+        self.encryption_version: str | None = ENVELOPE_VERSION if encrypted else None
+        self.delivered: dict[str, list[str]] = {}
+        self.online: list[str] = []
+        self.offline: list[str] = []
+        self.notified_batches: list[str] = []
+        self.indexed = False
+        self.failures: list[dict[str, Any]] = []
+        self.read_by: list[str] = []
+        self.shredded = False
+
+    # ---- derived facts -------------------------------------------------
+
+    def batches(self) -> list[list[str]]:
+        return batches_of(self.recipient_ids)
+
+    def batch_keys(self) -> list[str]:
+        return [str(i) for i in range(len(self.batches()))]
+
+    @property
+    def delivered_count(self) -> int:
+        return sum(len(ids) for ids in self.delivered.values())
+
+    @property
+    def is_delivered(self) -> bool:
+        return all(key in self.delivered for key in self.batch_keys())
+
+    @property
+    def is_notified(self) -> bool:
+        keys = self.batch_keys()
+        return self.notify and self.is_delivered and all(k in self.notified_batches for k in keys)
+
+    @property
+    def ready_for_delivery(self) -> bool:
+        return not self.encrypted or self.encryption is not None
+
+    @property
+    def status(self) -> str:
+        if self.is_delivered:
+            return DELIVERED
+        if self.failures:
+            return FAILED
+        if self.delivered:
+            return DELIVERING
+        if self.encrypted and self.encryption is None:
+            return ENCRYPTING
+        if self.encrypted:
+            return ENCRYPTED
+        return ACCEPTED
+
+    def participants(self) -> list[str]:
+        return [self.sender_id, *self.recipient_ids]
+
+    def may_see(self, user_id: str) -> bool:
+        return user_id == self.sender_id or user_id in self.recipient_ids
+
+    # ---- orders ----------------------------------------------------------
+
+    @event("EncryptionQueued", topic=_T + "EncryptionQueued")
+    def queue_encryption(self, meta: dict[str, str]) -> None:
+        self.encryption_queued = True
+
+    def record_encryption(
+        self, metadata: dict[str, Any], version: str, meta: dict[str, str]
+    ) -> bool:
+        """Record the sealed envelope's metadata; False when it already was."""
+        if self.encryption is not None:
+            return False
+        self._encrypted(metadata=metadata, version=version, kind=self.kind, meta=meta)
+        return True
+
+    @event("Encrypted", topic=_T + "Encrypted")
+    def _encrypted(
+        self, metadata: dict[str, Any], version: str, kind: str, meta: dict[str, str]
+    ) -> None:
+        self.encryption = dict(metadata)
+        self.encryption_version = version
+        self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_ENCRYPTION"]
+
+    def deliver(
+        self, batch: str, online: list[str], offline: list[str], meta: dict[str, str]
+    ) -> bool:
+        """Record that a batch reached its recipients; False when it already had."""
+        if batch in self.delivered:
+            return False
+        self._delivered(
+            batch=batch, online=online, offline=offline, notify=self.notify, meta=meta
+        )
+        return True
+
+    @event("Delivered", topic=_T + "Delivered")
+    def _delivered(
+        self,
+        batch: str,
+        online: list[str],
+        offline: list[str],
+        notify: bool,
+        meta: dict[str, str],
+    ) -> None:
+        self.delivered[batch] = [*online, *offline]
+        self.online = [*self.online, *online]
+        self.offline = [*self.offline, *offline]
+        self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_DELIVERY"]
+
+    def mark_notified(
+        self, batch: str, outcomes: dict[str, dict[str, str]], meta: dict[str, str]
+    ) -> bool:
+        if batch in self.notified_batches:
+            return False
+        self._notified(batch=batch, outcomes=outcomes, meta=meta)
+        return True
+
+    @event("Notified", topic=_T + "Notified")
+    def _notified(self, batch: str, outcomes: dict[str, dict[str, str]], meta: dict[str, str]) -> None:
+        self.notified_batches = [*self.notified_batches, batch]
+
+    def mark_indexed(self, meta: dict[str, str]) -> bool:
+        if self.indexed:
+            return False
+        self._indexed(meta=meta)
+        return True
+
+    @event("Indexed", topic=_T + "Indexed")
+    def _indexed(self, meta: dict[str, str]) -> None:
+        self.indexed = True
+
+    @event("ProcessingFailed", topic=_T + "ProcessingFailed")
+    def fail(self, queue: str, job_id: str, attempts: int, error: str, meta: dict[str, str]) -> None:
+        self.failures = [
+            *[f for f in self.failures if f["job_id"] != job_id],
+            {"queue": queue, "job_id": job_id, "attempts": attempts, "error": error},
+        ]
+
+    @event("RetryRequested", topic=_T + "RetryRequested")
+    def request_retry(self, queue: str, job_id: str, meta: dict[str, str]) -> None:
+        self.failures = [f for f in self.failures if f["job_id"] != job_id]
+
+    def mark_read(self, reader_id: str, meta: dict[str, str]) -> bool:
+        if reader_id not in self.recipient_ids:
+            raise NotARecipient(reader_id)
+        if reader_id in self.read_by:
+            return False
+        self._read(reader_id=reader_id, meta=meta)
+        return True
+
+    @event("Read", topic=_T + "Read")
+    def _read(self, reader_id: str, meta: dict[str, str]) -> None:
+        self.read_by = [*self.read_by, reader_id]
+
+    @event("Viewed", topic=_T + "Viewed")
+    def record_view(self, viewer_id: str, what: str, meta: dict[str, str]) -> None:
+        pass
+
+    @event("Shredded", topic=_T + "Shredded")
+    def shred(self, reason: str, meta: dict[str, str]) -> None:
+        self.shredded = True

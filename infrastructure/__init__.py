@@ -1,0 +1,1 @@
+"""Adapters and processes: the event store, broker, relay, workers, crypto."""

@@ -1,0 +1,179 @@
+"""Settings, read once from the environment (SPEC §8)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from application.jobs import DEFAULT_QUEUE_SETTINGS, QUEUES, QueueSettings
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str
+    redis_url: str | None
+    jwt_secret: str
+    jwt_public_key: str | None
+    master_keys: str
+    queues: dict[str, QueueSettings]
+    max_content_bytes: int
+    retention_days: int
+    fault_inject: str
+    data_dir: Path
+    ws_send_queue: int = 256
+    ws_idle_seconds: float = 120.0
+    poll_interval: float = 0.05
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql", "postgres"))
+
+    def sqlalchemy_url(self) -> str:
+        """The read side's URL (on SQLite a file beside the event store)."""
+        if self.is_postgres:
+            parsed = urlparse(self.database_url)
+            return "postgresql+psycopg://" + self.database_url.split("://", 1)[1] if parsed else ""
+        return f"sqlite:///{self.sqlite_path().with_suffix('.read.db')}"
+
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    def eventstore_env(self) -> dict[str, str]:
+        """eventsourcing's own keys for the chosen store."""
+        if self.is_postgres:
+            p = urlparse(self.database_url)
+            env = {
+                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "POSTGRES_DBNAME": p.path.lstrip("/") or "postgres",
+                "POSTGRES_HOST": p.hostname or "127.0.0.1",
+                "POSTGRES_PORT": str(p.port or 5432),
+                "POSTGRES_USER": unquote(p.username or "postgres"),
+                "POSTGRES_PASSWORD": unquote(p.password or ""),
+                "POSTGRES_POOL_SIZE": self.extra.get("POSTGRES_POOL_SIZE", "10"),
+                "POSTGRES_MAX_OVERFLOW": self.extra.get("POSTGRES_MAX_OVERFLOW", "20"),
+                "POSTGRES_CONNECT_TIMEOUT": "5",
+            }
+            if self.extra.get("POSTGRES_SCHEMA"):
+                env["POSTGRES_SCHEMA"] = self.extra["POSTGRES_SCHEMA"]
+            return env
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(self.sqlite_path()),
+            "SQLITE_LOCK_TIMEOUT": "30",
+        }
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number, got {raw!r}") from None
+
+
+def queue_settings(env: Mapping[str, str]) -> dict[str, QueueSettings]:
+    """SPEC §3 defaults, each overridable by ``QUEUE_<NAME>_<SETTING>``."""
+    result = {}
+    for name in QUEUES:
+        d = DEFAULT_QUEUE_SETTINGS[name]
+        prefix = f"QUEUE_{name}_"
+        backoff = env.get(prefix + "BACKOFF", d.backoff)
+        if backoff not in ("exponential", "fixed"):
+            raise SettingsError(f"{prefix}BACKOFF must be 'exponential' or 'fixed'")
+        result[name] = QueueSettings(
+            name=name,
+            concurrency=max(1, _int(env, prefix + "CONCURRENCY", d.concurrency)),
+            max_attempts=max(1, _int(env, prefix + "MAX_ATTEMPTS", d.max_attempts)),
+            backoff=backoff,
+            backoff_seconds=_float(env, prefix + "BACKOFF_SECONDS", d.backoff_seconds),
+            timeout_seconds=_float(env, prefix + "TIMEOUT_SECONDS", d.timeout_seconds),
+        )
+    return result
+
+
+def _secret_file(path: Path, make: str) -> str:
+    """A secret kept under the data dir for the embedded default, made on first start."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(make + "\n")
+    path.chmod(0o600)
+    return make
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting once. With nothing set: the embedded default under ./var/."""
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("COURIER_DATA_DIR", "var")).resolve()
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'courier.db'}"
+    if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise SettingsError(
+            "DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB, "
+            f"got {database_url.split('://')[0]}://…"
+        )
+    embedded = database_url.startswith("sqlite")
+    if embedded:
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    jwt_secret = env.get("JWT_SECRET") or ""
+    master_keys = env.get("ENCRYPTION_MASTER_KEYS") or ""
+    if embedded:
+        jwt_secret = jwt_secret or _secret_file(data_dir / "jwt-secret", secrets.token_urlsafe(48))
+        if not master_keys:
+            from infrastructure.crypto import generate_master_key_spec
+
+            master_keys = _secret_file(data_dir / "master-keys", generate_master_key_spec())
+    else:
+        if not jwt_secret:
+            raise SettingsError(
+                "JWT_SECRET is missing, and has no default outside the embedded runtime: "
+                "set it to a long random string shared by every API process"
+            )
+        if not master_keys:
+            raise SettingsError(
+                "ENCRYPTION_MASTER_KEYS is missing, and has no default outside the embedded "
+                "runtime: run `courier keys generate` and share the value with every process"
+            )
+    passthrough = ("POSTGRES_SCHEMA", "POSTGRES_POOL_SIZE", "POSTGRES_MAX_OVERFLOW", "COURIER_ROLE")
+    return Settings(
+        database_url=database_url,
+        broker_url=env.get("BROKER_URL") or "memory://",
+        redis_url=env.get("REDIS_URL") or None,
+        jwt_secret=jwt_secret,
+        jwt_public_key=env.get("JWT_PUBLIC_KEY") or None,
+        master_keys=master_keys,
+        queues=queue_settings(env),
+        max_content_bytes=_int(env, "MAX_CONTENT_BYTES", 65536),
+        retention_days=_int(env, "RETENTION_DAYS", 0),
+        fault_inject=env.get("FAULT_INJECT", ""),
+        data_dir=data_dir,
+        ws_send_queue=_int(env, "WS_SEND_QUEUE", 256),
+        ws_idle_seconds=_float(env, "WS_IDLE_SECONDS", 120.0),
+        poll_interval=_float(env, "COURIER_POLL_INTERVAL", 0.05),
+        extra={k: env[k] for k in passthrough if env.get(k)},
+    )

@@ -1,0 +1,1 @@
+"""Courier's edges: HTTP, WebSocket and the command line."""
