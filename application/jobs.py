@@ -14,6 +14,8 @@ MESSAGE_INDEXING = "MESSAGE_INDEXING"
 BATCH_MESSAGE_SENDING = "BATCH_MESSAGE_SENDING"
 MESSAGE_CLEANUP = "MESSAGE_CLEANUP"
 
+_RNG = random.Random()
+
 QUEUES: tuple[str, ...] = (
     MESSAGE_DELIVERY,
     MESSAGE_NOTIFICATION,
@@ -41,8 +43,8 @@ class QueueSettings:
         """Seconds to wait before ``attempt`` (2 = the first retry)."""
         if self.backoff == "fixed":
             return self.backoff_seconds
-        base = self.backoff_seconds * 2 ** max(attempt - 2, 0)
-        jitter = (rng or random).uniform(0.0, 0.2) * base
+        base = self.backoff_seconds * float(2 ** max(attempt - 2, 0))
+        jitter: float = (rng or _RNG).uniform(0.0, 0.2) * base
         return base + jitter
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from application.jobs import (
     BATCH_MESSAGE_SENDING,
     MESSAGE_CLEANUP,
@@ -80,7 +81,12 @@ class Processor:
             entries.append(VaultEntry(message.id, user, key_id, wrapped))
             recipient_key_ids[user] = key_id
         self.app.crypto.vault.put(entries)
-        metadata = {"keyId": service.key_id, "recipientKeyIds": recipient_key_ids}
+        metadata = {
+            "iv": sealed.get("iv"),
+            "authTag": sealed.get("authTag"),
+            "keyId": service.key_id,
+            "recipientKeyIds": recipient_key_ids,
+        }
 
         def attempt() -> None:
             current = self._message(job)
@@ -136,7 +142,9 @@ class Processor:
         if recipients is None:
             raise JobNotReady("the batch is not delivered yet")
         offline = [u for u in recipients if u in message.offline]
-        outcomes = {u: {"channel": "none", "outcome": "online"} for u in recipients if u not in offline}
+        outcomes = {
+            u: {"channel": "none", "outcome": "online"} for u in recipients if u not in offline
+        }
         if offline:
             outcomes.update(
                 self.notifier.notify(message.tenant_id, message.id, offline, message.encrypted)
@@ -182,4 +190,3 @@ def _batch_key(job: Job) -> str:
     if not job.part.startswith("b") or not job.part[1:].isdigit():
         raise UnknownJob(job.job_id)
     return job.part[1:]
-

@@ -14,14 +14,13 @@ def iso(value: Any) -> str:
 
 
 def encryption_metadata(message: Message) -> dict[str, Any] | None:
-    if not message.encrypted:
+    if message.encryption is None:
         return None
-    sealed = message.sealed or {}
-    enc = message.encryption or {}
+    enc = message.encryption
     return {
         "algorithm": "AES-256-GCM",
-        "iv": sealed.get("iv"),
-        "authTag": sealed.get("authTag"),
+        "iv": enc.get("iv"),
+        "authTag": enc.get("authTag"),
         "keyId": enc.get("keyId"),
     }
 

@@ -38,10 +38,28 @@ def direct_conversation_id(tenant_id: str, user_a: str, user_b: str) -> UUID:
 class Conversation(Aggregate):
     TOPIC = _T + "Conversation"
 
-    class Created(Aggregate.Created):
+    class Event(Aggregate.Event):
+        meta: dict[str, str]
+
+    class Created(Event, Aggregate.Created):
         TOPIC = _T + "Created"
 
-    @event("Started", topic=_T + "Started")
+    class Started(Created):
+        TOPIC = _T + "Started"
+        tenant_id: str
+        kind: str
+        participant_ids: list[str]
+        title: str | None
+
+    class ParticipantsAdded(Event):
+        TOPIC = _T + "ParticipantsAdded"
+        user_ids: list[str]
+
+    class ParticipantRemoved(Event):
+        TOPIC = _T + "ParticipantRemoved"
+        user_id: str
+
+    @event(Started)
     def __init__(
         self,
         *,
@@ -69,7 +87,7 @@ class Conversation(Aggregate):
         if new:
             self._added(user_ids=new, meta=meta)
 
-    @event("ParticipantsAdded", topic=_T + "ParticipantsAdded")
+    @event(ParticipantsAdded)
     def _added(self, user_ids: list[str], meta: dict[str, str]) -> None:
         self.participant_ids = [*self.participant_ids, *user_ids]
 
@@ -79,6 +97,6 @@ class Conversation(Aggregate):
         self.check_participant(user_id)
         self._removed(user_id=user_id, meta=meta)
 
-    @event("ParticipantRemoved", topic=_T + "ParticipantRemoved")
+    @event(ParticipantRemoved)
     def _removed(self, user_id: str, meta: dict[str, str]) -> None:
         self.participant_ids = [p for p in self.participant_ids if p != user_id]

@@ -22,17 +22,29 @@ class UserKeys(Aggregate):
 
     TOPIC = _T + "UserKeys"
 
-    class Created(Aggregate.Created):
-        TOPIC = _T + "Created"
+    class Event(Aggregate.Event):
+        meta: dict[str, str]
 
-    @event("Opened", topic=_T + "Opened")
+    class Created(Event, Aggregate.Created):
+        TOPIC = _T + "Created"
+        tenant_id: str
+        user_id: str
+
+    class KeyRegistered(Event):
+        TOPIC = _T + "KeyRegistered"
+        key_id: str
+        public_key_pem: str
+        fingerprint: str
+        created_at: str
+
+    @event(Created)
     def __init__(self, *, tenant_id: str, user_id: str, meta: dict[str, str]) -> None:
         self.tenant_id = tenant_id
         self.user_id = user_id
         self.keys: dict[str, dict[str, str]] = {}
         self.current_key_id: str | None = None
 
-    @event("KeyRegistered", topic=_T + "KeyRegistered")
+    @event(KeyRegistered)
     def register(
         self,
         key_id: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID, NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
@@ -44,7 +44,75 @@ class Message(Aggregate):
 
     TOPIC = _T + "Message"
 
-    @event("Created", topic=_T + "Created")
+    class Event(Aggregate.Event):
+        meta: dict[str, str]
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = _T + "Created"
+        tenant_id: str
+        conversation_id: UUID
+        sender_id: str
+        recipient_ids: list[str]
+        kind: str
+        encrypted: bool
+        notify: bool
+        index: bool
+        content: str | None
+        sealed: dict[str, Any] | None
+        end_to_end: bool
+        content_digest: str
+        client_message_id: str | None
+
+    class EncryptionQueued(Event):
+        TOPIC = _T + "EncryptionQueued"
+
+    class Encrypted(Event):
+        TOPIC = _T + "Encrypted"
+        metadata: dict[str, Any]
+        version: str
+        kind: str
+
+    class Delivered(Event):
+        TOPIC = _T + "Delivered"
+        batch: str
+        online: list[str]
+        offline: list[str]
+        notify: bool
+
+    class Notified(Event):
+        TOPIC = _T + "Notified"
+        batch: str
+        outcomes: dict[str, dict[str, str]]
+
+    class Indexed(Event):
+        TOPIC = _T + "Indexed"
+
+    class ProcessingFailed(Event):
+        TOPIC = _T + "ProcessingFailed"
+        queue: str
+        job_id: str
+        attempts: int
+        error: str
+
+    class RetryRequested(Event):
+        TOPIC = _T + "RetryRequested"
+        queue: str
+        job_id: str
+
+    class Read(Event):
+        TOPIC = _T + "Read"
+        reader_id: str
+
+    class Viewed(Event):
+        TOPIC = _T + "Viewed"
+        viewer_id: str
+        what: str
+
+    class Shredded(Event):
+        TOPIC = _T + "Shredded"
+        reason: str
+
+    @event(Created)
     def __init__(
         self,
         *,
@@ -135,20 +203,20 @@ class Message(Aggregate):
 
     # ---- orders ----------------------------------------------------------
 
-    @event("EncryptionQueued", topic=_T + "EncryptionQueued")
+    @event(EncryptionQueued)
     def queue_encryption(self, meta: dict[str, str]) -> None:
         self.encryption_queued = True
 
     def record_encryption(
         self, metadata: dict[str, Any], version: str, meta: dict[str, str]
     ) -> bool:
-        """Record the sealed envelope's metadata; False when it already was."""
+        """Record the sealed envelope's public metadata; False when it already was."""
         if self.encryption is not None:
             return False
         self._encrypted(metadata=metadata, version=version, kind=self.kind, meta=meta)
         return True
 
-    @event("Encrypted", topic=_T + "Encrypted")
+    @event(Encrypted)
     def _encrypted(
         self, metadata: dict[str, Any], version: str, kind: str, meta: dict[str, str]
     ) -> None:
@@ -162,12 +230,10 @@ class Message(Aggregate):
         """Record that a batch reached its recipients; False when it already had."""
         if batch in self.delivered:
             return False
-        self._delivered(
-            batch=batch, online=online, offline=offline, notify=self.notify, meta=meta
-        )
+        self._delivered(batch=batch, online=online, offline=offline, notify=self.notify, meta=meta)
         return True
 
-    @event("Delivered", topic=_T + "Delivered")
+    @event(Delivered)
     def _delivered(
         self,
         batch: str,
@@ -176,7 +242,7 @@ class Message(Aggregate):
         notify: bool,
         meta: dict[str, str],
     ) -> None:
-        self.delivered[batch] = [*online, *offline]
+        self.delivered = {**self.delivered, batch: [*online, *offline]}
         self.online = [*self.online, *online]
         self.offline = [*self.offline, *offline]
         self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_DELIVERY"]
@@ -189,9 +255,14 @@ class Message(Aggregate):
         self._notified(batch=batch, outcomes=outcomes, meta=meta)
         return True
 
-    @event("Notified", topic=_T + "Notified")
-    def _notified(self, batch: str, outcomes: dict[str, dict[str, str]], meta: dict[str, str]) -> None:
+    @event(Notified)
+    def _notified(
+        self, batch: str, outcomes: dict[str, dict[str, str]], meta: dict[str, str]
+    ) -> None:
         self.notified_batches = [*self.notified_batches, batch]
+        self.failures = [
+            f for f in self.failures if f["job_id"] != f"MESSAGE_NOTIFICATION:{self.id}:b{batch}"
+        ]
 
     def mark_indexed(self, meta: dict[str, str]) -> bool:
         if self.indexed:
@@ -199,18 +270,21 @@ class Message(Aggregate):
         self._indexed(meta=meta)
         return True
 
-    @event("Indexed", topic=_T + "Indexed")
+    @event(Indexed)
     def _indexed(self, meta: dict[str, str]) -> None:
         self.indexed = True
+        self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_INDEXING"]
 
-    @event("ProcessingFailed", topic=_T + "ProcessingFailed")
-    def fail(self, queue: str, job_id: str, attempts: int, error: str, meta: dict[str, str]) -> None:
+    @event(ProcessingFailed)
+    def fail(
+        self, queue: str, job_id: str, attempts: int, error: str, meta: dict[str, str]
+    ) -> None:
         self.failures = [
             *[f for f in self.failures if f["job_id"] != job_id],
             {"queue": queue, "job_id": job_id, "attempts": attempts, "error": error},
         ]
 
-    @event("RetryRequested", topic=_T + "RetryRequested")
+    @event(RetryRequested)
     def request_retry(self, queue: str, job_id: str, meta: dict[str, str]) -> None:
         self.failures = [f for f in self.failures if f["job_id"] != job_id]
 
@@ -222,14 +296,14 @@ class Message(Aggregate):
         self._read(reader_id=reader_id, meta=meta)
         return True
 
-    @event("Read", topic=_T + "Read")
+    @event(Read)
     def _read(self, reader_id: str, meta: dict[str, str]) -> None:
         self.read_by = [*self.read_by, reader_id]
 
-    @event("Viewed", topic=_T + "Viewed")
+    @event(Viewed)
     def record_view(self, viewer_id: str, what: str, meta: dict[str, str]) -> None:
         pass
 
-    @event("Shredded", topic=_T + "Shredded")
+    @event(Shredded)
     def shred(self, reason: str, meta: dict[str, str]) -> None:
         self.shredded = True

@@ -1,30 +1,219 @@
-"""The one place that builds everything, for either runtime. (STUB — being written.)"""
+"""The one place that builds everything, for either runtime (STYLE.md point 4).
+
+Nothing connects at import: ``build`` makes the objects, ``Container.start`` starts
+the threads that the process's role asks for.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from application.messaging import Messaging
-from application.ports import MessageQueries
+from sqlalchemy import Engine, create_engine, event, text
+
+from application.messaging import Crypto, Messaging
+from application.processing import Processor
+from infrastructure.broker import Broker
+from infrastructure.crypto import AesGcmCipher, MasterKeyring
+from infrastructure.delayed import DelayedJobs
+from infrastructure.faults import FaultInjector
+from infrastructure.jobstats import JobStats
+from infrastructure.notifiers import FlagIndexer, LogNotifier
+from infrastructure.presence import LocalPresence, RedisPresence
+from infrastructure.relay import Relay
 from infrastructure.settings import Settings
+from infrastructure.vault import SqlKeyVault
+from infrastructure.worker import JobRunner, QueueConsumer, Workers
+from projections.messages import MessageQueriesSQL, MessagesView
+from projections.runner import ApplicationLog, ProjectionRunner
+
+log = logging.getLogger("courier")
+
+SERVE = "serve"
+WORKER = "worker"
+RELAY = "relay"
+PROJECTIONS = "projections"
+TOOL = "tool"  # CLI commands that only read or write once
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.sqlalchemy_url()
+    if settings.is_postgres:
+        schema = settings.extra.get("POSTGRES_SCHEMA")
+        args = {"options": f"-csearch_path={schema}"} if schema else {}
+        return create_engine(
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            pool_timeout=10,
+            connect_args={"connect_timeout": 5, **args},
+        )
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def migrate(settings: Settings, engine: Engine) -> None:
+    """Apply pending read-side migrations (one process at a time on Postgres)."""
+    from infrastructure import migrate as migrations
+
+    schema = settings.extra.get("POSTGRES_SCHEMA")
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(7243001)"))
+            try:
+                migrations.upgrade(settings.sqlalchemy_url(), schema=schema)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(7243001)"))
+                conn.commit()
+    else:
+        migrations.upgrade(settings.sqlalchemy_url())
 
 
 @dataclass
 class Container:
+    """Everything one process uses, built once from settings."""
+
     settings: Settings
+    role: str
     messaging: Messaging
-    queries: MessageQueries
+    engine: Engine
+    queries: MessageQueriesSQL
+    broker: Broker
+    presence: LocalPresence
+    stats: JobStats
+    delayed: DelayedJobs
+    redis: Any = None
+    relay: Relay | None = None
+    workers: Workers | None = None
+    projections: list[ProjectionRunner] = field(default_factory=list)
     hub: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def event_log(self) -> ApplicationLog:
+        return ApplicationLog(self.messaging)
 
     def readiness(self) -> dict[str, bool]:
-        """Each dependency and whether it answers right now."""
-        raise NotImplementedError
+        checks: dict[str, bool] = {}
+        try:
+            self.messaging.recorder.max_notification_id()
+            checks["eventStore"] = True
+        except Exception:
+            checks["eventStore"] = False
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["readStore"] = True
+        except Exception:
+            checks["readStore"] = False
+        if not self.settings.broker_url.startswith("memory"):
+            checks["broker"] = self.broker.ping()
+        if self.redis is not None:
+            try:
+                checks["redis"] = bool(self.redis.ping())
+            except Exception:
+                checks["redis"] = False
+        return checks
 
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
+    def start(self) -> None:
+        for runner in self.projections:
+            runner.follower.start()
+        if self.workers is not None:
+            self.workers.start()
+        if self.relay is not None:
+            self.relay.start()
+        log.info(
+            "courier %s started (%s, broker %s)",
+            self.role,
+            "embedded" if self.settings.embedded else "services",
+            self.settings.broker_url.split("://")[0],
+        )
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        if self.workers is not None:
+            self.workers.stop()
+        for runner in self.projections:
+            runner.follower.stop()
+        if self.relay is not None:
+            self.relay.join(timeout=5)
+        for runner in self.projections:
+            runner.follower.join(timeout=5)
+        self.broker.reset()
+        self.messaging.close()
+        self.engine.dispose()
 
 
-def build(settings: Settings, *, role: str = "serve") -> Container:
-    raise NotImplementedError
+def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = True) -> Container:
+    """Build a process of the given role. Embedded ``serve`` hosts every role at once."""
+    engine = make_engine(settings)
+    if apply_migrations:
+        migrate(settings, engine)
+    vault = SqlKeyVault(engine)
+    crypto = Crypto(
+        cipher=AesGcmCipher(), keyring=MasterKeyring.from_spec(settings.master_keys), vault=vault
+    )
+    messaging = Messaging(crypto=crypto, env=settings.eventstore_env())
+    redis_client = None
+    if settings.redis_url:
+        import redis
+
+        redis_client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+        )
+    presence: LocalPresence = (
+        RedisPresence(redis_client) if redis_client is not None else LocalPresence()
+    )
+    broker = Broker(settings.broker_url, settings.visibility_timeout)
+    stats = JobStats()
+    delayed = DelayedJobs(engine)
+    container = Container(
+        settings=settings,
+        role=role,
+        messaging=messaging,
+        engine=engine,
+        queries=MessageQueriesSQL(engine),
+        broker=broker,
+        presence=presence,
+        stats=stats,
+        delayed=delayed,
+        redis=redis_client,
+    )
+    everything = settings.embedded and role == SERVE
+    log_ = ApplicationLog(messaging)
+    if everything or role == PROJECTIONS:
+        runner = ProjectionRunner(
+            MessagesView(), engine, log_, poll_interval=settings.poll_interval
+        )
+        container.projections.append(runner)
+        messaging.on_saved(runner.follower.wake)
+    if everything or role == WORKER:
+        processor = Processor(messaging, presence, LogNotifier(), FlagIndexer())
+        job_runner = JobRunner(
+            processor, delayed, settings.queues, FaultInjector(settings.fault_inject), stats
+        )
+        container.workers = Workers(
+            [QueueConsumer(q, broker, job_runner) for q in settings.queues.values()]
+        )
+    if everything or role == RELAY:
+        container.relay = Relay(
+            messaging,
+            log_,
+            engine,
+            broker,
+            delayed,
+            poll_interval=settings.poll_interval,
+            reconcile_after=settings.reconcile_after,
+        )
+        messaging.on_saved(container.relay.wake)
+    return container

@@ -32,6 +32,8 @@ class Settings:
     ws_send_queue: int = 256
     ws_idle_seconds: float = 120.0
     poll_interval: float = 0.05
+    reconcile_after: float = 60.0
+    visibility_timeout: float = 660.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -45,8 +47,7 @@ class Settings:
     def sqlalchemy_url(self) -> str:
         """The read side's URL (on SQLite a file beside the event store)."""
         if self.is_postgres:
-            parsed = urlparse(self.database_url)
-            return "postgresql+psycopg://" + self.database_url.split("://", 1)[1] if parsed else ""
+            return "postgresql+psycopg://" + self.database_url.split("://", 1)[1]
         return f"sqlite:///{self.sqlite_path().with_suffix('.read.db')}"
 
     def sqlite_path(self) -> Path:
@@ -175,5 +176,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ws_send_queue=_int(env, "WS_SEND_QUEUE", 256),
         ws_idle_seconds=_float(env, "WS_IDLE_SECONDS", 120.0),
         poll_interval=_float(env, "COURIER_POLL_INTERVAL", 0.05),
+        reconcile_after=_float(env, "RECONCILE_AFTER_SECONDS", 60.0),
+        visibility_timeout=_float(env, "BROKER_VISIBILITY_TIMEOUT", 660.0),
         extra={k: env[k] for k in passthrough if env.get(k)},
     )

@@ -1,0 +1,113 @@
+"""kombu: the six queues declared once, connections and a thread-safe publisher."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from kombu import Connection, Exchange, Queue
+
+from application.jobs import QUEUES, Job
+
+EXCHANGE = Exchange("courier", type="direct", durable=True)
+
+
+def queue_for(name: str) -> Queue:
+    return Queue(name, exchange=EXCHANGE, routing_key=name, durable=True)
+
+
+class Broker:
+    """Builds connections to ``BROKER_URL``; one publisher connection per thread."""
+
+    def __init__(self, url: str, visibility_timeout: float = 660.0) -> None:
+        self.url = url
+        self.visibility_timeout = visibility_timeout
+        self.queues = {name: queue_for(name) for name in QUEUES}
+        self._local = threading.local()
+        self._declared = False
+        self._declare_lock = threading.Lock()
+
+    def transport_options(self) -> dict[str, Any]:
+        if self.url.startswith("memory"):
+            return {"polling_interval": 0.02}
+        if self.url.startswith("redis"):
+            # Unacked jobs of a worker that died come back after this many seconds.
+            return {
+                "visibility_timeout": self.visibility_timeout,
+                "unacked_restore_interval": 5,
+                "socket_timeout": 5,
+                "socket_connect_timeout": 5,
+            }
+        return {}
+
+    def connection(self) -> Connection:
+        return Connection(
+            self.url,
+            transport_options=self.transport_options(),
+            connect_timeout=5,
+            heartbeat=0,
+        )
+
+    def declare(self, conn: Connection) -> None:
+        with self._declare_lock:
+            channel = conn.default_channel
+            for queue in self.queues.values():
+                queue.bind(channel).declare()
+            self._declared = True
+
+    def _producer(self) -> Any:
+        producer = getattr(self._local, "producer", None)
+        if producer is None:
+            conn = self.connection()
+            conn.ensure_connection(max_retries=3)
+            self.declare(conn)
+            producer = conn.Producer(serializer="json")
+            self._local.conn = conn
+            self._local.producer = producer
+        return producer
+
+    def reset(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.producer = None
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                conn.release()
+
+    def publish(self, jobs: list[Job]) -> None:
+        """Publish every job (JSON, persistent); reconnect once on a broken connection."""
+        if not jobs:
+            return
+        for attempt in (1, 2):
+            try:
+                producer = self._producer()
+                for job in jobs:
+                    producer.publish(
+                        job.to_wire(),
+                        exchange=EXCHANGE,
+                        routing_key=job.queue,
+                        delivery_mode=2,
+                        message_id=job.job_id,
+                        retry=True,
+                        retry_policy={"max_retries": 3, "interval_start": 0.1},
+                    )
+                return
+            except Exception:
+                self.reset()
+                if attempt == 2:
+                    raise
+
+    def depth(self, name: str) -> int:
+        """Jobs waiting in a queue (not yet delivered to a worker)."""
+        with self.connection() as conn:
+            _, count, _ = self.queues[name].bind(conn.default_channel).queue_declare(passive=True)
+            return int(count)
+
+    def ping(self) -> bool:
+        try:
+            with self.connection() as conn:
+                conn.ensure_connection(max_retries=1)
+                return True
+        except Exception:
+            return False

@@ -1,0 +1,184 @@
+"""The relay: follows the event log and publishes the jobs each event's policy asks for.
+
+It is the only publisher of first jobs. Its position is stored after the jobs are
+published, so a crash re-publishes at most one batch; job ids are deterministic and
+workers idempotent, so that costs nothing. Also here: due retries and the reconciler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Engine, select, text
+
+from application.jobs import Job
+from application.messaging import Messaging
+from application.policies import jobs_for, pending_jobs
+from infrastructure.broker import Broker
+from infrastructure.delayed import DelayedJobs
+from projections.runner import EventLog, Follower, Positioned, read_position, write_position
+from projections.tables import messages
+
+log = logging.getLogger("courier.relay")
+
+RELAY = "relay"
+LEADER_LOCK_KEY = 0x636F75726965  # "courie"
+
+
+class LeaderLock:
+    """On Postgres, exactly one relay leads: the holder of an advisory lock."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Any = None
+
+    def acquire(self, stopping: threading.Event) -> bool:
+        if self.engine.dialect.name != "postgresql":
+            return True
+        announced = False
+        while not stopping.is_set():
+            try:
+                conn = self.engine.connect()
+                got = conn.execute(
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}
+                ).scalar()
+                if got:
+                    conn.commit()
+                    self.conn = conn
+                    log.info("relay is the leader")
+                    return True
+                conn.close()
+            except Exception as error:
+                log.warning(
+                    "relay cannot reach the database for leadership (%s)", type(error).__name__
+                )
+            if not announced:
+                log.info("another relay leads; standing by")
+                announced = True
+            stopping.wait(1.0)
+        return False
+
+    def still_held(self) -> bool:
+        if self.conn is None:
+            return True
+        try:
+            self.conn.execute(text("SELECT 1"))
+            self.conn.commit()
+            return True
+        except Exception:
+            return False
+
+    def release(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
+
+
+class Relay(threading.Thread):
+    """Leads (or waits to), then follows the log, publishes due retries, reconciles."""
+
+    def __init__(
+        self,
+        app: Messaging,
+        log_: EventLog,
+        engine: Engine,
+        broker: Broker,
+        delayed: DelayedJobs,
+        *,
+        poll_interval: float = 0.05,
+        reconcile_after: float = 60.0,
+    ) -> None:
+        super().__init__(name="relay", daemon=True)
+        self.app = app
+        self.engine = engine
+        self.broker = broker
+        self.delayed = delayed
+        self.reconcile_after = reconcile_after
+        self.stopping = threading.Event()
+        self.lock = LeaderLock(engine)
+        self.follower = Follower(
+            RELAY,
+            log_,
+            self.publish_batch,
+            self.stored_position,
+            batch_size=500,
+            poll_interval=poll_interval,
+        )
+        self.published = 0
+
+    def stored_position(self) -> int:
+        with self.engine.connect() as conn:
+            return read_position(conn, RELAY)
+
+    def publish_batch(self, batch: Sequence[Positioned]) -> None:
+        jobs = [job for _, event in batch for job in jobs_for(event)]
+        self.broker.publish(jobs)
+        with self.engine.begin() as conn:
+            write_position(conn, RELAY, batch[-1][0])
+        self.published += len(jobs)
+
+    def wake(self, position: int = 0) -> None:
+        self.follower.wake(position)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.follower.stop()
+
+    def run(self) -> None:
+        if not self.lock.acquire(self.stopping):
+            return
+        self.follower.start()
+        last_reconcile = time.monotonic()
+        while not self.stopping.wait(0.2):
+            if not self.lock.still_held():
+                log.error("relay lost its leadership; stopping so that another can lead")
+                self.follower.stop()
+                break
+            try:
+                self.publish_due()
+                if time.monotonic() - last_reconcile > min(self.reconcile_after / 2, 10.0):
+                    self.reconcile()
+                    last_reconcile = time.monotonic()
+            except Exception:
+                log.exception("relay housekeeping failed; will try again")
+        self.lock.release()
+
+    def publish_due(self) -> None:
+        due = self.delayed.due()
+        if due:
+            self.broker.publish(due)
+            self.delayed.remove(due)
+
+    def reconcile(self) -> int:
+        """Publish again the next jobs of messages that stand still short of done."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.reconcile_after)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(messages.c.id, messages.c.tenant_id, messages.c.failures)
+                .where(
+                    messages.c.updated_at < cutoff,
+                    (messages.c.status != "delivered")
+                    | ((messages.c.notify.is_(True)) & messages.c.notified.is_(False))
+                    | (messages.c.index_requested.is_(True) & messages.c.indexed.is_(False)),
+                )
+                .limit(200)
+            ).all()
+        waiting = self.delayed.waiting_ids()
+        jobs: list[Job] = []
+        for row in rows:
+            if row.failures:
+                continue
+            message = self.app.get_message(row.tenant_id, UUID(row.id))
+            jobs.extend(j for j in pending_jobs(message) if j.job_id not in waiting)
+        if jobs:
+            log.info("reconciler re-published %d job(s) of messages standing still", len(jobs))
+            self.broker.publish(jobs)
+        return len(jobs)

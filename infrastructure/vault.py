@@ -1,0 +1,60 @@
+"""The key vault: wrapped data keys in a table outside the event log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from application.ports import VaultEntry
+from projections.tables import key_vault
+
+
+class SqlKeyVault:
+    """Implements ``application.ports.KeyVault`` on the read-side database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def put(self, entries: list[VaultEntry]) -> None:
+        if not entries:
+            return
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "message_id": str(e.message_id),
+                "holder": e.holder,
+                "key_id": e.key_id,
+                "wrapped_key": e.wrapped_key,
+                "created_at": now,
+            }
+            for e in entries
+        ]
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(key_vault)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["message_id", "holder"],
+            set_={"key_id": stmt.excluded.key_id, "wrapped_key": stmt.excluded.wrapped_key},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def get(self, message_id: UUID, holder: str) -> VaultEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(key_vault).where(
+                    key_vault.c.message_id == str(message_id), key_vault.c.holder == holder
+                )
+            ).first()
+        if row is None:
+            return None
+        return VaultEntry(message_id, row.holder, row.key_id, bytes(row.wrapped_key))
+
+    def shred(self, message_id: UUID) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(key_vault).where(key_vault.c.message_id == str(message_id))
+            )
+        return int(result.rowcount or 0)

@@ -1,0 +1,75 @@
+"""Running the API process: lifespan (build, start, stop) and uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.applications import Starlette
+
+from infrastructure.bootstrap import SERVE, Container, build
+from infrastructure.settings import Settings
+from interfaces.ws import Hub
+
+log = logging.getLogger("courier")
+
+PRESENCE_REFRESH_SECONDS = 20.0
+
+
+def make_lifespan(container: Container) -> contextlib.AbstractAsyncContextManager[None] | object:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hub = Hub(container)
+        app.state.hub = hub
+        container.hub = hub
+        container.start()
+        hub.start(asyncio.get_running_loop())
+        refresher = asyncio.ensure_future(_refresh_presence(container))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            hub.stop()
+            await asyncio.to_thread(container.stop)
+
+    return lifespan
+
+
+async def _refresh_presence(container: Container) -> None:
+    while True:
+        await asyncio.sleep(PRESENCE_REFRESH_SECONDS)
+        try:
+            await asyncio.to_thread(container.presence.refresh)
+        except Exception:
+            log.warning("could not refresh presence in Redis")
+
+
+def create_server_app(settings: Settings) -> Starlette:
+    from interfaces.http.app import create_app
+
+    container = build(settings, SERVE)
+    return create_app(container, lifespan=make_lifespan(container))
+
+
+def run(settings: Settings, host: str, port: int) -> None:
+    from interfaces.http.app import install_log_redaction
+
+    app = create_server_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        ws_max_size=256 * 1024,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    install_log_redaction()
+    server.run()

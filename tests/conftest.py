@@ -1,0 +1,93 @@
+"""Shared fixtures: the machine's services, found or (in CI) required."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+PG_DSN = os.environ.get("COURIER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+REDIS_BASE = os.environ.get("COURIER_TEST_REDIS", "redis://127.0.0.1:6379")
+AMQP_URL = os.environ.get("COURIER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def services_required() -> bool:
+    return os.environ.get("COURIER_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(what: str) -> None:
+    """Skip on a developer machine without the service; fail where it is required."""
+    message = f"{what} is not reachable"
+    if services_required():
+        pytest.fail(message + " (COURIER_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    if not _port_open("127.0.0.1", 5432):
+        unavailable("PostgreSQL at 127.0.0.1:5432")
+    return PG_DSN
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str) -> Iterator[str]:
+    """A fresh schema for one test, dropped afterwards."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    yield name
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own for one test (flushed before and after)."""
+    import redis
+
+    if not _port_open("127.0.0.1", 6379):
+        unavailable("Redis at 127.0.0.1:6379")
+    url = f"{REDIS_BASE}/9"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """RabbitMQ's default vhost, with Courier's queues purged before and after."""
+    if not _port_open("127.0.0.1", 5672):
+        unavailable("RabbitMQ at 127.0.0.1:5672")
+    _purge_amqp(AMQP_URL)
+    yield AMQP_URL
+    _purge_amqp(AMQP_URL)
+
+
+def _purge_amqp(url: str) -> None:
+    from kombu import Connection
+
+    from application.jobs import QUEUES
+    from infrastructure.broker import queue_for
+
+    with Connection(url, connect_timeout=5) as conn:
+        channel = conn.default_channel
+        for name in QUEUES:
+            queue = queue_for(name).bind(channel)
+            queue.declare()
+            queue.purge()
