@@ -132,8 +132,7 @@ class Messaging(Application[UUID]):
                 return self._get(Conversation, cid, ctx.tenant_id)
             except NotFound:
                 pass
-            conversation = Conversation(  # type: ignore[call-arg]
-                id=cid,
+            conversation = Conversation(
                 tenant_id=ctx.tenant_id,
                 kind=DIRECT,
                 participant_ids=people,
@@ -244,7 +243,11 @@ class Messaging(Application[UUID]):
             message: object = self.repository.get(mid)
         except AggregateNotFoundError:
             return None
-        if not isinstance(message, Message) or message.sender_id != ctx.actor_id:
+        if (
+            not isinstance(message, Message)
+            or message.tenant_id != ctx.tenant_id
+            or message.sender_id != ctx.actor_id
+        ):
             raise Conflict("clientMessageId is already used")
         if message.content_digest != digest:
             raise Conflict("clientMessageId was already used for a different message")
@@ -281,7 +284,7 @@ class Messaging(Application[UUID]):
         elif encrypted:
             self._require_keys(ctx.tenant_id, [ctx.actor_id, *recipients])
             sealed, vault = self._server_seal(mid, outgoing.content or "")
-        message = Message(  # type: ignore[call-arg]
+        message = Message(
             id=mid,
             tenant_id=ctx.tenant_id,
             conversation_id=conversation.id,
@@ -359,8 +362,7 @@ class Messaging(Application[UUID]):
         def attempt() -> dict[str, str]:
             keys = self._user_keys(ctx.tenant_id, ctx.actor_id)
             if keys is None:
-                keys = UserKeys(  # type: ignore[call-arg]
-                    id=user_keys_id(ctx.tenant_id, ctx.actor_id),
+                keys = UserKeys(
                     tenant_id=ctx.tenant_id,
                     user_id=ctx.actor_id,
                     meta=ctx.as_meta(),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from uuid import NAMESPACE_URL, UUID, uuid5
+import json
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
@@ -32,7 +33,7 @@ class TooManyParticipants(ConversationError):
 def direct_conversation_id(tenant_id: str, user_a: str, user_b: str) -> UUID:
     """Two people share one direct conversation, whoever starts it."""
     first, second = sorted((user_a, user_b))
-    return uuid5(NAMESPACE_URL, f"courier:direct:{tenant_id}:{first}:{second}")
+    return uuid5(NAMESPACE_URL, json.dumps(["courier:direct", tenant_id, first, second]))
 
 
 class Conversation(Aggregate):
@@ -58,6 +59,14 @@ class Conversation(Aggregate):
     class ParticipantRemoved(Event):
         TOPIC = _T + "ParticipantRemoved"
         user_id: str
+
+    @staticmethod
+    def create_id(tenant_id: str, kind: str, participant_ids: list[str]) -> UUID:
+        """Two people share one direct conversation, whoever starts it."""
+        people = list(dict.fromkeys(participant_ids))
+        if kind == DIRECT and len(people) == 2:
+            return direct_conversation_id(tenant_id, people[0], people[1])
+        return uuid4()
 
     @event(Started)
     def __init__(

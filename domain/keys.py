@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -14,7 +15,7 @@ class NoKeyRegistered(Exception):
 
 
 def user_keys_id(tenant_id: str, user_id: str) -> UUID:
-    return uuid5(NAMESPACE_URL, f"courier:keys:{tenant_id}:{user_id}")
+    return uuid5(NAMESPACE_URL, json.dumps(["courier:keys", tenant_id, user_id]))
 
 
 class UserKeys(Aggregate):
@@ -36,6 +37,10 @@ class UserKeys(Aggregate):
         public_key_pem: str
         fingerprint: str
         created_at: str
+
+    @staticmethod
+    def create_id(tenant_id: str, user_id: str) -> UUID:
+        return user_keys_id(tenant_id, user_id)
 
     @event(Created)
     def __init__(self, *, tenant_id: str, user_id: str, meta: dict[str, str]) -> None:

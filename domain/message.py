@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -32,7 +33,8 @@ class NotARecipient(MessageError):
 
 def message_id_for(tenant_id: str, sender_id: str, client_message_id: str) -> UUID:
     """The id a client-chosen message id maps to: the same send, the same message."""
-    return uuid5(NAMESPACE_URL, f"courier:message:{tenant_id}:{sender_id}:{client_message_id}")
+    name = json.dumps(["courier:message", tenant_id, sender_id, client_message_id])
+    return uuid5(NAMESPACE_URL, name)
 
 
 def batches_of(recipient_ids: list[str], size: int = BATCH_SIZE) -> list[list[str]]:
@@ -116,6 +118,7 @@ class Message(Aggregate):
     def __init__(
         self,
         *,
+        id: UUID,  # noqa: A002 - eventsourcing's name for the aggregate id
         tenant_id: str,
         conversation_id: UUID,
         sender_id: str,

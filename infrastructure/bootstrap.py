@@ -34,6 +34,7 @@ SERVE = "serve"
 WORKER = "worker"
 RELAY = "relay"
 PROJECTIONS = "projections"
+ALL = "all"  # every role in one process (the embedded default's `serve`, tests)
 TOOL = "tool"  # CLI commands that only read or write once
 
 
@@ -149,7 +150,9 @@ class Container:
             self.relay.join(timeout=5)
         for runner in self.projections:
             runner.follower.join(timeout=5)
-        self.broker.reset()
+        self.broker.close()
+        if self.redis is not None:
+            self.redis.close()
         self.messaging.close()
         self.engine.dispose()
 
@@ -189,7 +192,7 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         delayed=delayed,
         redis=redis_client,
     )
-    everything = settings.embedded and role == SERVE
+    everything = role == ALL or (settings.embedded and role == SERVE)
     log_ = ApplicationLog(messaging)
     if everything or role == PROJECTIONS:
         runner = ProjectionRunner(

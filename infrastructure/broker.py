@@ -27,6 +27,7 @@ class Broker:
         self._local = threading.local()
         self._declared = False
         self._declare_lock = threading.Lock()
+        self._opened: list[Connection] = []
 
     def transport_options(self) -> dict[str, Any]:
         if self.url.startswith("memory"):
@@ -63,6 +64,8 @@ class Broker:
             conn.ensure_connection(max_retries=3)
             self.declare(conn)
             producer = conn.Producer(serializer="json")
+            with self._declare_lock:
+                self._opened.append(conn)
             self._local.conn = conn
             self._local.producer = producer
         return producer
@@ -72,8 +75,19 @@ class Broker:
         self._local.producer = None
         self._local.conn = None
         if conn is not None:
+            with self._declare_lock:
+                self._opened = [c for c in self._opened if c is not conn]
             with contextlib.suppress(Exception):  # a broken connection may fail to close
                 conn.release()
+
+    def close(self) -> None:
+        """Close every publisher connection this broker opened, on any thread."""
+        with self._declare_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            with contextlib.suppress(Exception):
+                conn.release()
+        self._local = threading.local()
 
     def publish(self, jobs: list[Job]) -> None:
         """Publish every job (JSON, persistent); reconnect once on a broken connection."""

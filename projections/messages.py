@@ -85,13 +85,13 @@ class MessagesView:
     name = "messages"
 
     @singledispatchmethod
-    def apply(self, conn: Connection, position: int, event: Any) -> None:
+    def apply(self, event: Any, conn: Connection, position: int) -> None:
         """Events this view does not show are skipped."""
 
     # ---- conversations ---------------------------------------------------
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Conversation.Started) -> None:
+    def _(self, event: Conversation.Started, conn: Connection, position: int) -> None:
         cid = str(event.originator_id)
         conn.execute(
             _insert(conn)(conversations)
@@ -109,7 +109,7 @@ class MessagesView:
         self._add_participants(conn, cid, event.tenant_id, list(event.participant_ids))
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Conversation.ParticipantsAdded) -> None:
+    def _(self, event: Conversation.ParticipantsAdded, conn: Connection, position: int) -> None:
         cid = str(event.originator_id)
         row = conn.execute(select(conversations).where(conversations.c.id == cid)).one()
         people = list(dict.fromkeys([*row.participant_ids, *event.user_ids]))
@@ -121,7 +121,7 @@ class MessagesView:
         self._add_participants(conn, cid, row.tenant_id, list(event.user_ids))
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Conversation.ParticipantRemoved) -> None:
+    def _(self, event: Conversation.ParticipantRemoved, conn: Connection, position: int) -> None:
         cid = str(event.originator_id)
         row = conn.execute(select(conversations).where(conversations.c.id == cid)).one()
         people = [p for p in row.participant_ids if p != event.user_id]
@@ -148,7 +148,7 @@ class MessagesView:
     # ---- messages ----------------------------------------------------------
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Message.Created) -> None:
+    def _(self, event: Message.Created, conn: Connection, position: int) -> None:
         mid = str(event.originator_id)
         tenant = event.meta.get("tenant_id", event.tenant_id)
         recipients = list(event.recipient_ids)
@@ -214,7 +214,7 @@ class MessagesView:
         return list(value)
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Message.Encrypted) -> None:
+    def _(self, event: Message.Encrypted, conn: Connection, position: int) -> None:
         failures = [f for f in self._failures(conn, event) if f["queue"] != ENCRYPTION_QUEUE]
         metadata = dict(event.metadata)
         self._change(
@@ -232,7 +232,7 @@ class MessagesView:
         )
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Message.Delivered) -> None:
+    def _(self, event: Message.Delivered, conn: Connection, position: int) -> None:
         mid = str(event.originator_id)
         users = [*event.online, *event.offline]
         online = set(event.online)
@@ -256,7 +256,7 @@ class MessagesView:
         self._change(conn, position, event, delivered_count=row + len(users), failures=failures)
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Message.Notified) -> None:
+    def _(self, event: Message.Notified, conn: Connection, position: int) -> None:
         mid = str(event.originator_id)
         batches = conn.execute(
             select(messages.c.notified_batches).where(messages.c.id == mid)
@@ -269,12 +269,12 @@ class MessagesView:
             )
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Message.Indexed) -> None:
+    def _(self, event: Message.Indexed, conn: Connection, position: int) -> None:
         failures = [f for f in self._failures(conn, event) if f["queue"] != "MESSAGE_INDEXING"]
         self._change(conn, position, event, indexed=True, failures=failures)
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Message.ProcessingFailed) -> None:
+    def _(self, event: Message.ProcessingFailed, conn: Connection, position: int) -> None:
         failures = [f for f in self._failures(conn, event) if f["job_id"] != event.job_id]
         failure = {"queue": event.queue, "job_id": event.job_id, "attempts": event.attempts}
         self._change(conn, position, event, failures=[*failures, failure])
@@ -295,13 +295,13 @@ class MessagesView:
         )
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Message.RetryRequested) -> None:
+    def _(self, event: Message.RetryRequested, conn: Connection, position: int) -> None:
         failures = [f for f in self._failures(conn, event) if f["job_id"] != event.job_id]
         self._change(conn, position, event, failures=failures)
         conn.execute(delete(failed_jobs).where(failed_jobs.c.job_id == event.job_id))
 
     @apply.register
-    def _(self, conn: Connection, position: int, event: Message.Read) -> None:
+    def _(self, event: Message.Read, conn: Connection, position: int) -> None:
         conn.execute(
             update(message_recipients)
             .where(

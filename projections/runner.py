@@ -122,7 +122,7 @@ class View(Protocol):
 
     name: str
 
-    def apply(self, conn: Connection, position: int, event: Any) -> None: ...
+    def apply(self, event: Any, conn: Connection, position: int) -> None: ...
 
 
 class ProjectionRunner:
@@ -159,7 +159,7 @@ class ProjectionRunner:
             done = read_position(conn, self.view.name, lock=True)
             fresh = [(pos, event) for pos, event in batch if pos > done]
             for position, event in fresh:
-                self.view.apply(conn, position, event)
+                self.view.apply(event, conn, position)
             if fresh:
                 write_position(conn, self.view.name, fresh[-1][0])
         if fresh and self.after_commit is not None:

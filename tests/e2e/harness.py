@@ -81,6 +81,7 @@ class Process:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+        self.log_file.close()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -116,6 +117,9 @@ class Runtime:
         return self
 
     def start_role(self, role: str, *args: str) -> Process:
+        previous = self.processes.get(role)
+        if previous is not None:
+            previous.stop()
         process = Process(role, self.env, self.log_dir, *args).start()
         self.processes[role] = process
         return process
@@ -141,7 +145,7 @@ class Runtime:
         url = f"ws://127.0.0.1:{self.port}/ws?token={token(user, tenant)}"
         if since is not None:
             url += f"&since={since}"
-        return WsClient(connect(url, open_timeout=10))
+        return WsClient(url)
 
     def message(self, user: str, message_id: str, tenant: str = "t1") -> dict[str, Any]:
         response = self.http.get(f"/api/messages/{message_id}", headers=auth(user, tenant))
@@ -161,8 +165,9 @@ class Runtime:
 class WsClient:
     """A real WebSocket client collecting frames on a thread of its own."""
 
-    def __init__(self, conn: ClientConnection) -> None:
-        self.conn = conn
+    def __init__(self, url: str) -> None:
+        self._session = connect(url, open_timeout=10)
+        self.conn: ClientConnection = self._session.__enter__()
         self.frames: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.closed = threading.Event()
@@ -189,7 +194,7 @@ class WsClient:
         return [f["message"]["id"] for f in self.of_type("message.new")]
 
     def close(self) -> None:
-        self.conn.close()
+        self._session.__exit__(None, None, None)
         self.thread.join(timeout=5)
 
 

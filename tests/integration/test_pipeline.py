@@ -15,7 +15,7 @@ import pytest
 from application.messaging import Outgoing
 from domain.events import Context
 from domain.message import Message
-from infrastructure.bootstrap import SERVE, Container, build
+from infrastructure.bootstrap import ALL, Container, build
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
 from tests.conftest import PG_DSN
@@ -31,16 +31,7 @@ def _container(env: dict[str, str]) -> Iterator[Container]:
             **env,
         }
     )
-    # Every role in one process, as the embedded default does, on the chosen backends.
-    container = build(settings, SERVE)
-    if not settings.embedded:
-        from infrastructure.bootstrap import PROJECTIONS, RELAY, WORKER
-
-        for role in (PROJECTIONS, RELAY, WORKER):
-            part = build(settings, role, apply_migrations=False)
-            container.projections += part.projections
-            container.relay = container.relay or part.relay
-            container.workers = container.workers or part.workers
+    container = build(settings, ALL)
     container.start()
     yield container
     container.stop()

@@ -1,0 +1,90 @@
+"""Apply the read side's Alembic migrations from code (no alembic.ini, no CLI needed).
+
+The scripts live in the ``migrations`` package, so this works from an installed
+wheel as well as from the repository. The event store's own tables are created by
+eventsourcing, not here. With ``schema`` (PostgreSQL only; ignored elsewhere, as
+eventsourcing ignores ``POSTGRES_SCHEMA``), the tables and ``alembic_version`` live
+in that schema, which is created if missing.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, make_url, pool
+
+import migrations
+
+SCHEMA_OPTION = "courier.schema"  # read by migrations/env.py
+
+
+def _script_location() -> str:
+    # __path__ rather than __file__: an editable install made before migrations/ had an
+    # __init__.py imports it as a namespace package, which has no __file__.
+    for entry in migrations.__path__:
+        if Path(entry, "env.py").is_file():
+            return str(entry)
+    raise RuntimeError(f"no env.py in the migrations package ({list(migrations.__path__)})")
+
+
+def _schema(sqlalchemy_url: str, schema: str | None) -> str | None:
+    if not schema or make_url(sqlalchemy_url).get_backend_name() != "postgresql":
+        return None
+    return schema
+
+
+def alembic_config(sqlalchemy_url: str, schema: str | None = None) -> Config:
+    """An Alembic config for the read side of the database at ``sqlalchemy_url``.
+
+    Alembic's own messages go to a discarded buffer; logging is left as the process set it.
+    """
+    config = Config(stdout=io.StringIO())
+    config.set_main_option("script_location", _script_location())
+    config.set_main_option("path_separator", "os")
+    # Config values are %-interpolated: a percent-encoded password must survive that.
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url.replace("%", "%%"))
+    schema = _schema(sqlalchemy_url, schema)
+    if schema:
+        config.set_main_option(SCHEMA_OPTION, schema.replace("%", "%%"))
+    return config
+
+
+def upgrade(sqlalchemy_url: str, revision: str = "head", schema: str | None = None) -> None:
+    """Migrate the read side up to ``revision``; a no-op when it is already there."""
+    command.upgrade(alembic_config(sqlalchemy_url, schema), revision)
+
+
+def downgrade(sqlalchemy_url: str, revision: str, schema: str | None = None) -> None:
+    """Migrate the read side down to ``revision`` (``"base"`` drops every read table)."""
+    command.downgrade(alembic_config(sqlalchemy_url, schema), revision)
+
+
+def _current_heads(sqlalchemy_url: str, schema: str | None) -> tuple[str, ...]:
+    engine = create_engine(sqlalchemy_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table_schema": _schema(sqlalchemy_url, schema)}
+            )
+            return context.get_current_heads()
+    finally:
+        engine.dispose()
+
+
+def current(sqlalchemy_url: str, schema: str | None = None) -> str | None:
+    """The read side's revision, or None when it has never been migrated."""
+    heads = _current_heads(sqlalchemy_url, schema)
+    if len(heads) > 1:
+        raise RuntimeError(f"read side has several revisions: {', '.join(heads)}")
+    return heads[0] if heads else None
+
+
+def pending(sqlalchemy_url: str, schema: str | None = None) -> bool:
+    """Whether the read side is behind (or beside) the newest migration."""
+    script = ScriptDirectory.from_config(alembic_config(sqlalchemy_url, schema))
+    return set(_current_heads(sqlalchemy_url, schema)) != set(script.get_heads())

@@ -1,0 +1,164 @@
+"""Bearer JWTs: who is calling, for which tenant, with which roles (SPEC §4)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from starlette.requests import HTTPConnection
+
+from domain.events import Context
+from infrastructure.settings import Settings
+
+ROLES = ("user", "auditor", "admin")
+DEFAULT_ROLES = ("user",)
+REQUIRED_CLAIMS = ["sub", "tenant", "exp"]
+LEEWAY_SECONDS = 30
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_SCOPE_KEY = "courier.request_id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_MAX_CLAIM = 256
+
+
+class AuthError(Exception):
+    """No usable token: answered 401 (or a refused WebSocket)."""
+
+
+class RoleRequired(Exception):
+    """A valid token without a role this endpoint needs: answered 403."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    context: Context
+    roles: frozenset[str]
+
+    @property
+    def user_id(self) -> str:
+        return self.context.actor_id
+
+    @property
+    def tenant_id(self) -> str:
+        return self.context.tenant_id
+
+
+def _key_and_algorithm(settings: Settings) -> tuple[str, str]:
+    # An RS public key, when configured, is the only accepted signer: accepting
+    # HS256 beside it would let anyone holding the public key forge tokens.
+    if settings.jwt_public_key:
+        return settings.jwt_public_key, "RS256"
+    return settings.jwt_secret, "HS256"
+
+
+def decode_token(
+    token: str,
+    settings: Settings,
+    *,
+    correlation_id: str = "",
+    source_ip: str = "",
+    user_agent: str = "",
+) -> Principal:
+    """Verify ``token`` and return who it speaks for; raise ``AuthError`` otherwise."""
+    if not token:
+        raise AuthError("a bearer token is required")
+    key, algorithm = _key_and_algorithm(settings)
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            options={"require": REQUIRED_CLAIMS},
+            leeway=LEEWAY_SECONDS,
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("the token has expired") from None
+    except jwt.MissingRequiredClaimError as error:
+        raise AuthError(f"the token lacks the {error.claim!r} claim") from None
+    except jwt.PyJWTError:
+        raise AuthError("the token is not valid") from None
+    sub, tenant = _text_claim(claims, "sub"), _text_claim(claims, "tenant")
+    roles = _roles(claims.get("roles", list(DEFAULT_ROLES)))
+    context = Context(
+        actor_id=sub,
+        tenant_id=tenant,
+        actor_role=roles[0],
+        correlation_id=correlation_id,
+        source_ip=source_ip,
+        user_agent=user_agent[:256],
+    )
+    return Principal(context, frozenset(roles))
+
+
+def _text_claim(claims: dict[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM:
+        raise AuthError(f"the token's {name!r} claim must be a non-empty string")
+    return value
+
+
+def _roles(value: Any) -> list[str]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(r, str) and r in ROLES for r in value)
+    ):
+        raise AuthError(f"the token's roles must be a non-empty list of {', '.join(ROLES)}")
+    return list(dict.fromkeys(value))
+
+
+def request_id(conn: HTTPConnection) -> str:
+    """The caller's ``X-Request-ID`` when it is sensible, else a new one (kept per request)."""
+    known = conn.scope.get(REQUEST_ID_SCOPE_KEY)
+    if isinstance(known, str):
+        return known
+    given = conn.headers.get(REQUEST_ID_HEADER, "")
+    rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    conn.scope[REQUEST_ID_SCOPE_KEY] = rid
+    return rid
+
+
+def bearer_token(conn: HTTPConnection) -> str:
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("send the header Authorization: Bearer <token>")
+    return token.strip()
+
+
+def authenticate(conn: HTTPConnection, roles: Collection[str] = ROLES) -> Principal:
+    """The caller of this request, who must hold at least one of ``roles``."""
+    settings: Settings = conn.app.state.container.settings
+    principal = decode_token(
+        bearer_token(conn),
+        settings,
+        correlation_id=request_id(conn),
+        source_ip=conn.client.host if conn.client else "",
+        user_agent=conn.headers.get("user-agent", ""),
+    )
+    if principal.roles.isdisjoint(roles):
+        raise RoleRequired(f"this needs the role {' or '.join(sorted(roles))}")
+    return principal
+
+
+def mint_token(
+    settings: Settings, user: str, tenant: str, roles: Sequence[str], ttl_seconds: int
+) -> str:
+    """A signed HS256 token for development and tests (``courier token``)."""
+    if settings.jwt_public_key:
+        raise AuthError(
+            "JWT_PUBLIC_KEY is set: tokens come from the identity provider that holds "
+            "the private key, courier cannot mint them"
+        )
+    now = int(time.time())
+    claims = {
+        "sub": user,
+        "tenant": tenant,
+        "roles": list(roles) or list(DEFAULT_ROLES),
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

@@ -1,0 +1,62 @@
+"""What an endpoint is, and what it may reach (STYLE.md point 7: interfaces are thin)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from application.messaging import Messaging
+from application.ports import MessageQueries
+from infrastructure.settings import Settings
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Services(Protocol):
+    """The part of the process's container the HTTP layer uses."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def messaging(self) -> Messaging: ...
+
+    @property
+    def queries(self) -> MessageQueries: ...
+
+    def readiness(self) -> dict[str, bool]: ...
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter, for the OpenAPI document."""
+
+    name: str
+    schema: dict[str, Any]
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    status: int = 200
+    body: type[BaseModel] | None = None
+    query: tuple[Param, ...] = field(default=())
+    auth: bool = True
+
+
+def services(request: Request) -> Services:
+    container: Services = request.app.state.container
+    return container
+
+
+def respond(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)

@@ -1,0 +1,38 @@
+"""Public keys: register your own, fetch someone else's (for end-to-end sealing)."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from interfaces.http.auth import authenticate
+from interfaces.http.endpoints import Endpoint, respond, services
+from interfaces.http.parsing import path_user_id, read_json
+from interfaces.http.schemas import RegisterKey
+
+
+async def register(request: Request) -> Response:
+    ctx = authenticate(request).context
+    body = await read_json(request, RegisterKey)
+    app = services(request).messaging
+    return respond(await run_in_threadpool(app.register_key, ctx, body.public_key_pem))
+
+
+async def public_key(request: Request) -> Response:
+    ctx = authenticate(request).context
+    user_id = path_user_id(request)
+    app = services(request).messaging
+    return respond(await run_in_threadpool(app.public_key, ctx, user_id))
+
+
+ENDPOINTS = (
+    Endpoint(
+        "PUT",
+        "/api/keys/me",
+        register,
+        "Register the caller's RSA public key (≥ 4096 bits)",
+        body=RegisterKey,
+    ),
+    Endpoint("GET", "/api/keys/{userId}", public_key, "A user's current public key"),
+)

@@ -1,0 +1,139 @@
+"""Messages: send (direct or to a group), read, view, fetch the envelope, search."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from application.messaging import SendResult
+from application.views import message_dict
+from interfaces.http.auth import authenticate
+from interfaces.http.endpoints import Endpoint, Param, respond, services
+from interfaces.http.errors import ApiError
+from interfaces.http.parsing import (
+    message_body_limit,
+    path_uuid,
+    query_int,
+    query_text,
+    query_uuid,
+    read_json,
+)
+from interfaces.http.schemas import Send, SendDirect, SendGroup
+
+SEARCH_DEFAULT, SEARCH_MAX = 50, 200
+S = TypeVar("S", bound=Send)
+
+
+def send_answer(result: SendResult) -> dict[str, Any]:
+    jobs = [{"queue": j.queue, "jobId": j.job_id, "state": "scheduled"} for j in result.jobs]
+    return {"message": message_dict(result.message), "queue": {"jobs": jobs}}
+
+
+async def _read_send(request: Request, model: type[S]) -> S:
+    limit = services(request).settings.max_content_bytes
+    body = await read_json(request, model, message_body_limit(limit))
+    if body.content_bytes() > limit:
+        raise ApiError(413, "content_too_large", f"content is limited to {limit} bytes of UTF-8")
+    return body
+
+
+def _sent(result: SendResult) -> Response:
+    # A repeat of an idempotent send answers what the first one did, but 200: nothing new.
+    return respond(send_answer(result), 202 if result.created else 200)
+
+
+async def send_direct(request: Request) -> Response:
+    ctx = authenticate(request).context
+    body = await _read_send(request, SendDirect)
+    app = services(request).messaging
+    result = await run_in_threadpool(app.send_direct, ctx, body.recipient_id, body.outgoing())
+    return _sent(result)
+
+
+async def send_group(request: Request) -> Response:
+    ctx = authenticate(request).context
+    body = await _read_send(request, SendGroup)
+    app = services(request).messaging
+    result = await run_in_threadpool(app.send_group, ctx, body.uuid(), body.outgoing())
+    return _sent(result)
+
+
+async def mark_read(request: Request) -> Response:
+    ctx = authenticate(request).context
+    message_id = path_uuid(request, "message")
+    app = services(request).messaging
+    message = await run_in_threadpool(app.mark_read, ctx, message_id)
+    return respond(message_dict(message))
+
+
+async def view(request: Request) -> Response:
+    ctx = authenticate(request).context
+    message_id = path_uuid(request, "message")
+    app = services(request).messaging
+    message = await run_in_threadpool(app.view_message, ctx, message_id)
+    return respond(message_dict(message))
+
+
+async def envelope(request: Request) -> Response:
+    ctx = authenticate(request).context
+    message_id = path_uuid(request, "message")
+    app = services(request).messaging
+    return respond(await run_in_threadpool(app.envelope, ctx, message_id))
+
+
+async def search(request: Request) -> Response:
+    ctx = authenticate(request).context
+    query = query_text(request, "q", 200, required=True)
+    assert query is not None
+    conversation_id = query_uuid(request, "conversationId")
+    limit = query_int(request, "limit", SEARCH_DEFAULT, 1, SEARCH_MAX)
+    queries = services(request).queries
+    items = await run_in_threadpool(
+        queries.search, ctx.tenant_id, ctx.actor_id, query, conversation_id, limit
+    )
+    return respond({"items": items})
+
+
+ENDPOINTS = (
+    Endpoint(
+        "POST",
+        "/api/messages/direct",
+        send_direct,
+        "Send a direct message",
+        status=202,
+        body=SendDirect,
+    ),
+    Endpoint(
+        "POST",
+        "/api/messages/group",
+        send_group,
+        "Send a message to a group conversation",
+        status=202,
+        body=SendGroup,
+    ),
+    Endpoint("POST", "/api/messages/{id}/read", mark_read, "Mark a message read (recipients)"),
+    Endpoint("GET", "/api/messages/{id}", view, "A message (records that the caller viewed it)"),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}/envelope",
+        envelope,
+        "The encrypted envelope of a message, with the data key wrapped for the caller",
+    ),
+    Endpoint(
+        "GET",
+        "/api/search",
+        search,
+        "Search the plain-text messages the caller may see",
+        query=(
+            Param("q", {"type": "string", "minLength": 1, "maxLength": 200}, required=True),
+            Param("conversationId", {"type": "string", "format": "uuid"}),
+            Param(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": SEARCH_MAX, "default": SEARCH_DEFAULT},
+            ),
+        ),
+    ),
+)

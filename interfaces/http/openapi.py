@@ -1,0 +1,93 @@
+"""The OpenAPI 3.1 document, made from the endpoint list and the request models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from interfaces.http.endpoints import Endpoint
+from interfaces.http.schemas import MODELS
+
+REF = "#/components/schemas/{model}"
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"field": {"type": "string"}, "issue": {"type": "string"}},
+                    },
+                },
+            },
+        }
+    },
+}
+_PATH_PARAM = re.compile(r"{(\w+)}")
+
+
+def document(endpoints: Sequence[Endpoint], version: str = "0.1.0") -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "validation") for m in MODELS], by_alias=True, ref_template=REF
+    )
+    schemas: dict[str, Any] = {**defs.get("$defs", {}), "Error": ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Courier",
+            "version": version,
+            "description": "Event-sourced secure messaging (SPEC §4). Live updates: WebSocket /ws.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+def _operation(endpoint: Endpoint) -> dict[str, Any]:
+    error = {"$ref": REF.format(model="Error")}
+    resource = endpoint.handler.__module__.rsplit(".", 1)[-1]
+    operation: dict[str, Any] = {
+        "operationId": f"{resource}_{endpoint.handler.__name__}",
+        "summary": endpoint.summary,
+        "responses": {
+            str(endpoint.status): {"description": "success", "content": {"application/json": {}}},
+            "default": {"description": "error", "content": {"application/json": {"schema": error}}},
+        },
+    }
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(endpoint.path)
+    ]
+    parameters += [
+        {"name": p.name, "in": "query", "required": p.required, "schema": p.schema}
+        for p in endpoint.query
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.body is not None:
+        schema = {"$ref": REF.format(model=endpoint.body.__name__)}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    if endpoint.auth:
+        operation["security"] = [{"bearer": []}]
+    return operation

@@ -1,0 +1,36 @@
+"""Operations, without auth: liveness, readiness, the OpenAPI document.
+
+``GET /metrics`` is not here: ``create_app(..., extra_routes=[...])`` is where the
+process adds it (Prometheus text, its own content type).
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from interfaces.http.endpoints import Endpoint, respond, services
+
+
+async def live(request: Request) -> Response:
+    return respond({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    checks = await run_in_threadpool(services(request).readiness)
+    ok = all(checks.values())
+    return respond(
+        {"status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+    )
+
+
+async def openapi(request: Request) -> Response:
+    return respond(request.app.state.openapi)
+
+
+ENDPOINTS = (
+    Endpoint("GET", "/health/live", live, "The process is up", auth=False),
+    Endpoint("GET", "/health/ready", ready, "Every dependency answers (else 503)", auth=False),
+    Endpoint("GET", "/openapi.json", openapi, "This document", auth=False),
+)

@@ -1,0 +1,161 @@
+"""Request bodies: strict, camelCase, nothing unknown (SPEC §4)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from application.messaging import Outgoing
+
+USER_ID_PATTERN = r"^[A-Za-z0-9._@:+-]{1,128}$"
+_USER_ID = re.compile(USER_ID_PATTERN.removeprefix("^").removesuffix("$"))
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def is_user_id(text: str) -> bool:
+    return _USER_ID.fullmatch(text) is not None
+
+
+def _base64(text: str) -> str:
+    if len(text) % 4 or not _BASE64.fullmatch(text):
+        raise PydanticCustomError("base64", "must be standard, padded base64")
+    try:
+        base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise PydanticCustomError("base64", "must be standard, padded base64") from None
+    return text
+
+
+def _uuid(text: str) -> str:
+    try:
+        return str(UUID(text))
+    except ValueError:
+        raise PydanticCustomError("uuid", "must be a UUID") from None
+
+
+UserId = Annotated[str, StringConstraints(strict=True, pattern=USER_ID_PATTERN)]
+Base64 = Annotated[
+    str,
+    StringConstraints(strict=True),
+    AfterValidator(_base64),
+    Field(json_schema_extra={"contentEncoding": "base64"}),
+]
+UuidText = Annotated[
+    str,
+    StringConstraints(strict=True, max_length=64),
+    AfterValidator(_uuid),
+    Field(json_schema_extra={"format": "uuid"}),
+]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, alias_generator=to_camel, frozen=True, validate_by_name=False
+    )
+
+
+class CreateConversation(Body):
+    type: Literal["direct", "group"]
+    participant_ids: list[UserId] = Field(min_length=1, max_length=5000)
+    title: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class AddParticipants(Body):
+    user_ids: list[UserId] = Field(min_length=1, max_length=1000)
+
+
+class Sealed(Body):
+    """A message the client encrypted itself: the service never sees its key."""
+
+    ciphertext: Base64
+    iv: Annotated[Base64, StringConstraints(max_length=64)]
+    auth_tag: Annotated[Base64, StringConstraints(max_length=64)]
+    aad: Annotated[Base64, StringConstraints(max_length=4096)] | None = None
+    wrapped_keys: dict[UserId, Annotated[Base64, StringConstraints(max_length=4096)]] = Field(
+        min_length=1, max_length=5000
+    )
+
+
+class Send(Body):
+    content: Annotated[str, StringConstraints(min_length=1)] | None = None
+    sealed: Sealed | None = None
+    encrypted: bool = False
+    notify: bool = True
+    index: bool = True
+    client_message_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _one_content(self) -> Send:
+        if (self.content is None) == (self.sealed is None):
+            raise PydanticCustomError(
+                "content_or_sealed",
+                "send exactly one of content (plain text) or sealed (client-encrypted)",
+                {"field": "content"},
+            )
+        if self.sealed is not None and "encrypted" in self.model_fields_set and not self.encrypted:
+            raise PydanticCustomError(
+                "sealed_is_encrypted",
+                "a sealed message is encrypted: drop encrypted or set it to true",
+                {"field": "encrypted"},
+            )
+        return self
+
+    def content_bytes(self) -> int:
+        """How big the message is: the UTF-8 text, or the sealed ciphertext."""
+        if self.content is not None:
+            return len(self.content.encode("utf-8"))
+        assert self.sealed is not None
+        text = self.sealed.ciphertext
+        return len(text) // 4 * 3 - text[-2:].count("=")
+
+    def outgoing(self) -> Outgoing:
+        sealed: dict[str, Any] | None = None
+        if self.sealed is not None:
+            sealed = self.sealed.model_dump(by_alias=True, exclude_none=True)
+        return Outgoing(
+            content=self.content,
+            sealed=sealed,
+            encrypted=self.encrypted or sealed is not None,
+            notify=self.notify,
+            index=self.index,
+            client_message_id=self.client_message_id,
+        )
+
+
+class SendDirect(Send):
+    recipient_id: UserId
+
+
+class SendGroup(Send):
+    conversation_id: UuidText
+
+    def uuid(self) -> UUID:
+        return UUID(self.conversation_id)
+
+
+class RegisterKey(Body):
+    public_key_pem: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
+
+
+MODELS: tuple[type[Body], ...] = (
+    CreateConversation,
+    AddParticipants,
+    Sealed,
+    SendDirect,
+    SendGroup,
+    RegisterKey,
+)

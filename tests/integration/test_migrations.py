@@ -1,0 +1,143 @@
+"""The read side's Alembic migrations, on every backend Courier supports."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, inspect, pool
+from sqlalchemy.dialects.postgresql import JSONB
+
+from infrastructure import migrate
+from projections.tables import metadata
+
+NAMED_INDEXES = {"messages_is_encrypted_idx", "messages_conversation_encrypted_idx"}
+
+
+@dataclass(frozen=True)
+class Database:
+    url: str
+    schema: str | None = None
+
+    def engine(self) -> Engine:
+        args = {"options": f"-csearch_path={self.schema}"} if self.schema else {}
+        return create_engine(self.url, poolclass=pool.NullPool, connect_args=args)
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[Database]:
+    """A fresh schema name, not created here (env.py must), dropped with CASCADE after."""
+    db = Database(pg_url, "t_migr_" + uuid.uuid4().hex[:12])
+    yield db
+    engine = create_engine(pg_url, poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE')
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    if request.param == "sqlite":
+        return Database(f"sqlite:///{tmp_path / 'courier.read.db'}")
+    db: Database = request.getfixturevalue("pg_database")
+    return db
+
+
+def head() -> str:
+    heads = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_heads()
+    assert len(heads) == 1
+    return heads[0]
+
+
+def read_tables(db: Database) -> set[str]:
+    engine = db.engine()
+    try:
+        return set(inspect(engine).get_table_names(schema=db.schema)) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def assert_matches_tables_py(db: Database) -> None:
+    """Every table, column type and index of projections/tables.py, nothing else."""
+    engine = db.engine()
+    try:
+        inspector = inspect(engine)
+        assert read_tables(db) == set(metadata.tables)
+        for table in metadata.tables.values():
+            indexes = {ix["name"] for ix in inspector.get_indexes(table.name, schema=db.schema)}
+            assert indexes == {ix.name for ix in table.indexes}, table.name
+        on_messages = {ix["name"] for ix in inspector.get_indexes("messages", schema=db.schema)}
+        assert on_messages.issuperset(NAMED_INDEXES)
+        with engine.connect() as conn:
+            if db.schema:
+                conn.dialect.default_schema_name = db.schema
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(database: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    logging_before = (root.level, list(root.handlers), logging.getLogger("alembic").handlers[:])
+
+    assert migrate.current(database.url, schema=database.schema) is None
+    assert migrate.pending(database.url, schema=database.schema)
+
+    migrate.upgrade(database.url, schema=database.schema)
+    migrate.upgrade(database.url, schema=database.schema)  # already there: a no-op
+
+    assert_matches_tables_py(database)
+    assert migrate.current(database.url, schema=database.schema) == head()
+    assert not migrate.pending(database.url, schema=database.schema)
+
+    migrate.downgrade(database.url, "base", schema=database.schema)
+    assert read_tables(database) == set()
+    assert migrate.current(database.url, schema=database.schema) is None
+    assert migrate.pending(database.url, schema=database.schema)
+
+    migrate.upgrade(database.url, schema=database.schema)
+    assert_matches_tables_py(database)
+    assert migrate.current(database.url, schema=database.schema) == head()
+
+    assert capsys.readouterr().out == ""
+    after = (root.level, list(root.handlers), logging.getLogger("alembic").handlers[:])
+    assert after == logging_before
+
+
+@pytest.mark.services
+def test_postgres_tables_live_in_the_schema(pg_database: Database) -> None:
+    database = pg_database
+    assert database.schema is not None
+    migrate.upgrade(database.url, schema=database.schema)
+    engine = create_engine(database.url, poolclass=pool.NullPool)  # default search_path
+    try:
+        inspector = inspect(engine)
+        in_schema = set(inspector.get_table_names(schema=database.schema))
+        assert in_schema == set(metadata.tables) | {"alembic_version"}
+        columns = {c["name"]: c for c in inspector.get_columns("messages", database.schema)}
+        assert isinstance(columns["encryption_metadata"]["type"], JSONB)
+        assert isinstance(columns["recipient_ids"]["type"], JSONB)
+    finally:
+        engine.dispose()
+    # Another schema on the same database is untouched by this one's revision.
+    assert migrate.current(database.url, schema=database.schema + "_other") is None
+
+
+def test_config_keeps_percent_encoded_url() -> None:
+    url = "postgresql+psycopg://user:p%40ss%25@127.0.0.1:5432/test"
+    config = migrate.alembic_config(url, schema="s1")
+    assert config.get_main_option("sqlalchemy.url") == url
+    assert config.get_main_option(migrate.SCHEMA_OPTION) == "s1"
+    assert Path(config.get_main_option("script_location") or "").joinpath("env.py").is_file()
+    assert (
+        migrate.alembic_config("sqlite:///x.db", schema="s1").get_main_option(migrate.SCHEMA_OPTION)
+        is None
+    )
