@@ -118,7 +118,7 @@ class Message(Aggregate):
     def __init__(
         self,
         *,
-        id: UUID,  # noqa: A002 - eventsourcing's name for the aggregate id
+        id: UUID,
         tenant_id: str,
         conversation_id: UUID,
         sender_id: str,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import Lifespan
 
 from infrastructure.bootstrap import SERVE, Container, build
 from infrastructure.settings import Settings
@@ -19,7 +20,7 @@ log = logging.getLogger("courier")
 PRESENCE_REFRESH_SECONDS = 20.0
 
 
-def make_lifespan(container: Container) -> contextlib.AbstractAsyncContextManager[None] | object:
+def make_lifespan(container: Container) -> Lifespan[Starlette]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hub = Hub(container)
