@@ -61,7 +61,7 @@ def redis_url() -> Iterator[str]:
 
     if not _port_open("127.0.0.1", 6379):
         unavailable("Redis at 127.0.0.1:6379")
-    url = f"{REDIS_BASE}/9"
+    url = f"{REDIS_BASE}/{os.environ.get('COURIER_TEST_REDIS_DB', '9')}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url
