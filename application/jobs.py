@@ -90,7 +90,9 @@ class Job:
         }
 
     @classmethod
-    def from_wire(cls, body: dict[str, Any]) -> Job:
+    def from_wire(cls, body: Any) -> Job:
+        if not isinstance(body, dict) or body.get("queue") not in QUEUES:
+            raise BadJobId("malformed job body: unknown queue")
         try:
             return cls(
                 queue=str(body["queue"]),
@@ -100,7 +102,7 @@ class Job:
                 attempt=int(body.get("attempt", 1)),
                 correlation_id=str(body.get("correlationId", "")),
             )
-        except (KeyError, ValueError, TypeError) as error:
+        except (KeyError, ValueError, TypeError, OverflowError) as error:
             raise BadJobId(f"malformed job body: {type(error).__name__}") from None
 
     @classmethod

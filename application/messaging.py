@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Recording
 
 from application.errors import Conflict, Forbidden, Gone, Invalid, MissingKeys, NotFound
@@ -86,6 +86,16 @@ class Messaging(Application[UUID]):
         self.crypto = crypto
         self._listeners: list[Callable[[int], None]] = []
         self._listeners_lock = threading.Lock()
+        self._put: Callable[[list[Any]], list[Recording[UUID]]] | None = None
+
+    def record_with(self, put: Callable[[list[Any]], list[Recording[UUID]]]) -> None:
+        """Route every save through ``put`` (e.g. a group committer)."""
+        self._put = put
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        if self._put is None or processing_event.tracking is not None:
+            return super()._record(processing_event)
+        return self._put(list(processing_event.events))
 
     # ---- plumbing ----------------------------------------------------------
 

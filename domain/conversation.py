@@ -60,6 +60,14 @@ class Conversation(Aggregate):
         TOPIC = _T + "ParticipantRemoved"
         user_id: str
 
+    class LegalHoldPlaced(Event):
+        TOPIC = _T + "LegalHoldPlaced"
+        reason: str
+
+    class LegalHoldReleased(Event):
+        TOPIC = _T + "LegalHoldReleased"
+        reason: str
+
     @staticmethod
     def create_id(tenant_id: str, kind: str, participant_ids: list[str]) -> UUID:
         """Two people share one direct conversation, whoever starts it."""
@@ -82,6 +90,7 @@ class Conversation(Aggregate):
         self.kind = kind
         self.participant_ids = list(dict.fromkeys(participant_ids))
         self.title = title
+        self.legal_hold: str | None = None
 
     def check_participant(self, user_id: str) -> None:
         if user_id not in self.participant_ids:
@@ -109,3 +118,30 @@ class Conversation(Aggregate):
     @event(ParticipantRemoved)
     def _removed(self, user_id: str, meta: dict[str, str]) -> None:
         self.participant_ids = [p for p in self.participant_ids if p != user_id]
+
+    # ---- legal hold: retention leaves the conversation's messages alone -------
+
+    @property
+    def on_hold(self) -> bool:
+        return self.legal_hold is not None
+
+    def place_hold(self, reason: str, meta: dict[str, str]) -> bool:
+        """Stop retention from shredding this conversation; False when already held."""
+        if self.on_hold:
+            return False
+        self._hold_placed(reason=reason, meta=meta)
+        return True
+
+    @event(LegalHoldPlaced)
+    def _hold_placed(self, reason: str, meta: dict[str, str]) -> None:
+        self.legal_hold = reason
+
+    def release_hold(self, reason: str, meta: dict[str, str]) -> bool:
+        if not self.on_hold:
+            return False
+        self._hold_released(reason=reason, meta=meta)
+        return True
+
+    @event(LegalHoldReleased)
+    def _hold_released(self, reason: str, meta: dict[str, str]) -> None:
+        self.legal_hold = None

@@ -248,7 +248,8 @@ class Message(Aggregate):
         self.delivered = {**self.delivered, batch: [*online, *offline]}
         self.online = [*self.online, *online]
         self.offline = [*self.offline, *offline]
-        self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_DELIVERY"]
+        delivered_job = f"MESSAGE_DELIVERY:{self.id}:b{batch}"
+        self.failures = [f for f in self.failures if f["job_id"] != delivered_job]
 
     def mark_notified(
         self, batch: str, outcomes: dict[str, dict[str, str]], meta: dict[str, str]

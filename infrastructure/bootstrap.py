@@ -18,10 +18,11 @@ from infrastructure.broker import Broker
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.delayed import DelayedJobs
 from infrastructure.faults import FaultInjector
+from infrastructure.groupcommit import GroupCommitter
 from infrastructure.jobstats import JobStats
 from infrastructure.notifiers import FlagIndexer, LogNotifier
 from infrastructure.presence import LocalPresence, RedisPresence
-from infrastructure.relay import Relay
+from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import JobRunner, QueueConsumer, Workers
@@ -45,8 +46,8 @@ def make_engine(settings: Settings) -> Engine:
         args = {"options": f"-csearch_path={schema}"} if schema else {}
         return create_engine(
             url,
-            pool_size=10,
-            max_overflow=20,
+            pool_size=3,
+            max_overflow=7,
             pool_pre_ping=True,
             pool_timeout=10,
             connect_args={"connect_timeout": 5, **args},
@@ -70,11 +71,13 @@ def migrate(settings: Settings, engine: Engine) -> None:
     schema = settings.extra.get("POSTGRES_SCHEMA")
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(7243001)"))
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("migrate", schema)})
             try:
                 migrations.upgrade(settings.sqlalchemy_url(), schema=schema)
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(7243001)"))
+                conn.execute(
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key("migrate", schema)}
+                )
                 conn.commit()
     else:
         migrations.upgrade(settings.sqlalchemy_url())
@@ -98,6 +101,7 @@ class Container:
     workers: Workers | None = None
     projections: list[ProjectionRunner] = field(default_factory=list)
     hub: Any = None
+    committer: GroupCommitter | None = None
 
     @property
     def event_log(self) -> ApplicationLog:
@@ -153,6 +157,8 @@ class Container:
         self.broker.close()
         if self.redis is not None:
             self.redis.close()
+        if self.committer is not None:
+            self.committer.close()
         self.messaging.close()
         self.engine.dispose()
 
@@ -167,6 +173,8 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         cipher=AesGcmCipher(), keyring=MasterKeyring.from_spec(settings.master_keys), vault=vault
     )
     messaging = Messaging(crypto=crypto, env=settings.eventstore_env())
+    committer = GroupCommitter(messaging.events.put)
+    messaging.record_with(committer.submit)
     redis_client = None
     if settings.redis_url:
         import redis
@@ -191,6 +199,7 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         stats=stats,
         delayed=delayed,
         redis=redis_client,
+        committer=committer,
     )
     everything = role == ALL or (settings.embedded and role == SERVE)
     log_ = ApplicationLog(messaging)
@@ -217,6 +226,7 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
             delayed,
             poll_interval=settings.poll_interval,
             reconcile_after=settings.reconcile_after,
+            schema=settings.extra.get("POSTGRES_SCHEMA"),
         )
         messaging.on_saved(container.relay.wake)
     return container

@@ -90,7 +90,12 @@ class Broker:
         self._local = threading.local()
 
     def publish(self, jobs: list[Job]) -> None:
-        """Publish every job (JSON, persistent); reconnect once on a broken connection."""
+        """Publish every job (JSON, persistent); reconnect once on a broken connection.
+
+        Jobs go through the default exchange straight to the queue of that name: a
+        Redis that lost its keys (exchange bindings included) still takes them, where
+        a named exchange would find no binding and drop them as undeliverable.
+        """
         if not jobs:
             return
         for attempt in (1, 2):
@@ -99,7 +104,7 @@ class Broker:
                 for job in jobs:
                     producer.publish(
                         job.to_wire(),
-                        exchange=EXCHANGE,
+                        exchange="",
                         routing_key=job.queue,
                         delivery_mode=2,
                         message_id=job.job_id,
@@ -114,9 +119,22 @@ class Broker:
 
     def depth(self, name: str) -> int:
         """Jobs waiting in a queue (not yet delivered to a worker)."""
+        return self.depths([name])[name]
+
+    def depths(self, names: list[str]) -> dict[str, int]:
+        """Jobs waiting in each queue, over one connection.
+
+        A declare (not a passive one: Redis drops an empty list, which a passive
+        declare would report as a missing queue) answers the count on every transport.
+        """
         with self.connection() as conn:
-            _, count, _ = self.queues[name].bind(conn.default_channel).queue_declare(passive=True)
-            return int(count)
+            conn.ensure_connection(max_retries=1)
+            channel = conn.default_channel
+            result = {}
+            for name in names:
+                _, count, _ = self.queues[name].bind(channel).queue_declare()
+                result[name] = int(count)
+            return result
 
     def ping(self) -> bool:
         try:

@@ -7,10 +7,11 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from datetime import UTC, datetime
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -21,9 +22,15 @@ from infrastructure.settings import SettingsError
 
 MIN_RSA_BITS = 4096
 MAX_PEM_CHARS = 20_000
-TAG_BYTES = 16
 IV_BYTES = 12
+TAG_BYTES = 16
 KEY_BYTES = 32
+
+_PEM_BEGIN = "-----BEGIN PUBLIC KEY-----"
+_PEM_END = "-----END PUBLIC KEY-----"
+_NOT_PEM = "publicKeyPem is not a PEM-encoded public key"
+_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SPEC = "ENCRYPTION_MASTER_KEYS"
 
 
 def _oaep() -> padding.OAEP:
@@ -32,34 +39,65 @@ def _oaep() -> padding.OAEP:
     )
 
 
+def _load_rsa_public_key(pem: str) -> rsa.RSAPublicKey:
+    """The RSA key of a SubjectPublicKeyInfo PEM, or InvalidPublicKey saying what is wrong."""
+    if not isinstance(pem, str) or len(pem) > MAX_PEM_CHARS:
+        raise InvalidPublicKey(_NOT_PEM)
+    text = pem.strip()
+    if "PRIVATE KEY-----" in text:
+        raise InvalidPublicKey("publicKeyPem holds a private key: send only the public key")
+    if "-----BEGIN RSA PUBLIC KEY-----" in text:
+        raise InvalidPublicKey(
+            f"publicKeyPem must be a SubjectPublicKeyInfo PEM ({_PEM_BEGIN}), not PKCS#1"
+        )
+    if not (text.startswith(_PEM_BEGIN) and text.endswith(_PEM_END)) or text.count("-----") != 4:
+        raise InvalidPublicKey(_NOT_PEM)
+    try:
+        key = serialization.load_pem_public_key(text.encode("ascii"))
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # UnicodeError is a ValueError
+        raise InvalidPublicKey(_NOT_PEM) from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise InvalidPublicKey(
+            f"publicKeyPem must be an RSA public key of at least {MIN_RSA_BITS} bits; "
+            f"got a key of type {type(key).__name__.removesuffix('PublicKey')}"
+        )
+    if key.key_size < MIN_RSA_BITS:
+        raise InvalidPublicKey(
+            f"publicKeyPem must be an RSA public key of at least {MIN_RSA_BITS} bits; "
+            f"got {key.key_size}"
+        )
+    return key
+
+
 class AesGcmCipher:
     """Implements ``application.ports.Cipher``."""
 
     def seal(self, plaintext: bytes, aad: bytes) -> SealedContent:
-        """Seal with a fresh data key and IV; the tag is returned apart from the ciphertext."""
-        data_key = AESGCM.generate_key(bit_length=256)
+        """Seal under a fresh data key and IV; the tag is returned apart from the ciphertext."""
+        data_key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
         iv = os.urandom(IV_BYTES)
         sealed = AESGCM(data_key).encrypt(iv, plaintext, aad)
-        return SealedContent(sealed[:-TAG_BYTES], iv, sealed[-TAG_BYTES:], aad, data_key)
+        return SealedContent(
+            ciphertext=sealed[:-TAG_BYTES],
+            iv=iv,
+            auth_tag=sealed[-TAG_BYTES:],
+            aad=aad,
+            data_key=data_key,
+        )
 
     def open(self, data_key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes) -> bytes:
+        """The plaintext; ``cryptography.exceptions.InvalidTag`` if anything was altered."""
+        if len(tag) != TAG_BYTES:
+            # Otherwise bytes of the ciphertext would silently be read as part of the tag.
+            raise InvalidTag
         return AESGCM(data_key).decrypt(iv, ciphertext + tag, aad)
 
     def inspect_public_key(self, pem: str) -> PublicKeyInfo:
-        """Accept only an RSA SubjectPublicKeyInfo PEM of at least 4096 bits."""
-        if not isinstance(pem, str) or len(pem) > MAX_PEM_CHARS or "PUBLIC KEY-----" not in pem:
-            raise InvalidPublicKey("publicKeyPem is not a PEM-encoded public key")
-        try:
-            key = serialization.load_pem_public_key(pem.encode("utf-8"))
-        except (ValueError, TypeError, UnsupportedAlgorithm, UnicodeError):
-            raise InvalidPublicKey("publicKeyPem is not a PEM-encoded public key") from None
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise InvalidPublicKey("publicKeyPem must be an RSA public key")
-        if key.key_size < MIN_RSA_BITS:
-            raise InvalidPublicKey(
-                f"publicKeyPem must be an RSA public key of at least {MIN_RSA_BITS} bits; "
-                f"got {key.key_size}"
-            )
+        """Accept only an RSA SubjectPublicKeyInfo PEM of at least 4096 bits.
+
+        Raises ``InvalidPublicKey`` (and nothing else) for any other input.
+        """
+        key = _load_rsa_public_key(pem)
         der = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -69,11 +107,8 @@ class AesGcmCipher:
         )
 
     def wrap_for(self, public_key_pem: str, data_key: bytes) -> bytes:
-        """RSA-OAEP with SHA-256 and MGF1-SHA-256: what WebCrypto's RSA-OAEP unwraps."""
-        key = serialization.load_pem_public_key(public_key_pem.encode("utf-8"))
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise InvalidPublicKey("not an RSA public key")
-        return key.encrypt(data_key, _oaep())
+        """RSA-OAEP with SHA-256 and MGF1-SHA-256, no label: what WebCrypto's RSA-OAEP unwraps."""
+        return _load_rsa_public_key(public_key_pem).encrypt(data_key, _oaep())
 
 
 class UnknownMasterKey(KeyError):
@@ -81,71 +116,82 @@ class UnknownMasterKey(KeyError):
 
 
 class MasterKeyring:
-    """Implements ``application.ports.Keyring`` from ``ENCRYPTION_MASTER_KEYS``."""
+    """Implements ``application.ports.Keyring`` from ``ENCRYPTION_MASTER_KEYS``.
+
+    The first key wraps new data keys; every key listed still unwraps.
+    """
 
     def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise SettingsError(f"{_SPEC} holds no key: run `courier keys generate` for one")
         self._keys = dict(keys)
-        self._order = [key_id for key_id, _ in keys]
-        # Digests (for idempotent sends) must not change when a key is prepended
-        # by rotation, so they derive from the oldest key of the ring.
+        self._active = keys[0][0]
+        # Digests identify repeated sends (clientMessageId) and are stored in events,
+        # so they must not change when rotation prepends a new key: derive them from
+        # the last, oldest, key of the ring, which stays until it is retired.
         self._digest_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"courier:digest"
+            algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"courier:digest"
         ).derive(keys[-1][1])
 
     @classmethod
     def from_spec(cls, spec: str) -> MasterKeyring:
-        """Parse ``"kid1:BASE64,kid2:BASE64"``: 32-byte keys, the first one active."""
+        """Parse ``"kid1:BASE64,kid2:BASE64"`` (32-byte keys, the first one active).
+
+        Raises ``SettingsError`` naming what is wrong with a malformed spec.
+        """
         keys: list[tuple[str, bytes]] = []
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            key_id, sep, encoded = part.partition(":")
-            if not sep or not key_id:
-                raise SettingsError("ENCRYPTION_MASTER_KEYS entries look like KEY_ID:BASE64")
+        for entry in filter(None, (part.strip() for part in spec.split(","))):
+            key_id, colon, encoded = (text.strip() for text in entry.partition(":"))
+            if not colon or not _KEY_ID.fullmatch(key_id):
+                raise SettingsError(
+                    f"{_SPEC} entries look like KEY_ID:BASE64 with a key id of letters, "
+                    "digits, '.', '_' or '-' (comma-separated; `courier keys generate` prints one)"
+                )
             try:
                 key = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
-                raise SettingsError(f"ENCRYPTION_MASTER_KEYS: key {key_id} is not base64") from None
+                raise SettingsError(f"{_SPEC}: key {key_id} is not valid base64") from None
             if len(key) != KEY_BYTES:
                 raise SettingsError(
-                    f"ENCRYPTION_MASTER_KEYS: key {key_id} must be {KEY_BYTES} bytes, "
-                    f"got {len(key)}"
+                    f"{_SPEC}: key {key_id} must be {KEY_BYTES} bytes, got {len(key)}"
                 )
             if any(existing == key_id for existing, _ in keys):
-                raise SettingsError(f"ENCRYPTION_MASTER_KEYS: key id {key_id} appears twice")
+                raise SettingsError(f"{_SPEC}: key id {key_id} appears more than once")
             keys.append((key_id, key))
-        if not keys:
-            raise SettingsError(
-                "ENCRYPTION_MASTER_KEYS is empty: run `courier keys generate` for a value"
-            )
         return cls(keys)
 
     @property
     def active_key_id(self) -> str:
-        return self._order[0]
-
-    @property
-    def key_ids(self) -> list[str]:
-        return list(self._order)
+        return self._active
 
     def wrap(self, data_key: bytes) -> tuple[str, bytes]:
-        key_id = self.active_key_id
+        """Wrap under the active key: ``(key_id, 12-byte nonce + ciphertext + tag)``."""
         nonce = os.urandom(IV_BYTES)
-        wrapped = AESGCM(self._keys[key_id]).encrypt(
-            nonce, data_key, b"courier:dek:" + key_id.encode()
-        )
-        return key_id, nonce + wrapped
+        wrapped = AESGCM(self._keys[self._active]).encrypt(nonce, data_key, _aad(self._active))
+        return self._active, nonce + wrapped
 
     def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        """The data key; ``UnknownMasterKey`` or ``InvalidTag`` if it cannot be recovered."""
         key = self._keys.get(key_id)
         if key is None:
             raise UnknownMasterKey(key_id)
-        nonce, body = wrapped[:IV_BYTES], wrapped[IV_BYTES:]
-        return AESGCM(key).decrypt(nonce, body, b"courier:dek:" + key_id.encode())
+        if len(wrapped) < IV_BYTES + TAG_BYTES:
+            raise InvalidTag
+        return AESGCM(key).decrypt(wrapped[:IV_BYTES], wrapped[IV_BYTES:], _aad(key_id))
 
     def digest(self, data: bytes) -> str:
+        """Hex HMAC-SHA256 of ``data``, stable across key rotation."""
         return hmac.new(self._digest_key, data, hashlib.sha256).hexdigest()
 
 
+def _aad(key_id: str) -> bytes:
+    return b"courier:dek:" + key_id.encode()
+
+
 def generate_master_key_spec(key_id: str | None = None) -> str:
-    """A new ``KEY_ID:BASE64`` entry for ENCRYPTION_MASTER_KEYS."""
-    key_id = key_id or f"k{datetime.now(UTC):%Y%m%d}{secrets.token_hex(2)}"
-    return f"{key_id}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}"
+    """A new ``KEY_ID:BASE64`` entry for ENCRYPTION_MASTER_KEYS (prepend it to rotate)."""
+    if key_id is None:
+        key_id = f"k{datetime.now(UTC):%Y%m%d}{secrets.token_hex(2)}"
+    elif not _KEY_ID.fullmatch(key_id):
+        raise SettingsError(f"key id {key_id!r} must be letters, digits, '.', '_' or '-'")
+    return f"{key_id}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode('ascii')}"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text, tuple_
 
 from application.jobs import Job
 from application.messaging import Messaging
@@ -28,14 +29,24 @@ from projections.tables import messages
 log = logging.getLogger("courier.relay")
 
 RELAY = "relay"
-LEADER_LOCK_KEY = 0x636F75726965  # "courie"
+
+
+def lock_key(purpose: str, schema: str | None) -> int:
+    """An advisory-lock key per purpose and schema: deployments sharing a database differ."""
+    return zlib.crc32(f"courier:{purpose}:{schema or 'public'}".encode())
+
+
+DUE_INTERVAL = 0.1  # seconds between looks at the delayed-jobs table
+DUE_BATCH = 500
+RECONCILE_BATCH = 200
 
 
 class LeaderLock:
     """On Postgres, exactly one relay leads: the holder of an advisory lock."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, schema: str | None = None) -> None:
         self.engine = engine
+        self.key = lock_key("relay", schema)
         self.conn: Any = None
 
     def acquire(self, stopping: threading.Event) -> bool:
@@ -46,7 +57,7 @@ class LeaderLock:
             try:
                 conn = self.engine.connect()
                 got = conn.execute(
-                    text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}
                 ).scalar()
                 if got:
                     conn.commit()
@@ -95,6 +106,7 @@ class Relay(threading.Thread):
         *,
         poll_interval: float = 0.05,
         reconcile_after: float = 60.0,
+        schema: str | None = None,
     ) -> None:
         super().__init__(name="relay", daemon=True)
         self.app = app
@@ -103,7 +115,7 @@ class Relay(threading.Thread):
         self.delayed = delayed
         self.reconcile_after = reconcile_after
         self.stopping = threading.Event()
-        self.lock = LeaderLock(engine)
+        self.lock = LeaderLock(engine, schema)
         self.follower = Follower(
             RELAY,
             log_,
@@ -113,6 +125,7 @@ class Relay(threading.Thread):
             poll_interval=poll_interval,
         )
         self.published = 0
+        self.reconcile_cursor: tuple[datetime, str] | None = None
 
     def stored_position(self) -> int:
         with self.engine.connect() as conn:
@@ -137,7 +150,7 @@ class Relay(threading.Thread):
             return
         self.follower.start()
         last_reconcile = time.monotonic()
-        while not self.stopping.wait(0.2):
+        while not self.stopping.wait(DUE_INTERVAL):
             if not self.lock.still_held():
                 log.error("relay lost its leadership; stopping so that another can lead")
                 self.follower.stop()
@@ -151,31 +164,53 @@ class Relay(threading.Thread):
                 log.exception("relay housekeeping failed; will try again")
         self.lock.release()
 
-    def publish_due(self) -> None:
-        due = self.delayed.due()
-        if due:
-            self.broker.publish(due)
+    def publish_due(self) -> int:
+        """Publish retries whose backoff is over and follow-ups that workers handed over."""
+        total = 0
+        while not self.stopping.is_set():
+            due = self.delayed.due(DUE_BATCH)
+            if not due:
+                break
+            self.broker.publish([job for job, _ in due])
             self.delayed.remove(due)
+            total += len(due)
+            if len(due) < DUE_BATCH:
+                break
+        return total
 
     def reconcile(self) -> int:
-        """Publish again the next jobs of messages that stand still short of done."""
+        """Publish again the next jobs of messages that stand still short of done.
+
+        Walks the candidates in (updated_at, id) order across calls, so that messages
+        with a retry pending cannot hide the others from it.
+        """
         cutoff = datetime.now(UTC) - timedelta(seconds=self.reconcile_after)
+        length = (
+            func.jsonb_array_length
+            if self.engine.dialect.name == "postgresql"
+            else (func.json_array_length)
+        )
+        query = select(messages.c.id, messages.c.tenant_id, messages.c.updated_at).where(
+            messages.c.updated_at < cutoff,
+            length(messages.c.failures) == 0,
+            (messages.c.status != "delivered")
+            | ((messages.c.notify.is_(True)) & messages.c.notified.is_(False))
+            | (messages.c.index_requested.is_(True) & messages.c.indexed.is_(False)),
+        )
+        if self.reconcile_cursor is not None:
+            query = query.where(
+                tuple_(messages.c.updated_at, messages.c.id) > tuple_(*self.reconcile_cursor)
+            )
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(messages.c.id, messages.c.tenant_id, messages.c.failures)
-                .where(
-                    messages.c.updated_at < cutoff,
-                    (messages.c.status != "delivered")
-                    | ((messages.c.notify.is_(True)) & messages.c.notified.is_(False))
-                    | (messages.c.index_requested.is_(True) & messages.c.indexed.is_(False)),
-                )
-                .limit(200)
+                query.order_by(messages.c.updated_at, messages.c.id).limit(RECONCILE_BATCH)
             ).all()
+        self.reconcile_cursor = (
+            (rows[-1].updated_at, rows[-1].id) if len(rows) == RECONCILE_BATCH else None
+        )
         waiting = self.delayed.waiting_ids()
         jobs: list[Job] = []
         for row in rows:
-            if row.failures:
-                continue
             message = self.app.get_message(row.tenant_id, UUID(row.id))
             jobs.extend(j for j in pending_jobs(message) if j.job_id not in waiting)
         if jobs:

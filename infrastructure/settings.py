@@ -64,8 +64,9 @@ class Settings:
                 "POSTGRES_PORT": str(p.port or 5432),
                 "POSTGRES_USER": unquote(p.username or "postgres"),
                 "POSTGRES_PASSWORD": unquote(p.password or ""),
-                "POSTGRES_POOL_SIZE": self.extra.get("POSTGRES_POOL_SIZE", "10"),
-                "POSTGRES_MAX_OVERFLOW": self.extra.get("POSTGRES_MAX_OVERFLOW", "20"),
+                "POSTGRES_POOL_SIZE": self.extra.get("POSTGRES_POOL_SIZE", "4"),
+                "POSTGRES_MAX_OVERFLOW": self.extra.get("POSTGRES_MAX_OVERFLOW", "8"),
+                "POSTGRES_IDLE_CONNECTION_TIMEOUT": "30",
                 "POSTGRES_CONNECT_TIMEOUT": "5",
             }
             if self.extra.get("POSTGRES_SCHEMA"):

@@ -64,11 +64,11 @@ class JobRunner:
         return self.processor.run(job).follow_ups
 
     def failed(self, job: Job, error: BaseException) -> None:
-        settings = self.queues[job.queue]
         reason = describe(error)
-        if isinstance(error, UnknownJob | BadJobId):
+        if isinstance(error, UnknownJob | BadJobId) or job.queue not in self.queues:
             log.error("dropping job %s: %s", job.job_id, reason)
             return
+        settings = self.queues[job.queue]
         if job.attempt < settings.max_attempts:
             delay = settings.delay_before(job.attempt + 1)
             log.warning(

@@ -252,7 +252,8 @@ class MessagesView:
         row = conn.execute(
             select(messages.c.delivered_count).where(messages.c.id == mid)
         ).scalar_one()
-        failures = [f for f in self._failures(conn, event) if f["queue"] != DELIVERY_QUEUE]
+        delivered_job = f"{DELIVERY_QUEUE}:{mid}:b{event.batch}"
+        failures = [f for f in self._failures(conn, event) if f["job_id"] != delivered_job]
         self._change(conn, position, event, delivered_count=row + len(users), failures=failures)
 
     @apply.register

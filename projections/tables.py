@@ -132,4 +132,20 @@ failed_jobs = Table(
     Index("failed_jobs_queue_idx", "queue", "failed_at"),
 )
 
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("job_id", String(200), nullable=False),
+    Column("queue", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("outcome", String(16), nullable=False),
+    Column("error", String(120)),
+    Index("job_runs_job_idx", "job_id"),
+    Index("job_runs_queue_started_idx", "queue", "started_at"),
+    Index("job_runs_queue_finished_idx", "queue", "finished_at"),
+)
+
 READ_TABLES = (conversations, conversation_participants, messages, message_recipients, failed_jobs)

@@ -9,7 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from application.access import AccessLog
 from application.views import conversation_dict
+from domain.access import PAGE
 from domain.events import Context
 from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import Endpoint, Param, Services, respond, services
@@ -69,10 +71,13 @@ def _page(
     container: Services, ctx: Context, conversation_id: UUID, limit: int, before: str | None
 ) -> dict[str, Any]:
     # Membership first: a conversation the caller is not in does not exist for them.
-    container.messaging.get_conversation(ctx, conversation_id)
+    access = AccessLog(container.messaging)
+    with access.on_conversation(ctx, PAGE, conversation_id):
+        container.messaging.get_conversation(ctx, conversation_id)
     items, cursor = container.queries.conversation_messages(
         ctx.tenant_id, conversation_id, limit, before
     )
+    access.viewed(ctx, PAGE, conversation_id, [str(item["id"]) for item in items])
     return {"items": items, "nextCursor": cursor}
 
 

@@ -8,8 +8,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from application.access import AccessLog
 from application.messaging import SendResult
 from application.views import message_dict
+from domain.access import SEARCH
 from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import Endpoint, Param, respond, services
 from interfaces.http.errors import ApiError
@@ -65,7 +67,13 @@ async def mark_read(request: Request) -> Response:
     ctx = authenticate(request).context
     message_id = path_uuid(request, "message")
     app = services(request).messaging
-    message = await run_in_threadpool(app.mark_read, ctx, message_id)
+    message = await run_in_threadpool(
+        AccessLog(app).on_message,
+        ctx,
+        "message.read",
+        message_id,
+        lambda: app.mark_read(ctx, message_id),
+    )
     return respond(message_dict(message))
 
 
@@ -73,7 +81,13 @@ async def view(request: Request) -> Response:
     ctx = authenticate(request).context
     message_id = path_uuid(request, "message")
     app = services(request).messaging
-    message = await run_in_threadpool(app.view_message, ctx, message_id)
+    message = await run_in_threadpool(
+        AccessLog(app).on_message,
+        ctx,
+        "message.view",
+        message_id,
+        lambda: app.view_message(ctx, message_id),
+    )
     return respond(message_dict(message))
 
 
@@ -81,7 +95,14 @@ async def envelope(request: Request) -> Response:
     ctx = authenticate(request).context
     message_id = path_uuid(request, "message")
     app = services(request).messaging
-    return respond(await run_in_threadpool(app.envelope, ctx, message_id))
+    answer = await run_in_threadpool(
+        AccessLog(app).on_message,
+        ctx,
+        "message.envelope",
+        message_id,
+        lambda: app.envelope(ctx, message_id),
+    )
+    return respond(answer)
 
 
 async def search(request: Request) -> Response:
@@ -90,11 +111,15 @@ async def search(request: Request) -> Response:
     assert query is not None
     conversation_id = query_uuid(request, "conversationId")
     limit = query_int(request, "limit", SEARCH_DEFAULT, 1, SEARCH_MAX)
-    queries = services(request).queries
-    items = await run_in_threadpool(
-        queries.search, ctx.tenant_id, ctx.actor_id, query, conversation_id, limit
-    )
-    return respond({"items": items})
+    container = services(request)
+
+    def run() -> list[dict[str, Any]]:
+        found = container.queries.search(ctx.tenant_id, ctx.actor_id, query, conversation_id, limit)
+        ids = [str(item["id"]) for item in found]
+        AccessLog(container.messaging).viewed(ctx, SEARCH, conversation_id, ids)
+        return found
+
+    return respond({"items": await run_in_threadpool(run)})
 
 
 ENDPOINTS = (

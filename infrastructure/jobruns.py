@@ -1,0 +1,192 @@
+"""Job runs: one durable row per attempt, written by whichever worker process ran it.
+
+A row is inserted as ``active`` when the attempt starts and updated with its outcome
+when it ends, before the broker message is acknowledged. Queue metrics (active,
+completed, throughput, latency, failure rate) are read from these rows, so they cover
+every worker process. A row left ``active`` by a worker that died counts as active
+only until the queue's timeout has passed. Rows hold ids, times and an error class:
+never message content.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, select, update
+
+from application.jobs import Job, QueueSettings
+from projections.tables import job_runs
+
+ACTIVE = "active"
+COMPLETED = "completed"
+RETRIED = "retried"  # a failed attempt, with another one scheduled
+FAILED = "failed"  # the last attempt failed: the job is in the failed list
+DROPPED = "dropped"  # a job this service cannot run (malformed, unknown)
+FAILED_ATTEMPT = (RETRIED, FAILED)
+
+WINDOW_SECONDS = 300.0  # failure rate and latency percentiles
+THROUGHPUT_SECONDS = 60.0
+LATENCY_SAMPLE = 5000
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """What the job runs say about one queue."""
+
+    active: int = 0
+    completed: int = 0
+    throughput_per_minute: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    finished_in_window: int = 0
+    failed_in_window: int = 0
+    last_started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    job_id: str
+    queue: str
+    attempt: int
+    started_at: float
+    finished_at: float | None
+    outcome: str
+    error: str | None
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (not empty)."""
+    rank = max(1, int(-(-fraction * len(sorted_values) // 1)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class JobRuns:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def start(self, job: Job) -> str:
+        """Record that an attempt of ``job`` started here; its run id."""
+        run_id = uuid.uuid4().hex
+        with self.engine.begin() as conn:
+            conn.execute(
+                job_runs.insert().values(
+                    run_id=run_id,
+                    job_id=job.job_id,
+                    queue=job.queue,
+                    attempt=job.attempt,
+                    started_at=time.time(),
+                    outcome=ACTIVE,
+                )
+            )
+        return run_id
+
+    def finish(self, run_id: str, outcome: str, error: BaseException | None = None) -> None:
+        """Record how the attempt ended (the error's class only, never its text)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(job_runs)
+                .where(job_runs.c.run_id == run_id)
+                .values(
+                    finished_at=time.time(),
+                    outcome=outcome,
+                    error=type(error).__name__[:120] if error is not None else None,
+                )
+            )
+
+    def of_job(self, job_id: str) -> list[Run]:
+        """Every recorded attempt of one job, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(job_runs).where(job_runs.c.job_id == job_id).order_by(job_runs.c.started_at)
+            ).all()
+        return [
+            Run(r.job_id, r.queue, r.attempt, r.started_at, r.finished_at, r.outcome, r.error)
+            for r in rows
+        ]
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Forget runs that ended (or started, if never ended) that long ago."""
+        cutoff = time.time() - older_than_seconds
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(job_runs).where(
+                    func.coalesce(job_runs.c.finished_at, job_runs.c.started_at) < cutoff
+                )
+            )
+        return int(result.rowcount or 0)
+
+    def figures(
+        self, queues: dict[str, QueueSettings], now: float | None = None
+    ) -> dict[str, RunFigures]:
+        """Active, completed, throughput, latency and recent failures, per queue."""
+        now = time.time() if now is None else now
+        window = now - WINDOW_SECONDS
+        longest = max((q.timeout_seconds for q in queues.values()), default=0.0)
+        acc: dict[str, dict[str, Any]] = {
+            name: {"active": 0, "completed": 0, "throughput": 0, "finished": 0, "failed": 0}
+            for name in queues
+        }
+        latencies: dict[str, list[float]] = {name: [] for name in queues}
+        last_started: dict[str, float] = {}
+        c = job_runs.c
+        with self.engine.connect() as conn:
+            for queue, started in conn.execute(
+                select(c.queue, c.started_at).where(
+                    c.outcome == ACTIVE, c.started_at > now - longest
+                )
+            ):
+                if queue in queues and started > now - queues[queue].timeout_seconds:
+                    acc[queue]["active"] += 1
+            for queue, count in conn.execute(
+                select(c.queue, func.count(func.distinct(c.job_id)))
+                .where(c.outcome == COMPLETED)
+                .group_by(c.queue)
+            ):
+                if queue in acc:
+                    acc[queue]["completed"] = int(count)
+            for queue, count in conn.execute(
+                select(c.queue, func.count(func.distinct(c.job_id)))
+                .where(c.outcome == COMPLETED, c.finished_at >= now - THROUGHPUT_SECONDS)
+                .group_by(c.queue)
+            ):
+                if queue in acc:
+                    acc[queue]["throughput"] = int(count)
+            for queue, outcome, count in conn.execute(
+                select(c.queue, c.outcome, func.count())
+                .where(c.finished_at >= window, c.outcome.in_([COMPLETED, *FAILED_ATTEMPT]))
+                .group_by(c.queue, c.outcome)
+            ):
+                if queue in acc:
+                    acc[queue]["finished"] += int(count)
+                    if outcome in FAILED_ATTEMPT:
+                        acc[queue]["failed"] += int(count)
+            for queue, started in conn.execute(
+                select(c.queue, func.max(c.started_at)).group_by(c.queue)
+            ):
+                if queue in queues and started is not None:
+                    last_started[queue] = float(started)
+            for name in queues:
+                rows = conn.execute(
+                    select(c.finished_at - c.started_at)
+                    .where(and_(c.queue == name, c.outcome == COMPLETED, c.finished_at >= window))
+                    .order_by(c.finished_at.desc())
+                    .limit(LATENCY_SAMPLE)
+                ).scalars()
+                latencies[name] = sorted(float(v) * 1000.0 for v in rows)
+        result: dict[str, RunFigures] = {}
+        for name, a in acc.items():
+            values = latencies[name]
+            result[name] = RunFigures(
+                active=a["active"],
+                completed=a["completed"],
+                throughput_per_minute=a["throughput"],
+                p50_ms=round(percentile(values, 0.50), 1) if values else None,
+                p95_ms=round(percentile(values, 0.95), 1) if values else None,
+                finished_in_window=a["finished"],
+                failed_in_window=a["failed"],
+                last_started_at=last_started.get(name),
+            )
+        return result
