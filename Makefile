@@ -19,6 +19,10 @@ serve: install  ## run API, WebSocket, relay, workers and projections on SQLite 
 test: install  ## unit, integration and end-to-end tests
 	$(BIN)/pytest
 
+bench: install  ## W1 against the services runtime, and its floors (docs/PERFORMANCE.md)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/courier bench
+
 check: install  ## formatting, lint, types, layering
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .

@@ -34,3 +34,15 @@ class MissingKeys(CourierError):
 
 class Gone(CourierError):
     code = "gone"
+
+
+class ContentShredded(Gone):
+    """The message's content key was destroyed: its content can never be read again."""
+
+    code = "content_shredded"
+
+
+class NotReady(Conflict):
+    """What was asked for does not exist yet; asking again later will work."""
+
+    code = "not_ready"

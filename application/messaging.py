@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,10 +15,26 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Recording
 
-from application.errors import Conflict, Forbidden, Gone, Invalid, MissingKeys, NotFound
-from application.jobs import Job
+from application.errors import (
+    Conflict,
+    ContentShredded,
+    Forbidden,
+    Invalid,
+    MissingKeys,
+    NotFound,
+    NotReady,
+)
+from application.jobs import BadJobId, Job
 from application.policies import first_jobs
-from application.ports import Cipher, InvalidPublicKey, Keyring, KeyVault, VaultEntry
+from application.ports import (
+    BlindIndex,
+    Cipher,
+    InvalidPublicKey,
+    Keyring,
+    KeyVault,
+    VaultEntry,
+)
+from application.search import blind_words
 from domain.conversation import (
     DIRECT,
     GROUP,
@@ -34,6 +51,10 @@ from domain.message import ENVELOPE_VERSION, Message, message_id_for
 
 T = TypeVar("T")
 SERVICE_HOLDER = "service"
+SHRED_REASONS = ("erasure", "retention")
+SHREDDED = (
+    "this message's content key was destroyed (shredded): its content cannot be read any more"
+)
 CONFLICT_RETRIES = 20
 
 
@@ -68,11 +89,38 @@ class Outgoing:
     client_message_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Participants:
+    """Who takes part in a conversation, when its aggregate need not be loaded."""
+
+    id: UUID
+    participant_ids: list[str]
+
+
+class KnownIds:
+    """Ids of aggregates known to exist (they never stop existing), bounded in size."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._ids: OrderedDict[UUID, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def remember(self, item: UUID) -> None:
+        with self._lock:
+            self._ids[item] = None
+            if len(self._ids) > self.limit:
+                self._ids.popitem(last=False)
+
+
 @dataclass
 class Crypto:
     cipher: Cipher
     keyring: Keyring
     vault: KeyVault
+    blind_index: BlindIndex | None = None  # exact-word search over encrypted messages
 
 
 class Messaging(Application[UUID]):
@@ -87,6 +135,7 @@ class Messaging(Application[UUID]):
         self._listeners: list[Callable[[int], None]] = []
         self._listeners_lock = threading.Lock()
         self._put: Callable[[list[Any]], list[Recording[UUID]]] | None = None
+        self._known_direct = KnownIds()
 
     def record_with(self, put: Callable[[list[Any]], list[Recording[UUID]]]) -> None:
         """Route every save through ``put`` (e.g. a group committer)."""
@@ -206,8 +255,12 @@ class Messaging(Application[UUID]):
         target = f"direct:{recipient_id}"
 
         def build(mid: UUID, digest: str) -> list[Any]:
-            conversation = self.start_conversation(ctx, DIRECT, [recipient_id], None)
-            return self._new_message(ctx, mid, conversation, "direct", outgoing, digest)
+            cid = direct_conversation_id(ctx.tenant_id, ctx.actor_id, recipient_id)
+            if cid not in self._known_direct:
+                self.start_conversation(ctx, DIRECT, [recipient_id], None)
+                self._known_direct.remember(cid)
+            pair = Participants(cid, [ctx.actor_id, recipient_id])
+            return self._new_message(ctx, mid, pair, "direct", outgoing, digest)
 
         return self._send(ctx, target, outgoing, build)
 
@@ -275,7 +328,7 @@ class Messaging(Application[UUID]):
         self,
         ctx: Context,
         mid: UUID,
-        conversation: Conversation,
+        conversation: Participants | Conversation,
         kind: str,
         outgoing: Outgoing,
         digest: str,
@@ -289,12 +342,15 @@ class Messaging(Application[UUID]):
         encrypted = outgoing.encrypted or outgoing.sealed is not None
         sealed: dict[str, Any] | None = None
         vault: list[VaultEntry] = []
+        search_tokens: list[str] | None = None
         if outgoing.sealed is not None:
             sealed, vault = self._client_sealed(ctx, mid, conversation, outgoing.sealed)
         elif encrypted:
             self._require_keys(ctx.tenant_id, [ctx.actor_id, *recipients])
             sealed, vault = self._server_seal(mid, outgoing.content or "")
+            search_tokens = self._search_tokens(ctx.tenant_id, outgoing)
         message = Message(
+            search_tokens=search_tokens,
             id=mid,
             tenant_id=ctx.tenant_id,
             conversation_id=conversation.id,
@@ -321,6 +377,13 @@ class Messaging(Application[UUID]):
             self.crypto.vault.put(vault)
         return [message]
 
+    def _search_tokens(self, tenant_id: str, outgoing: Outgoing) -> list[str] | None:
+        """Blind-index tokens of a server-sealed message, made while its plaintext is here."""
+        index = self.crypto.blind_index
+        if index is None or not outgoing.index or outgoing.content is None:
+            return None
+        return index.tokens(tenant_id, blind_words(outgoing.content))
+
     def _server_seal(self, mid: UUID, content: str) -> tuple[dict[str, Any], list[VaultEntry]]:
         sealed = self.crypto.cipher.seal(content.encode("utf-8"), aad_for(mid))
         key_id, wrapped = self.crypto.keyring.wrap(sealed.data_key)
@@ -337,16 +400,28 @@ class Messaging(Application[UUID]):
         return envelope, [entry]
 
     def _client_sealed(
-        self, ctx: Context, mid: UUID, conversation: Conversation, sealed: dict[str, Any]
+        self,
+        ctx: Context,
+        mid: UUID,
+        conversation: Participants | Conversation,
+        sealed: dict[str, Any],
     ) -> tuple[dict[str, Any], list[VaultEntry]]:
         wrapped: dict[str, str] = sealed["wrappedKeys"]
         missing = [p for p in conversation.participant_ids if p not in wrapped]
-        if missing:
+        strangers = [u for u in wrapped if u not in conversation.participant_ids]
+        if missing or strangers:
             raise Invalid(
-                "sealed.wrappedKeys must hold a wrapped key for every participant",
+                "sealed.wrappedKeys must hold a wrapped key for every participant, "
+                "and for nobody else",
                 [
-                    {"field": "sealed.wrappedKeys", "issue": f"missing for {user}"}
-                    for user in missing
+                    *(
+                        {"field": "sealed.wrappedKeys", "issue": f"missing for {user}"}
+                        for user in missing
+                    ),
+                    *(
+                        {"field": "sealed.wrappedKeys", "issue": f"{user} is not a participant"}
+                        for user in strangers
+                    ),
                 ],
             )
         entries = []
@@ -359,6 +434,32 @@ class Messaging(Application[UUID]):
         if sealed.get("aad") is not None:
             envelope["aad"] = sealed["aad"]
         return envelope, entries
+
+    # ---- operating the queues ------------------------------------------------
+
+    def request_retry(self, ctx: Context, job_id: str) -> Job:
+        """An operator asks to run a failed job again; recorded with who asked.
+
+        Only a job that is failed now, on a message of the caller's tenant, can be
+        retried: anything else is not found. The relay publishes it (attempt 1).
+        """
+        try:
+            job = Job.parse_id(job_id, ctx.tenant_id)
+        except BadJobId:
+            raise NotFound("failed job not found") from None
+
+        def attempt() -> Job:
+            try:
+                message = self.get_message(ctx.tenant_id, job.message_id)
+            except NotFound:
+                raise NotFound("failed job not found") from None
+            if not any(f["job_id"] == job_id for f in message.failures):
+                raise NotFound("failed job not found")
+            message.request_retry(job.queue, job_id, meta=ctx.as_meta())
+            self.save(message)
+            return job
+
+        return self.retrying(attempt)
 
     # ---- keys ----------------------------------------------------------------
 
@@ -391,11 +492,17 @@ class Messaging(Application[UUID]):
 
         return self.retrying(attempt)
 
-    def public_key(self, ctx: Context, user_id: str) -> dict[str, str]:
+    def public_key(self, ctx: Context, user_id: str, key_id: str | None = None) -> dict[str, str]:
+        """A user's current public key, or (``key_id``) any key they ever registered."""
         keys = self._user_keys(ctx.tenant_id, user_id)
         if keys is None or keys.current_key_id is None:
             raise NotFound("no public key registered for this user")
-        key_id, entry = keys.current()
+        if key_id is None:
+            key_id, entry = keys.current()
+        elif key_id in keys.keys:
+            entry = keys.keys[key_id]
+        else:
+            raise NotFound("this user never registered a key with this key id")
         return {
             "userId": user_id,
             "keyId": key_id,
@@ -467,14 +574,23 @@ class Messaging(Application[UUID]):
         return self.retrying(attempt)
 
     def envelope(self, ctx: Context, message_id: UUID) -> dict[str, Any]:
+        """The sealed content with its data key wrapped for the caller (SPEC §4, §6).
+
+        Only the message's sender and recipients hold a wrapped key; fetching one is
+        recorded as a ``Viewed`` of the envelope.
+        """
+        message = self.visible_message(ctx, message_id)
+        if not message.encrypted:
+            raise NotFound("this message is not encrypted, so it has no envelope")
+        entry = None if message.shredded else self.crypto.vault.get(message.id, ctx.actor_id)
+        if entry is None:
+            if message.encryption is None and not message.shredded:
+                raise NotReady(
+                    "the message is still being encrypted; ask again once its status is encrypted"
+                )
+            # Keys are written before Encrypted is recorded: none now means destroyed.
+            raise ContentShredded(SHREDDED)
         message = self.view_message(ctx, message_id, what="envelope")
-        if ctx.actor_id not in message.participants() or not message.encrypted:
-            raise NotFound("no envelope for this message")
-        entry = self.crypto.vault.get(message.id, ctx.actor_id)
-        if message.shredded or entry is None:
-            if message.shredded:
-                raise Gone("this message's content key was destroyed; it can no longer be read")
-            raise NotFound("the envelope is not ready yet; try again once the message is encrypted")
         sealed = message.sealed or {}
         return {
             "messageId": str(message.id),
@@ -487,6 +603,47 @@ class Messaging(Application[UUID]):
             "keyAlgorithm": "RSA-OAEP-256",
             "recipientKeyId": entry.key_id,
             "encryptionVersion": message.encryption_version,
+        }
+
+    # ---- shredding -------------------------------------------------------------
+
+    def shred(self, ctx: Context, message_id: UUID, reason: str) -> dict[str, Any]:
+        """Destroy a message's wrapped data keys and record ``Shredded`` (SPEC §6).
+
+        The keys go first: should recording fail, the content is unreadable all the
+        same and a repeat finishes the job. The events stay, for the audit trail.
+        Repeating it is harmless.
+        """
+        if reason not in SHRED_REASONS:
+            raise Invalid(
+                f"reason must be one of {', '.join(SHRED_REASONS)}",
+                [{"field": "reason", "issue": f"must be one of {', '.join(SHRED_REASONS)}"}],
+            )
+        destroyed = 0
+
+        def attempt() -> Message:
+            nonlocal destroyed
+            message = self._get(Message, message_id, ctx.tenant_id)
+            if not message.encrypted:
+                raise Invalid(
+                    "only an encrypted message has a content key to destroy; a plain-text "
+                    "message's content is part of the event log"
+                )
+            destroyed += self.crypto.vault.shred(message.id)
+            if not message.shredded:
+                message.shred(reason=reason, meta=ctx.as_meta())
+                self.save(message)
+            return message
+
+        message = self.retrying(attempt)
+        # A key an encryption job wrote while Shredded was being saved goes now; one
+        # written later finds the message shredded and is destroyed by that job.
+        destroyed += self.crypto.vault.shred(message.id)
+        return {
+            "messageId": str(message.id),
+            "shredded": True,
+            "reason": reason,
+            "keysDestroyed": destroyed,
         }
 
 

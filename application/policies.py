@@ -67,7 +67,8 @@ def pending_jobs(message: Message) -> list[Job]:
     tenant, mid = message.tenant_id, message.id
     jobs: list[Job] = []
     if message.encrypted and message.encryption is None:
-        jobs.append(Job(MESSAGE_ENCRYPTION, mid, SEAL, tenant))
+        if not message.shredded:  # shredded before it was sealed for anyone: it never will be
+            jobs.append(Job(MESSAGE_ENCRYPTION, mid, SEAL, tenant))
     elif not message.is_delivered:
         jobs.extend(
             Job(MESSAGE_DELIVERY, mid, f"b{key}", tenant)

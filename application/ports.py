@@ -43,6 +43,7 @@ class Keyring(Protocol):
 
     @property
     def active_key_id(self) -> str: ...
+    def holds(self, key_id: str) -> bool: ...
     def wrap(self, data_key: bytes) -> tuple[str, bytes]: ...
     def unwrap(self, key_id: str, wrapped: bytes) -> bytes: ...
     def digest(self, data: bytes) -> str: ...
@@ -51,7 +52,7 @@ class Keyring(Protocol):
 @dataclass(frozen=True)
 class VaultEntry:
     message_id: UUID
-    holder: str  # "service" or a user id
+    holder: str  # "service:<data key id>" (key_id: a master key id) or a user id
     key_id: str
     wrapped_key: bytes
 
@@ -63,15 +64,78 @@ class KeyVault(Protocol):
     def get(self, message_id: UUID, holder: str) -> VaultEntry | None: ...
     def shred(self, message_id: UUID) -> int: ...
 
+    def entries_not_under(
+        self, holder_prefix: str, key_id: str, after: tuple[str, str] | None, limit: int
+    ) -> list[VaultEntry]:
+        """Entries whose holder starts with ``holder_prefix`` and whose key id is not
+        ``key_id``, ordered by (message id, holder), from just after ``after``."""
+        ...
+
+    def count_by_key_id(self, holder_prefix: str) -> dict[str, int]: ...
+
+    def rewrap(self, entry: VaultEntry, key_id: str, wrapped_key: bytes) -> bool:
+        """Replace ``entry``'s wrapped key if it is still as read; False if it changed
+        or was shredded meanwhile (a shredded key is never brought back)."""
+        ...
+
 
 class Presence(Protocol):
     def online(self, tenant_id: str, user_ids: list[str]) -> set[str]: ...
 
 
+@dataclass(frozen=True)
+class Notice:
+    """What a notification may say about a message: never an encrypted one's content."""
+
+    tenant_id: str
+    message_id: UUID
+    conversation_id: UUID
+    sender_id: str
+    encrypted: bool
+    preview: str | None  # the start of a plain message's text; None when encrypted
+
+
+Outcomes = dict[str, dict[str, str]]  # user id → {channel: outcome}
+
+
 class Notifier(Protocol):
-    def notify(
-        self, tenant_id: str, message_id: UUID, user_ids: list[str], encrypted: bool
-    ) -> dict[str, dict[str, str]]: ...
+    def notify(self, notice: Notice, offline: list[str], online: list[str]) -> Outcomes:
+        """Notify the recipients of one delivered batch; their outcomes, per channel.
+
+        Raises when a provider failed for a reason that may pass (the job is retried);
+        what was already sent is not sent again.
+        """
+        ...
+
+
+CHANNELS = ("push", "email", "sms")
+
+
+@dataclass(frozen=True)
+class NotificationPreferences:
+    """How a user wants to hear of messages while away, and where (personal data)."""
+
+    channels: tuple[str, ...] = ()
+    email: str | None = None
+    phone: str | None = None
+    push_token: str | None = None
+    when_online: bool = False  # by default only offline recipients are notified
+
+
+class ContactBook(Protocol):
+    """Users' notification preferences and contact details, kept out of the event log
+    so that they can be corrected and erased."""
+
+    def get(self, tenant_id: str, user_id: str) -> NotificationPreferences | None: ...
+    def many(self, tenant_id: str, user_ids: list[str]) -> dict[str, NotificationPreferences]: ...
+    def put(self, tenant_id: str, user_id: str, preferences: NotificationPreferences) -> None: ...
+    def delete(self, tenant_id: str, user_id: str) -> bool: ...
+
+
+class BlindIndex(Protocol):
+    """Keyed tokens of words under a per-tenant index key (never a content key)."""
+
+    def tokens(self, tenant_id: str, words: list[str]) -> list[str]: ...
 
 
 class Indexer(Protocol):

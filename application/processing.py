@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from application.jobs import (
     BATCH_MESSAGE_SENDING,
@@ -14,7 +15,9 @@ from application.jobs import (
     Job,
 )
 from application.messaging import SERVICE_HOLDER, Messaging
+from application.notices import notice_for
 from application.ports import Indexer, Notifier, Presence, VaultEntry
+from application.retention import Retention
 from domain.events import system_context
 from domain.message import ENVELOPE_VERSION, Message
 
@@ -38,12 +41,18 @@ class Processor:
     """Runs one job against the application. Idempotent: a repeat records nothing new."""
 
     def __init__(
-        self, app: Messaging, presence: Presence, notifier: Notifier, indexer: Indexer
+        self,
+        app: Messaging,
+        presence: Presence,
+        notifier: Notifier,
+        indexer: Indexer,
+        retention: Retention | None = None,
     ) -> None:
         self.app = app
         self.presence = presence
         self.notifier = notifier
         self.indexer = indexer
+        self.retention = retention
 
     def run(self, job: Job) -> Outcome:
         handler = {
@@ -65,8 +74,9 @@ class Processor:
         return system_context(job.tenant_id, job.correlation_id, job.job_id).as_meta()
 
     def encrypt(self, job: Job) -> Outcome:
+        """Wrap the data key for every participant's current RSA key; record Encrypted."""
         message = self._message(job)
-        if message.encryption is not None:
+        if message.encryption is not None or message.shredded:
             return Outcome([])
         sealed = message.sealed or {}
         service = self.app.crypto.vault.get(message.id, f"{SERVICE_HOLDER}:{sealed['dekId']}")
@@ -90,6 +100,10 @@ class Processor:
 
         def attempt() -> None:
             current = self._message(job)
+            if current.shredded:
+                # Shredded while the keys were being wrapped: they must not outlive it.
+                self.app.crypto.vault.shred(current.id)
+                return
             if current.record_encryption(metadata, ENVELOPE_VERSION, self._meta(job)):
                 self.app.save(current)
 
@@ -142,13 +156,8 @@ class Processor:
         if recipients is None:
             raise JobNotReady("the batch is not delivered yet")
         offline = [u for u in recipients if u in message.offline]
-        outcomes = {
-            u: {"channel": "none", "outcome": "online"} for u in recipients if u not in offline
-        }
-        if offline:
-            outcomes.update(
-                self.notifier.notify(message.tenant_id, message.id, offline, message.encrypted)
-            )
+        online = [u for u in recipients if u not in message.offline]
+        outcomes = self.notifier.notify(notice_for(message), offline, online)
 
         def attempt() -> None:
             current = self._message(job)
@@ -173,10 +182,15 @@ class Processor:
         return Outcome([])
 
     def cleanup(self, job: Job) -> Outcome:
+        """Retention (application/retention.py): shred what expired, unless on hold."""
+        if self.retention is not None:
+            self.retention.run(datetime.now(UTC), job)
         return Outcome([])
 
     def record_failure(self, job: Job, attempts: int, error: str) -> None:
         """The job ran out of attempts: say so on the message (no content, ever)."""
+        if job.queue == MESSAGE_CLEANUP:
+            return  # not about one message; the worker has logged it, the next run retries
 
         def attempt() -> None:
             message = self._message(job)

@@ -64,6 +64,9 @@ class Message(Aggregate):
         end_to_end: bool
         content_digest: str
         client_message_id: str | None
+        # Blind-index tokens of an encrypted message's words, for the search view
+        # (HMACs under the tenant's index key, never the words); None otherwise.
+        search_tokens: list[str] | None = None
 
     class EncryptionQueued(Event):
         TOPIC = _T + "EncryptionQueued"
@@ -117,6 +120,9 @@ class Message(Aggregate):
     @event(Created)
     def __init__(
         self,
+        # Optional, so it comes before the `*`: eventsourcing treats every keyword-only
+        # argument as required. Only the search view reads it; the aggregate keeps none.
+        search_tokens: list[str] | None = None,
         *,
         id: UUID,
         tenant_id: str,

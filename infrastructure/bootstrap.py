@@ -14,20 +14,28 @@ from sqlalchemy import Engine, create_engine, event, text
 
 from application.messaging import Crypto, Messaging
 from application.processing import Processor
+from application.retention import Retention
+from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.broker import Broker
+from infrastructure.chain import ChainKeeper, signing_key
+from infrastructure.contacts import SqlContactBook, SqlSendLog
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.delayed import DelayedJobs
 from infrastructure.faults import FaultInjector
 from infrastructure.groupcommit import GroupCommitter
+from infrastructure.jobruns import JobRuns
 from infrastructure.jobstats import JobStats
-from infrastructure.notifiers import FlagIndexer, LogNotifier
+from infrastructure.notifiers import ChannelNotifier, FlagIndexer, channels_from
 from infrastructure.presence import LocalPresence, RedisPresence
+from infrastructure.queues import QueueMonitor
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import JobRunner, QueueConsumer, Workers
-from projections.messages import MessageQueriesSQL, MessagesView
-from projections.runner import ApplicationLog, ProjectionRunner
+from projections.audit_queries import AuditQueriesSQL
+from projections.catalog import PROJECTIONS as VIEWS
+from projections.messages import MessageQueriesSQL
+from projections.runner import ApplicationLog, ProjectionRunner, RawLog
 
 log = logging.getLogger("courier")
 
@@ -73,7 +81,11 @@ def migrate(settings: Settings, engine: Engine) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("migrate", schema)})
             try:
-                migrations.upgrade(settings.sqlalchemy_url(), schema=schema)
+                migrations.upgrade(
+                    settings.sqlalchemy_url(),
+                    schema=schema,
+                    app_role=settings.extra.get("DATABASE_APP_ROLE"),
+                )
             finally:
                 conn.execute(
                     text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key("migrate", schema)}
@@ -96,6 +108,11 @@ class Container:
     presence: LocalPresence
     stats: JobStats
     delayed: DelayedJobs
+    runs: JobRuns
+    monitor: QueueMonitor
+    audit: AuditQueriesSQL
+    chain: ChainKeeper
+    contacts: SqlContactBook
     redis: Any = None
     relay: Relay | None = None
     workers: Workers | None = None
@@ -172,6 +189,7 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
     crypto = Crypto(
         cipher=AesGcmCipher(), keyring=MasterKeyring.from_spec(settings.master_keys), vault=vault
     )
+    crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
     messaging = Messaging(crypto=crypto, env=settings.eventstore_env())
     committer = GroupCommitter(messaging.events.put)
     messaging.record_with(committer.submit)
@@ -188,31 +206,45 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
     broker = Broker(settings.broker_url, settings.visibility_timeout)
     stats = JobStats()
     delayed = DelayedJobs(engine)
+    runs = JobRuns(engine)
     container = Container(
         settings=settings,
         role=role,
         messaging=messaging,
         engine=engine,
-        queries=MessageQueriesSQL(engine),
+        queries=MessageQueriesSQL(engine, crypto.blind_index),
+        contacts=SqlContactBook(engine),
         broker=broker,
         presence=presence,
         stats=stats,
         delayed=delayed,
+        runs=runs,
+        monitor=QueueMonitor(settings.queues, broker, delayed, runs, engine, settings.health),
+        audit=AuditQueriesSQL(engine),
+        chain=ChainKeeper(messaging.recorder, engine, signing_key(settings)),
         redis=redis_client,
         committer=committer,
     )
     everything = role == ALL or (settings.embedded and role == SERVE)
     log_ = ApplicationLog(messaging)
     if everything or role == PROJECTIONS:
-        runner = ProjectionRunner(
-            MessagesView(), engine, log_, poll_interval=settings.poll_interval
-        )
-        container.projections.append(runner)
-        messaging.on_saved(runner.follower.wake)
+        for projection in VIEWS:
+            runner = ProjectionRunner(
+                projection.view(),
+                engine,
+                RawLog(messaging) if projection.raw else log_,
+                poll_interval=settings.poll_interval,
+            )
+            container.projections.append(runner)
+            messaging.on_saved(runner.follower.wake)
     if everything or role == WORKER:
-        processor = Processor(messaging, presence, LogNotifier(), FlagIndexer())
+        notifier = ChannelNotifier(
+            container.contacts, SqlSendLog(engine), channels_from(settings.notifications)
+        )
+        retention = Retention(messaging, container.audit, settings.retention_days)
+        processor = Processor(messaging, presence, notifier, FlagIndexer(), retention)
         job_runner = JobRunner(
-            processor, delayed, settings.queues, FaultInjector(settings.fault_inject), stats
+            processor, delayed, settings.queues, FaultInjector(settings.fault_inject), stats, runs
         )
         container.workers = Workers(
             [QueueConsumer(q, broker, job_runner) for q in settings.queues.values()]
@@ -226,7 +258,9 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
             delayed,
             poll_interval=settings.poll_interval,
             reconcile_after=settings.reconcile_after,
+            prune=lambda: runs.prune(settings.job_runs_retention_days * 86400),
             schema=settings.extra.get("POSTGRES_SCHEMA"),
+            cleanup_every=settings.retention_interval if settings.retention_days > 0 else 0.0,
         )
         messaging.on_saved(container.relay.wake)
     return container

@@ -128,7 +128,7 @@ class Broker:
         declare would report as a missing queue) answers the count on every transport.
         """
         with self.connection() as conn:
-            conn.ensure_connection(max_retries=1)
+            conn.ensure_connection(max_retries=1, interval_start=0.1, interval_max=0.1)
             channel = conn.default_channel
             result = {}
             for name in names:

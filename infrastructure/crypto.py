@@ -114,6 +114,14 @@ class AesGcmCipher:
 class UnknownMasterKey(KeyError):
     """A data key was wrapped under a master key this keyring does not hold."""
 
+    safe_to_show = True  # a key id is not a secret, and says what to fix
+
+    def __str__(self) -> str:
+        return (
+            f"the data key is wrapped under master key {self.args[0]!r}, which "
+            f"{_SPEC} does not hold (was it retired before `courier keys rotate`?)"
+        )
+
 
 class MasterKeyring:
     """Implements ``application.ports.Keyring`` from ``ENCRYPTION_MASTER_KEYS``.
@@ -164,6 +172,9 @@ class MasterKeyring:
     def active_key_id(self) -> str:
         return self._active
 
+    def holds(self, key_id: str) -> bool:
+        return key_id in self._keys
+
     def wrap(self, data_key: bytes) -> tuple[str, bytes]:
         """Wrap under the active key: ``(key_id, 12-byte nonce + ciphertext + tag)``."""
         nonce = os.urandom(IV_BYTES)
@@ -195,3 +206,8 @@ def generate_master_key_spec(key_id: str | None = None) -> str:
     elif not _KEY_ID.fullmatch(key_id):
         raise SettingsError(f"key id {key_id!r} must be letters, digits, '.', '_' or '-'")
     return f"{key_id}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode('ascii')}"
+
+
+def generate_event_store_key() -> str:
+    """A new EVENT_STORE_CIPHER_KEY: base64 of 32 random bytes."""
+    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")

@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, make_url, pool
 import migrations
 
 SCHEMA_OPTION = "courier.schema"  # read by migrations/env.py
+APP_ROLE_OPTION = "courier.app_role"  # read by migration 0005 (DATABASE_APP_ROLE)
 
 
 def _script_location() -> str:
@@ -38,7 +39,9 @@ def _schema(sqlalchemy_url: str, schema: str | None) -> str | None:
     return schema
 
 
-def alembic_config(sqlalchemy_url: str, schema: str | None = None) -> Config:
+def alembic_config(
+    sqlalchemy_url: str, schema: str | None = None, app_role: str | None = None
+) -> Config:
     """An Alembic config for the read side of the database at ``sqlalchemy_url``.
 
     Alembic's own messages go to a discarded buffer; logging is left as the process set it.
@@ -51,17 +54,30 @@ def alembic_config(sqlalchemy_url: str, schema: str | None = None) -> Config:
     schema = _schema(sqlalchemy_url, schema)
     if schema:
         config.set_main_option(SCHEMA_OPTION, schema.replace("%", "%%"))
+    if app_role:
+        config.set_main_option(APP_ROLE_OPTION, app_role.replace("%", "%%"))
     return config
 
 
-def upgrade(sqlalchemy_url: str, revision: str = "head", schema: str | None = None) -> None:
-    """Migrate the read side up to ``revision``; a no-op when it is already there."""
-    command.upgrade(alembic_config(sqlalchemy_url, schema), revision)
+def upgrade(
+    sqlalchemy_url: str,
+    revision: str = "head",
+    schema: str | None = None,
+    app_role: str | None = None,
+) -> None:
+    """Migrate the read side up to ``revision``; a no-op when it is already there.
+
+    ``app_role`` (PostgreSQL): the database role the service runs as, which migration
+    0005 makes and allows to append to the event log but never to change it.
+    """
+    command.upgrade(alembic_config(sqlalchemy_url, schema, app_role), revision)
 
 
-def downgrade(sqlalchemy_url: str, revision: str, schema: str | None = None) -> None:
+def downgrade(
+    sqlalchemy_url: str, revision: str, schema: str | None = None, app_role: str | None = None
+) -> None:
     """Migrate the read side down to ``revision`` (``"base"`` drops every read table)."""
-    command.downgrade(alembic_config(sqlalchemy_url, schema), revision)
+    command.downgrade(alembic_config(sqlalchemy_url, schema, app_role), revision)
 
 
 def _current_heads(sqlalchemy_url: str, schema: str | None) -> tuple[str, ...]:

@@ -11,16 +11,17 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Engine, func, select, text, tuple_
 
-from application.jobs import Job
+from application.jobs import QUEUES, Job
 from application.messaging import Messaging
 from application.policies import jobs_for, pending_jobs
+from application.retention import cleanup_job
 from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
 from projections.runner import EventLog, Follower, Positioned, read_position, write_position
@@ -39,6 +40,7 @@ def lock_key(purpose: str, schema: str | None) -> int:
 DUE_INTERVAL = 0.1  # seconds between looks at the delayed-jobs table
 DUE_BATCH = 500
 RECONCILE_BATCH = 200
+PRUNE_INTERVAL = 3600.0  # seconds between prunings of old job records
 
 
 class LeaderLock:
@@ -106,7 +108,9 @@ class Relay(threading.Thread):
         *,
         poll_interval: float = 0.05,
         reconcile_after: float = 60.0,
+        prune: Callable[[], int] | None = None,
         schema: str | None = None,
+        cleanup_every: float = 0.0,
     ) -> None:
         super().__init__(name="relay", daemon=True)
         self.app = app
@@ -114,6 +118,9 @@ class Relay(threading.Thread):
         self.broker = broker
         self.delayed = delayed
         self.reconcile_after = reconcile_after
+        self.prune = prune
+        self.cleanup_every = cleanup_every
+        self.cleanup_part = ""
         self.stopping = threading.Event()
         self.lock = LeaderLock(engine, schema)
         self.follower = Follower(
@@ -126,6 +133,7 @@ class Relay(threading.Thread):
         )
         self.published = 0
         self.reconcile_cursor: tuple[datetime, str] | None = None
+        self.republished: dict[str, float] = {}  # job id -> when (monotonic)
 
     def stored_position(self) -> int:
         with self.engine.connect() as conn:
@@ -149,7 +157,7 @@ class Relay(threading.Thread):
         if not self.lock.acquire(self.stopping):
             return
         self.follower.start()
-        last_reconcile = time.monotonic()
+        last_reconcile = last_prune = time.monotonic()
         while not self.stopping.wait(DUE_INTERVAL):
             if not self.lock.still_held():
                 log.error("relay lost its leadership; stopping so that another can lead")
@@ -160,9 +168,22 @@ class Relay(threading.Thread):
                 if time.monotonic() - last_reconcile > min(self.reconcile_after / 2, 10.0):
                     self.reconcile()
                     last_reconcile = time.monotonic()
+                if self.prune is not None and time.monotonic() - last_prune > PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    self.prune()
+                self.publish_cleanup()
             except Exception:
                 log.exception("relay housekeeping failed; will try again")
         self.lock.release()
+
+    def publish_cleanup(self) -> None:
+        """Once per ``cleanup_every`` seconds, the retention job (MESSAGE_CLEANUP)."""
+        if self.cleanup_every <= 0:
+            return
+        job = cleanup_job(datetime.now(UTC), int(self.cleanup_every))
+        if job.part != self.cleanup_part:  # its id names the period: a repeat is harmless
+            self.broker.publish([job])
+            self.cleanup_part = job.part
 
     def publish_due(self) -> int:
         """Publish retries whose backoff is over and follow-ups that workers handed over."""
@@ -209,11 +230,34 @@ class Relay(threading.Thread):
             (rows[-1].updated_at, rows[-1].id) if len(rows) == RECONCILE_BATCH else None
         )
         waiting = self.delayed.waiting_ids()
+        busy = self._busy_queues()
+        now = time.monotonic()
+        self.republished = {
+            job_id: at for job_id, at in self.republished.items() if now - at < self.reconcile_after
+        }
         jobs: list[Job] = []
         for row in rows:
             message = self.app.get_message(row.tenant_id, UUID(row.id))
-            jobs.extend(j for j in pending_jobs(message) if j.job_id not in waiting)
+            jobs.extend(
+                j
+                for j in pending_jobs(message)
+                if j.job_id not in waiting
+                and j.queue not in busy
+                and j.job_id not in self.republished
+            )
         if jobs:
             log.info("reconciler re-published %d job(s) of messages standing still", len(jobs))
             self.broker.publish(jobs)
+            self.republished.update(dict.fromkeys((j.job_id for j in jobs), now))
         return len(jobs)
+
+    def _busy_queues(self) -> set[str]:
+        """Queues with jobs waiting: a job may be among them, not lost; look again later.
+
+        A queue that lost its jobs is empty once its workers catch up, and then its
+        standing-still messages get their jobs again.
+        """
+        try:
+            return {q for q, n in self.broker.depths(list(QUEUES)).items() if n > 0}
+        except Exception:
+            return set()

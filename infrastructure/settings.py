@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 from collections.abc import Mapping
@@ -14,6 +16,57 @@ from application.jobs import DEFAULT_QUEUE_SETTINGS, QUEUES, QueueSettings
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class HealthRules:
+    """When a queue is degraded (docs/QUEUES.md): ``QUEUE_HEALTH_*``."""
+
+    stall_seconds: float = 60.0  # jobs wait and none has started for this long
+    failure_rate: float = 0.2  # failed attempts / finished attempts over 5 minutes
+    min_attempts: int = 5  # fewer finished attempts than this: no failure-rate verdict
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """Notification providers (docs/REALTIME.md); a channel without one is skipped."""
+
+    # Secrets stay out of repr (a logged Settings must not show them).
+    smtp_url: str | None = field(default=None, repr=False)  # smtp://[user:pass@]host[:port]
+    smtp_from: str = "Courier <no-reply@courier.invalid>"
+    push_webhook_url: str | None = None  # receives FCM HTTP v1 shaped JSON
+    push_webhook_token: str | None = field(default=None, repr=False)
+    sms_api_url: str | None = None  # base URL; POST {base}/messages
+    sms_api_key: str | None = field(default=None, repr=False)
+    sms_from: str = "Courier"
+    timeout_seconds: float = 5.0
+
+
+def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
+    """``SMTP_*``, ``PUSH_WEBHOOK_*``, ``SMS_*`` and ``NOTIFY_TIMEOUT_SECONDS``."""
+    schemes = {
+        "SMTP_URL": ("smtp", "smtps"),
+        "PUSH_WEBHOOK_URL": ("http", "https"),
+        "SMS_API_URL": ("http", "https"),
+    }
+    for key, allowed in schemes.items():
+        value = env.get(key) or ""
+        parsed = urlparse(value)
+        if value and (parsed.scheme not in allowed or not parsed.hostname):
+            raise SettingsError(
+                f"{key} must be a URL starting with {' or '.join(s + '://' for s in allowed)}"
+            )
+    defaults = NotificationSettings()
+    return NotificationSettings(
+        smtp_url=env.get("SMTP_URL") or None,
+        smtp_from=env.get("SMTP_FROM") or defaults.smtp_from,
+        push_webhook_url=env.get("PUSH_WEBHOOK_URL") or None,
+        push_webhook_token=env.get("PUSH_WEBHOOK_TOKEN") or None,
+        sms_api_url=env.get("SMS_API_URL") or None,
+        sms_api_key=env.get("SMS_API_KEY") or None,
+        sms_from=env.get("SMS_FROM") or defaults.sms_from,
+        timeout_seconds=_float(env, "NOTIFY_TIMEOUT_SECONDS", defaults.timeout_seconds),
+    )
 
 
 @dataclass(frozen=True)
@@ -31,10 +84,15 @@ class Settings:
     data_dir: Path
     ws_send_queue: int = 256
     ws_idle_seconds: float = 120.0
+    ws_max_per_user: int = 16
     poll_interval: float = 0.05
     reconcile_after: float = 60.0
     visibility_timeout: float = 660.0
     extra: dict[str, str] = field(default_factory=dict)
+    health: HealthRules = field(default_factory=HealthRules)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    job_runs_retention_days: float = 7.0
+    retention_interval: float = 3600.0
 
     @property
     def embedded(self) -> bool:
@@ -54,7 +112,15 @@ class Settings:
         return Path(self.database_url.removeprefix("sqlite:///"))
 
     def eventstore_env(self) -> dict[str, str]:
-        """eventsourcing's own keys for the chosen store."""
+        """eventsourcing's own keys for the chosen store, and its at-rest cipher if set."""
+        env = self._store_env()
+        cipher_key = self.extra.get(EVENT_STORE_CIPHER_KEY)
+        if cipher_key:
+            env["CIPHER_TOPIC"] = "eventsourcing.cryptography:AESCipher"
+            env["CIPHER_KEY"] = cipher_key
+        return env
+
+    def _store_env(self) -> dict[str, str]:
         if self.is_postgres:
             p = urlparse(self.database_url)
             env = {
@@ -77,6 +143,24 @@ class Settings:
             "SQLITE_DBNAME": str(self.sqlite_path()),
             "SQLITE_LOCK_TIMEOUT": "30",
         }
+
+
+EVENT_STORE_CIPHER_KEY = "EVENT_STORE_CIPHER_KEY"
+
+
+def _check_cipher_key(value: str) -> None:
+    """The optional at-rest cipher of the event store: base64 of 16, 24 or 32 bytes."""
+    if not value:
+        return
+    try:
+        size = len(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):
+        size = -1
+    if size not in (16, 24, 32):
+        raise SettingsError(
+            f"{EVENT_STORE_CIPHER_KEY} must be base64 of a 16, 24 or 32-byte key "
+            "(`courier keys generate --event-store` prints one)"
+        )
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -161,7 +245,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                 "ENCRYPTION_MASTER_KEYS is missing, and has no default outside the embedded "
                 "runtime: run `courier keys generate` and share the value with every process"
             )
-    passthrough = ("POSTGRES_SCHEMA", "POSTGRES_POOL_SIZE", "POSTGRES_MAX_OVERFLOW", "COURIER_ROLE")
+    _check_cipher_key(env.get(EVENT_STORE_CIPHER_KEY, ""))
+    passthrough = (
+        "POSTGRES_SCHEMA",
+        "POSTGRES_POOL_SIZE",
+        "POSTGRES_MAX_OVERFLOW",
+        "COURIER_ROLE",
+        EVENT_STORE_CIPHER_KEY,
+        "AUDIT_SIGNING_KEY",
+        "DATABASE_APP_ROLE",
+    )
     return Settings(
         database_url=database_url,
         broker_url=env.get("BROKER_URL") or "memory://",
@@ -176,8 +269,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         ws_send_queue=_int(env, "WS_SEND_QUEUE", 256),
         ws_idle_seconds=_float(env, "WS_IDLE_SECONDS", 120.0),
+        ws_max_per_user=max(1, _int(env, "WS_MAX_PER_USER", 16)),
         poll_interval=_float(env, "COURIER_POLL_INTERVAL", 0.05),
         reconcile_after=_float(env, "RECONCILE_AFTER_SECONDS", 60.0),
         visibility_timeout=_float(env, "BROKER_VISIBILITY_TIMEOUT", 660.0),
         extra={k: env[k] for k in passthrough if env.get(k)},
+        health=HealthRules(
+            stall_seconds=_float(env, "QUEUE_HEALTH_STALL_SECONDS", 60.0),
+            failure_rate=_float(env, "QUEUE_HEALTH_FAILURE_RATE", 0.2),
+            min_attempts=_int(env, "QUEUE_HEALTH_MIN_ATTEMPTS", 5),
+        ),
+        job_runs_retention_days=_float(env, "JOB_RUNS_RETENTION_DAYS", 7.0),
+        retention_interval=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
+        notifications=notification_settings(env),
     )

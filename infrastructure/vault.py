@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from application.ports import VaultEntry
@@ -58,3 +58,49 @@ class SqlKeyVault:
                 delete(key_vault).where(key_vault.c.message_id == str(message_id))
             )
         return int(result.rowcount or 0)
+
+    def entries_not_under(
+        self, holder_prefix: str, key_id: str, after: tuple[str, str] | None, limit: int
+    ) -> list[VaultEntry]:
+        query = select(key_vault).where(
+            key_vault.c.holder.startswith(holder_prefix, autoescape=True),
+            key_vault.c.key_id != key_id,
+        )
+        if after is not None:
+            message_id, holder = after
+            query = query.where(
+                or_(
+                    key_vault.c.message_id > message_id,
+                    and_(key_vault.c.message_id == message_id, key_vault.c.holder > holder),
+                )
+            )
+        query = query.order_by(key_vault.c.message_id, key_vault.c.holder).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            VaultEntry(UUID(r.message_id), r.holder, r.key_id, bytes(r.wrapped_key)) for r in rows
+        ]
+
+    def count_by_key_id(self, holder_prefix: str) -> dict[str, int]:
+        query = (
+            select(key_vault.c.key_id, func.count())
+            .where(key_vault.c.holder.startswith(holder_prefix, autoescape=True))
+            .group_by(key_vault.c.key_id)
+        )
+        with self.engine.connect() as conn:
+            return {str(key_id): int(n) for key_id, n in conn.execute(query).all()}
+
+    def rewrap(self, entry: VaultEntry, key_id: str, wrapped_key: bytes) -> bool:
+        # Compare-and-set: a row shredded (deleted) or rewrapped meanwhile is left alone.
+        stmt = (
+            update(key_vault)
+            .where(
+                key_vault.c.message_id == str(entry.message_id),
+                key_vault.c.holder == entry.holder,
+                key_vault.c.key_id == entry.key_id,
+                key_vault.c.wrapped_key == entry.wrapped_key,
+            )
+            .values(key_id=key_id, wrapped_key=wrapped_key)
+        )
+        with self.engine.begin() as conn:
+            return (conn.execute(stmt).rowcount or 0) == 1

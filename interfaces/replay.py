@@ -1,48 +1,61 @@
-"""Rebuilding a read model from the event log."""
+"""`courier replay`: rebuild a read model from the event log, with a progress bar."""
 
 from __future__ import annotations
 
 import time
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from sqlalchemy import delete
 
 from infrastructure.bootstrap import TOOL, build
+from infrastructure.replay import Rebuilt, rebuild
 from infrastructure.settings import Settings
-from projections.messages import MessagesView
-from projections.runner import ProjectionRunner
-from projections.tables import READ_TABLES, followers
+from projections.catalog import named
 
 
-def replay_projection(settings: Settings, name: str) -> None:
-    """Empty the view's tables and position, then apply the whole log again."""
+def replay_projection(
+    settings: Settings, name: str, start: int = 0, batch: int = 2000, console: Console | None = None
+) -> Rebuilt:
+    """Rebuild projection ``name`` beside the live one and swap it in (infrastructure.replay)."""
+    projection = named(name)
+    projection.check_replay(start)
     container = build(settings, TOOL)
     try:
-        log_ = container.event_log
-        runner = ProjectionRunner(MessagesView(), container.engine, log_, batch_size=2000)
-        with container.engine.begin() as conn:
-            for table in reversed(READ_TABLES):
-                conn.execute(delete(table))
-            conn.execute(delete(followers).where(followers.c.name == name))
-        total = log_.last_position()
-        started = time.monotonic()
         with Progress(
             TextColumn("[bold]replay {task.description}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total} positions"),
             TextColumn("{task.fields[rate]} events/s"),
+            TextColumn("ETA"),
             TimeRemainingColumn(),
-        ) as progress:
-            task = progress.add_task(name, total=total, rate="0")
-            position, events = 0, 0
-            while position < total:
-                batch = log_.read(position, 2000)
-                if not batch:
-                    break
-                runner.apply_batch(batch)
-                position = batch[-1][0]
-                events += len(batch)
-                rate = events / max(time.monotonic() - started, 1e-6)
-                progress.update(task, completed=position, rate=f"{rate:,.0f}")
+            console=console,
+        ) as bar:
+            task = bar.add_task(name, total=container.event_log.last_position(), rate="0")
+            rate = _Rate()
+
+            def report(position: int, head: int, events: int) -> None:
+                bar.update(task, completed=position, total=head, rate=rate(events))
+
+            result = rebuild(
+                container.engine,
+                container.event_log,
+                projection,
+                start=start,
+                batch=batch,
+                progress=report,
+                schema=settings.extra.get("POSTGRES_SCHEMA"),
+            )
+            bar.update(task, completed=result.position, total=result.position)
+        return result
     finally:
         container.stop()
+
+
+class _Rate:
+    """Events per second since the rebuild began, for the progress bar."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, events: int) -> str:
+        return f"{events / max(time.monotonic() - self.started, 1e-6):,.0f}"

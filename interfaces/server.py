@@ -50,9 +50,10 @@ async def _refresh_presence(container: Container) -> None:
 
 def create_server_app(settings: Settings) -> Starlette:
     from interfaces.http.app import create_app
+    from interfaces.http.metrics import metrics_route
 
     container = build(settings, SERVE)
-    return create_app(container, lifespan=make_lifespan(container))
+    return create_app(container, lifespan=make_lifespan(container), extra_routes=[metrics_route()])
 
 
 def run(settings: Settings, host: str, port: int) -> None:

@@ -1,9 +1,8 @@
-"""The WebSocket read side (SPEC §5): live frames that follow the event log.
+"""The WebSocket endpoint (SPEC §5; the protocol is written down in docs/REALTIME.md).
 
-Each API process runs one ``Hub``: a follower of the event log (not of a broker), so
-every process sees every delivery once, in log order, whichever process sent it.
-A frame is sent after the event is stored; a worker that crashes and runs a job
-again records nothing new, so no client sees the same delivery twice.
+``GET /ws?token=<JWT>[&since=<cursor>]``: authenticated at the handshake; with
+``since``, what was delivered to the user after that cursor comes first, as
+``message.new`` frames in log order, then ``ready``, then live frames from the hub.
 """
 
 from __future__ import annotations
@@ -12,167 +11,41 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import jwt
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from application.errors import CourierError
-from application.views import message_dict
-from domain.events import Context
-from domain.message import Message
 from infrastructure.bootstrap import Container
-from projections.runner import Follower, Positioned, read_position
+from interfaces.hub import Hub, Subscriber, dumps, new_frame
+from projections.runner import read_position
+
+__all__ = ["Hub", "ws_endpoint"]
 
 log = logging.getLogger("courier.ws")
 
+CLOSE_IDLE = 4000
+CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
-CLOSE_IDLE = 4000
-CLOSE_TOO_MANY_FRAMES = 4429
-STATUS_EVENTS = (
-    Message.Encrypted,
-    Message.Delivered,
-    Message.Notified,
-    Message.Indexed,
-    Message.ProcessingFailed,
-)
+CLOSE_TOO_MANY = 4429
+CLOSE_TRY_AGAIN = 1013  # the read model is too far behind to serve ``since`` now
+FRAMES_PER_SECOND = 50
+BACKLOG_PAGE = 500
+BACKLOG_WAIT_SECONDS = 5.0
 
 
-class Subscriber:
-    """One connected socket: its identity, its bounded send queue, its subscriptions."""
+class Closing(Exception):
+    """End the session with this close code and reason."""
 
-    def __init__(self, websocket: WebSocket, ctx: Context, queue_size: int) -> None:
-        self.websocket = websocket
-        self.ctx = ctx
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
-        self.conversations: set[str] = set()
-        self.dropped = False
-        self.closing: asyncio.Future[None] | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.ctx.tenant_id, self.ctx.actor_id)
-
-    def offer(self, frame: dict[str, Any]) -> None:
-        """Queue a frame; a client that cannot keep up is dropped, never waited for."""
-        if self.dropped:
-            return
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            self.dropped = True
-            log.warning("dropping a slow WebSocket client (send queue full)")
-            self.closing = asyncio.ensure_future(self._close(CLOSE_TOO_SLOW, "send queue full"))
-
-    async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.websocket.close(code=code, reason=reason)
-
-
-class Hub:
-    """Routes frames from the log to the sockets of this process."""
-
-    def __init__(self, container: Container) -> None:
-        self.container = container
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.lock = threading.Lock()
-        self.users: dict[tuple[str, str], set[Subscriber]] = {}
-        self.conversations: dict[str, set[Subscriber]] = {}
-        self.follower = Follower(
-            "ws-hub",
-            container.event_log,
-            self.on_events,
-            container.event_log.last_position,
-            batch_size=500,
-            poll_interval=container.settings.poll_interval,
-        )
-        container.messaging.on_saved(self.follower.wake)
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.follower.start()
-
-    def stop(self) -> None:
-        self.follower.stop()
-
-    def register(self, sub: Subscriber) -> int:
-        """Add a subscriber; frames after the returned position will reach it live."""
-        with self.lock:
-            self.users.setdefault(sub.key, set()).add(sub)
-            return self.follower.position
-
-    def unregister(self, sub: Subscriber) -> None:
-        with self.lock:
-            self.users.get(sub.key, set()).discard(sub)
-            if not self.users.get(sub.key):
-                self.users.pop(sub.key, None)
-            for cid in sub.conversations:
-                self.conversations.get(cid, set()).discard(sub)
-
-    def subscribe(self, sub: Subscriber, conversation_id: str) -> None:
-        with self.lock:
-            sub.conversations.add(conversation_id)
-            self.conversations.setdefault(conversation_id, set()).add(sub)
-
-    def on_events(self, batch: Sequence[Positioned]) -> None:
-        """Runs on the follower thread: work out frames, hand them to the event loop."""
-        if self.loop is None:
-            return
-        for position, event in batch:
-            if not isinstance(event, STATUS_EVENTS):
-                continue
-            tenant = event.meta.get("tenant_id", "")
-            with self.lock:
-                interested = bool(self.users) or bool(self.conversations)
-            if not interested:
-                continue
-            try:
-                message = self.container.messaging.get_message(tenant, event.originator_id)
-            except CourierError:
-                continue
-            frames = self.frames_for(position, event, message)
-            for sub, frame in frames:
-                self.loop.call_soon_threadsafe(sub.offer, frame)
-
-    def frames_for(
-        self, position: int, event: Any, message: Message
-    ) -> list[tuple[Subscriber, dict[str, Any]]]:
-        tenant = message.tenant_id
-        out: list[tuple[Subscriber, dict[str, Any]]] = []
-        body = message_dict(message)
-        with self.lock:
-            if isinstance(event, Message.Delivered):
-                for user in [*event.online, *event.offline]:
-                    for sub in self.users.get((tenant, user), ()):
-                        out.append((sub, new_frame(position, body)))
-            status = {
-                "type": "message.status",
-                "messageId": body["id"],
-                "conversationId": body["conversationId"],
-                "status": body["status"],
-                "deliveredCount": body["deliveredCount"],
-                "recipientCount": body["recipientCount"],
-                "notified": body["notified"],
-                "indexed": body["indexed"],
-                "event": type(event).__name__,
-            }
-            watchers = set(self.users.get((tenant, message.sender_id), ()))
-            watchers |= {
-                s
-                for s in self.conversations.get(body["conversationId"], ())
-                if s.ctx.tenant_id == tenant
-            }
-            out.extend((sub, status) for sub in watchers)
-        return out
-
-
-def new_frame(position: int, message: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "message.new", "cursor": str(position), "message": message}
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 async def _refuse(websocket: WebSocket, message: str) -> None:
@@ -182,6 +55,12 @@ async def _refuse(websocket: WebSocket, message: str) -> None:
         return
     await websocket.accept()
     await websocket.close(code=CLOSE_UNAUTHORIZED, reason=message)
+
+
+def _expires_at(token: str) -> float:
+    """The (already verified) token's ``exp`` as a monotonic deadline."""
+    exp = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
+    return time.monotonic() + max(0.0, float(exp) - time.time())
 
 
 async def ws_endpoint(websocket: WebSocket) -> None:
@@ -196,120 +75,138 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     except AuthError as error:
         await _refuse(websocket, str(error))
         return
-    since_raw = websocket.query_params.get("since")
-    since: int | None = None
-    if since_raw is not None:
-        if not since_raw.isdigit():
-            await websocket.accept()
-            await websocket.close(
-                code=4400, reason="since must be a cursor from a message.new frame"
-            )
-            return
-        since = int(since_raw)
     ctx = principal.context
+    since_raw = websocket.query_params.get("since")
     await websocket.accept()
+    if since_raw is not None and not (since_raw.isascii() and since_raw.isdigit()):
+        await websocket.close(CLOSE_BAD_REQUEST, "since must be a cursor from this server")
+        return
+    if hub.connections_of(ctx) >= settings.ws_max_per_user:
+        await websocket.close(CLOSE_TOO_MANY, "too many connections for this user")
+        return
     sub = Subscriber(websocket, ctx, settings.ws_send_queue)
     live_from = hub.register(sub)
-    container.presence.connected(ctx.tenant_id, ctx.actor_id)
-    sender: asyncio.Future[None] | None = None
+    await asyncio.to_thread(container.presence.connected, ctx.tenant_id, ctx.actor_id)
+    closing: Closing | None = None
     try:
-        if since is not None:
-            await _send_backlog(container, sub, since, live_from)
-        await sub.websocket.send_text(json.dumps({"type": "ready", "cursor": str(live_from)}))
-        sender = asyncio.ensure_future(_send_loop(sub))
-        await _receive_loop(container, hub, sub)
+        if since_raw is not None:
+            await _send_backlog(container, sub, int(since_raw), live_from)
+        await websocket.send_text(dumps({"type": "ready", "cursor": str(live_from)}))
+        closing = await _serve(container, hub, sub, _expires_at(token))
+    except Closing as error:
+        closing = error
     except WebSocketDisconnect:
         pass
     finally:
         hub.unregister(sub)
-        container.presence.disconnected(ctx.tenant_id, ctx.actor_id)
-        if sender is not None:
-            sender.cancel()
+        await asyncio.to_thread(container.presence.disconnected, ctx.tenant_id, ctx.actor_id)
+    if websocket.application_state != WebSocketState.DISCONNECTED:
+        code, reason = (closing.code, closing.reason) if closing else (1000, "")
         with contextlib.suppress(Exception):
-            if websocket.application_state != WebSocketState.DISCONNECTED:
-                await websocket.close()
+            await websocket.close(code=code, reason=reason)
+
+
+async def _serve(container: Container, hub: Hub, sub: Subscriber, expires_at: float) -> Closing:
+    """Send and receive until one side ends the session; why it ended."""
+    sender = asyncio.ensure_future(_send_loop(sub))
+    receiver = asyncio.ensure_future(_receive_loop(container, hub, sub, expires_at))
+    too_slow = asyncio.ensure_future(sub.too_slow.wait())
+    tasks = {sender, receiver, too_slow}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if too_slow in done:
+        return Closing(CLOSE_TOO_SLOW, "send queue full: the client reads too slowly")
+    finished = receiver if receiver in done else sender
+    error = finished.exception()
+    if isinstance(error, Closing):
+        return error
+    if error is not None:
+        raise error
+    return Closing(1000, "")
 
 
 async def _send_loop(sub: Subscriber) -> None:
     while True:
-        frame = await sub.queue.get()
-        await sub.websocket.send_text(json.dumps(frame, separators=(",", ":")))
+        await sub.websocket.send_text(await sub.queue.get())
 
 
 async def _send_backlog(container: Container, sub: Subscriber, since: int, until: int) -> None:
-    """What was delivered to this user after ``since`` and before live frames began."""
-    deadline = time.monotonic() + 5.0
+    """What was delivered to this user after ``since`` up to ``until``, in log order."""
 
     def projected() -> int:
         with container.engine.connect() as conn:
             return read_position(conn, "messages")
 
-    while await asyncio.to_thread(projected) < until and time.monotonic() < deadline:
+    deadline = time.monotonic() + BACKLOG_WAIT_SECONDS
+    while await asyncio.to_thread(projected) < until:
+        if time.monotonic() > deadline:
+            raise Closing(CLOSE_TRY_AGAIN, "the read model is catching up; reconnect shortly")
         await asyncio.sleep(0.02)
     ctx = sub.ctx
     position = since
     while position < until:
         rows = await asyncio.to_thread(
-            container.queries.delivered_since, ctx.tenant_id, ctx.actor_id, position, 500
+            container.queries.delivered_since, ctx.tenant_id, ctx.actor_id, position, BACKLOG_PAGE
         )
         rows = [(p, m) for p, m in rows if p <= until]
         if not rows:
             break
         for pos, message in rows:
-            await sub.websocket.send_text(
-                json.dumps(new_frame(pos, message), separators=(",", ":"))
-            )
+            await sub.websocket.send_text(dumps(new_frame(pos, message)))
         position = rows[-1][0]
 
 
-async def _receive_loop(container: Container, hub: Hub, sub: Subscriber) -> None:
-    settings = container.settings
+async def _receive_loop(container: Container, hub: Hub, sub: Subscriber, expires_at: float) -> None:
+    idle = container.settings.ws_idle_seconds
     window_start, frames_in_window = time.monotonic(), 0
     while True:
+        left = expires_at - time.monotonic()
         try:
-            raw = await asyncio.wait_for(
-                sub.websocket.receive_text(), timeout=settings.ws_idle_seconds
-            )
+            raw = await asyncio.wait_for(sub.websocket.receive_text(), timeout=min(idle, left))
         except TimeoutError:
-            await sub.websocket.close(code=CLOSE_IDLE, reason="idle timeout")
-            return
+            if expires_at - time.monotonic() <= 0:
+                raise Closing(CLOSE_UNAUTHORIZED, "the token has expired") from None
+            raise Closing(CLOSE_IDLE, "idle timeout") from None
         now = time.monotonic()
         if now - window_start > 1.0:
             window_start, frames_in_window = now, 0
         frames_in_window += 1
-        if frames_in_window > 50:
-            await sub.websocket.close(
-                code=CLOSE_TOO_MANY_FRAMES, reason="too many frames per second"
-            )
-            return
+        if frames_in_window > FRAMES_PER_SECOND:
+            raise Closing(CLOSE_TOO_MANY, "too many frames per second")
         await _handle_frame(container, hub, sub, raw)
 
 
 async def _handle_frame(container: Container, hub: Hub, sub: Subscriber, raw: str) -> None:
     try:
-        frame = json.loads(raw)
+        frame: Any = json.loads(raw)
     except ValueError:
         frame = None
     kind = frame.get("type") if isinstance(frame, dict) else None
     if kind == "ping":
-        sub.offer({"type": "pong"})
-    elif kind == "subscribe" and isinstance(frame, dict):
-        cid = frame.get("conversationId")
+        sub.offer(dumps({"type": "pong"}))
+    elif kind == "subscribe":
         try:
-            conversation_id = UUID(str(cid))
+            conversation_id = UUID(str(frame.get("conversationId")))
             await asyncio.to_thread(container.messaging.get_conversation, sub.ctx, conversation_id)
         except (ValueError, CourierError):
-            sub.offer(_frame_error("not_found", "conversation not found"))
+            sub.offer(_error("not_found", "conversation not found"))
             return
         hub.subscribe(sub, str(conversation_id))
-        sub.offer({"type": "subscribed", "conversationId": str(conversation_id)})
-    elif kind == "ack" and isinstance(frame, dict):
-        sub.offer({"type": "acked", "messageId": str(frame.get("messageId", ""))[:64]})
+        sub.offer(dumps({"type": "subscribed", "conversationId": str(conversation_id)}))
+    elif kind == "ack":
+        try:
+            message_id = UUID(str(frame.get("messageId")))
+        except ValueError:
+            sub.offer(_error("bad_frame", "ack needs the messageId of a message.new frame"))
+            return
+        sub.offer(dumps({"type": "acked", "messageId": str(message_id)}))
     else:
-        sub.offer(
-            _frame_error("bad_frame", "expected a JSON object with type ping, subscribe or ack")
-        )
+        sub.offer(_error("bad_frame", "expected a JSON object with type ping, subscribe or ack"))
 
 
-def _frame_error(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"code": code, "message": message, "details": []}}
+def _error(code: str, message: str) -> str:
+    return dumps({"type": "error", "error": {"code": code, "message": message, "details": []}})

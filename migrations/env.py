@@ -10,10 +10,17 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool, text
 
+from projections.search import FTS_TABLE
 from projections.tables import metadata
 
 config = context.config
 SCHEMA_OPTION = "courier.schema"
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave SQLite's FTS5 search table and its shadow tables alone: migration 0004
+    makes them, and a virtual table has no place in the metadata to compare with."""
+    return not (type_ == "table" and (name or "").startswith(FTS_TABLE))
 
 
 def _schema_for(connection: Connection) -> str | None:
@@ -21,7 +28,10 @@ def _schema_for(connection: Connection) -> str | None:
     if schema is None or connection.dialect.name != "postgresql":
         return None
     quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
-    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
+    # Only when missing: the service's own database role may not create schemas.
+    exists = text("SELECT 1 FROM pg_namespace WHERE nspname = :name")
+    if connection.execute(exists, {"name": schema}).scalar() is None:
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
     connection.execute(text(f"SET search_path TO {quoted}"))
     connection.commit()
     # So that inspection and autogenerate treat the schema as the default one.
@@ -34,6 +44,7 @@ def run_migrations_offline() -> None:
     context.configure(
         url=config.get_main_option("sqlalchemy.url"),
         target_metadata=metadata,
+        include_name=include_name,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         version_table_schema=config.get_main_option(SCHEMA_OPTION) or None,
@@ -53,6 +64,7 @@ def run_migrations_online() -> None:
             context.configure(
                 connection=connection,
                 target_metadata=metadata,
+                include_name=include_name,
                 version_table_schema=schema,
                 compare_type=True,
             )

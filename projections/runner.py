@@ -41,6 +41,16 @@ class ApplicationLog:
         return int(self.app.recorder.max_notification_id() or 0)
 
 
+class RawLog(ApplicationLog):
+    """The notification log as stored, not decoded (for the audit chain)."""
+
+    def read(self, after: int, limit: int) -> list[Positioned]:
+        notifications = self.app.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        return [(n.id, n) for n in notifications]
+
+
 def read_position(conn: Connection, name: str, *, lock: bool = False) -> int:
     query = select(followers.c.position).where(followers.c.name == name)
     if lock and conn.dialect.name == "postgresql":
@@ -118,11 +128,24 @@ class Follower(threading.Thread):
 
 
 class View(Protocol):
-    """A read model: applies events to its rows within the caller's transaction."""
+    """A read model: applies events to its rows within the caller's transaction.
+
+    A view may also define ``apply_many(batch, conn)`` to write a whole batch at once.
+    """
 
     name: str
 
     def apply(self, event: Any, conn: Connection, position: int) -> None: ...
+
+
+def apply_batch_to(view: View, batch: Sequence[Positioned], conn: Connection) -> None:
+    """Apply ``batch`` in order: in one go when the view can, else event by event."""
+    apply_many = getattr(view, "apply_many", None)
+    if apply_many is not None:
+        apply_many(batch, conn)
+        return
+    for position, event in batch:
+        view.apply(event, conn, position)
 
 
 class ProjectionRunner:
@@ -158,8 +181,7 @@ class ProjectionRunner:
         with self.engine.begin() as conn:
             done = read_position(conn, self.view.name, lock=True)
             fresh = [(pos, event) for pos, event in batch if pos > done]
-            for position, event in fresh:
-                self.view.apply(event, conn, position)
+            apply_batch_to(self.view, fresh, conn)
             if fresh:
                 write_position(conn, self.view.name, fresh[-1][0])
         if fresh and self.after_commit is not None:

@@ -17,7 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 
 metadata = MetaData()
 
@@ -146,6 +146,159 @@ job_runs = Table(
     Index("job_runs_job_idx", "job_id"),
     Index("job_runs_queue_started_idx", "queue", "started_at"),
     Index("job_runs_queue_finished_idx", "queue", "finished_at"),
+)
+
+# ---- audit (projections/audit.py, projections/chain.py) ---------------------------
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant_id", String(USER), nullable=False),
+    Column("aggregate_id", String(ID), nullable=False),
+    Column("aggregate_type", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("actor_id", String(USER), nullable=False),
+    Column("actor_role", String(16), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("data", JSONVariant, nullable=False),
+    Index("audit_events_tenant_idx", "tenant_id", "position"),
+    Index("audit_events_aggregate_idx", "tenant_id", "aggregate_id", "position"),
+    Index("audit_events_actor_idx", "tenant_id", "actor_id", "position"),
+    Index("audit_events_type_idx", "tenant_id", "type", "position"),
+    Index("audit_events_time_idx", "tenant_id", "occurred_at"),
+)
+
+audit_subjects = Table(
+    "audit_subjects",
+    metadata,
+    Column("tenant_id", String(USER), primary_key=True),
+    Column("subject_id", String(ID), primary_key=True),
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+)
+
+audit_messages = Table(
+    "audit_messages",
+    metadata,
+    Column("message_id", String(ID), primary_key=True),
+    Column("tenant_id", String(USER), nullable=False),
+    Column("conversation_id", String(ID), nullable=False),
+    Column("owner_ids", JSONVariant, nullable=False),
+    Column("encrypted", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("shredded_at", DateTime(timezone=True)),
+    Column("position", BigInteger, nullable=False),
+    Index("audit_messages_retention_idx", "encrypted", "shredded_at", "created_at"),
+    Index("audit_messages_conversation_idx", "conversation_id"),
+)
+
+audit_access = Table(
+    "audit_access",
+    metadata,
+    Column("tenant_id", String(USER), primary_key=True),
+    Column("owner_id", String(USER), primary_key=True),
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("message_id", String(ID), primary_key=True),
+)
+
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("conversation_id", String(ID), primary_key=True),
+    Column("tenant_id", String(USER), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("placed_by", String(USER), nullable=False),
+    Column("placed_at", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, nullable=False),
+)
+
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+AUDIT_TABLES = (audit_events, audit_subjects, audit_messages, audit_access, legal_holds)
+
+# ---- search (projections/search.py) -------------------------------------------------
+# PostgreSQL keeps a plain message's words as a tsvector here (GIN-indexed); SQLite
+# leaves the column NULL and keeps them in the FTS5 table ``search_fts``, which is made
+# by migration 0004 alone because a virtual table has no place in this metadata.
+TSVectorVariant = Text().with_variant(TSVECTOR(), "postgresql")
+
+search_documents = Table(
+    "search_documents",
+    metadata,
+    Column("message_id", String(ID), primary_key=True),
+    Column("tenant_id", String(USER), nullable=False),
+    Column("conversation_id", String(ID), nullable=False),
+    Column("sender_id", String(USER), nullable=False),
+    Column("is_encrypted", Boolean, nullable=False),
+    Column("searchable", Boolean, nullable=False),
+    Column("document", TSVectorVariant),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, nullable=False),  # also the FTS5 rowid on SQLite
+    Index("search_documents_tenant_created_idx", "tenant_id", "created_at"),
+    Index("search_documents_document_idx", "document", postgresql_using="gin"),
+)
+
+# Blind index of encrypted messages: HMAC tokens of their words, never the words.
+search_tokens = Table(
+    "search_tokens",
+    metadata,
+    Column("tenant_id", String(USER), primary_key=True),
+    Column("token", String(32), primary_key=True),
+    Column("message_id", String(ID), primary_key=True),
+    Index("search_tokens_message_idx", "message_id"),
+)
+
+# Each tenant's blind-index key, wrapped by the service keyring (not rebuilt by replay).
+search_index_keys = Table(
+    "search_index_keys",
+    metadata,
+    Column("tenant_id", String(USER), primary_key=True),
+    Column("key_id", String(128), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+SEARCH_TABLES = (search_documents, search_tokens)
+
+# ---- notifications (infrastructure/contacts.py) ------------------------------------------
+# Personal data, kept out of the event log so that it can be corrected and erased.
+notification_preferences = Table(
+    "notification_preferences",
+    metadata,
+    Column("tenant_id", String(USER), primary_key=True),
+    Column("user_id", String(USER), primary_key=True),
+    Column("channels", JSONVariant, nullable=False),
+    Column("email", String(320)),
+    Column("phone", String(32)),
+    Column("push_token", Text),
+    Column("when_online", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# What a notification job already sent, so that a retry does not send it again.
+notification_sends = Table(
+    "notification_sends",
+    metadata,
+    Column("message_id", String(ID), primary_key=True),
+    Column("user_id", String(USER), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("outcome", String(32), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
 )
 
 READ_TABLES = (conversations, conversation_participants, messages, message_recipients, failed_jobs)

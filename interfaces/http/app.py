@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Lifespan
 
-from interfaces.http import conversations, keys, messages, ops
+from interfaces.http import audit, conversations, keys, messages, ops, queues, users
 from interfaces.http.endpoints import Endpoint, Services
 from interfaces.http.errors import exception_handlers
 from interfaces.http.middleware import RequestHeaders
@@ -21,9 +21,12 @@ from interfaces.ws import ws_endpoint
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     *conversations.ENDPOINTS,
+    *queues.ENDPOINTS,
     *messages.ENDPOINTS,
     *keys.ENDPOINTS,
     *ops.ENDPOINTS,
+    *audit.ENDPOINTS,
+    *users.ENDPOINTS,
 )
 
 

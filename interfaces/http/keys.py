@@ -26,6 +26,14 @@ async def public_key(request: Request) -> Response:
     return respond(await run_in_threadpool(app.public_key, ctx, user_id))
 
 
+async def past_public_key(request: Request) -> Response:
+    ctx = authenticate(request).context
+    user_id = path_user_id(request)
+    key_id = request.path_params["keyId"]
+    app = services(request).messaging
+    return respond(await run_in_threadpool(app.public_key, ctx, user_id, key_id))
+
+
 ENDPOINTS = (
     Endpoint(
         "PUT",
@@ -35,4 +43,10 @@ ENDPOINTS = (
         body=RegisterKey,
     ),
     Endpoint("GET", "/api/keys/{userId}", public_key, "A user's current public key"),
+    Endpoint(
+        "GET",
+        "/api/keys/{userId}/{keyId}",
+        past_public_key,
+        "Any public key a user has registered, current or replaced, by its key id",
+    ),
 )

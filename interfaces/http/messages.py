@@ -23,7 +23,7 @@ from interfaces.http.parsing import (
     query_uuid,
     read_json,
 )
-from interfaces.http.schemas import Send, SendDirect, SendGroup
+from interfaces.http.schemas import Send, SendDirect, SendGroup, Shred
 
 SEARCH_DEFAULT, SEARCH_MAX = 50, 200
 S = TypeVar("S", bound=Send)
@@ -105,6 +105,14 @@ async def envelope(request: Request) -> Response:
     return respond(answer)
 
 
+async def shred(request: Request) -> Response:
+    ctx = authenticate(request, roles=("admin",)).context
+    message_id = path_uuid(request, "message")
+    body = await read_json(request, Shred)
+    app = services(request).messaging
+    return respond(await run_in_threadpool(app.shred, ctx, message_id, body.reason))
+
+
 async def search(request: Request) -> Response:
     ctx = authenticate(request).context
     query = query_text(request, "q", 200, required=True)
@@ -146,6 +154,13 @@ ENDPOINTS = (
         "/api/messages/{id}/envelope",
         envelope,
         "The encrypted envelope of a message, with the data key wrapped for the caller",
+    ),
+    Endpoint(
+        "POST",
+        "/api/messages/{id}/shred",
+        shred,
+        "Destroy a message's content keys (role admin): its envelope then answers 410",
+        body=Shred,
     ),
     Endpoint(
         "GET",

@@ -40,6 +40,17 @@ def _base64(text: str) -> str:
     return text
 
 
+def _decodes_to(size: int) -> AfterValidator:
+    def check(text: str) -> str:
+        if len(base64.b64decode(text)) != size:
+            raise PydanticCustomError(
+                "length", "must be {size} bytes, base64-encoded", {"size": size}
+            )
+        return text
+
+    return AfterValidator(check)
+
+
 def _uuid(text: str) -> str:
     try:
         return str(UUID(text))
@@ -82,8 +93,8 @@ class Sealed(Body):
     """A message the client encrypted itself: the service never sees its key."""
 
     ciphertext: Base64
-    iv: Annotated[Base64, StringConstraints(max_length=64)]
-    auth_tag: Annotated[Base64, StringConstraints(max_length=64)]
+    iv: Annotated[Base64, StringConstraints(max_length=64), _decodes_to(12)]
+    auth_tag: Annotated[Base64, StringConstraints(max_length=64), _decodes_to(16)]
     aad: Annotated[Base64, StringConstraints(max_length=4096)] | None = None
     wrapped_keys: dict[UserId, Annotated[Base64, StringConstraints(max_length=4096)]] = Field(
         min_length=1, max_length=5000
@@ -151,6 +162,44 @@ class RegisterKey(Body):
     public_key_pem: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
 
 
+class Shred(Body):
+    reason: Literal["erasure", "retention"] = "erasure"
+
+
+class LegalHold(Body):
+    """Why a conversation is put on (or taken off) legal hold."""
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+Channel = Literal["push", "email", "sms"]
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,255}$"
+PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"  # E.164
+
+
+class NotificationPreferences(Body):
+    """How the caller wants to hear of messages while away (personal data: never logged)."""
+
+    channels: list[Channel] = Field(max_length=3)
+    email: Annotated[str, StringConstraints(strict=True, pattern=EMAIL_PATTERN)] | None = None
+    phone: Annotated[str, StringConstraints(strict=True, pattern=PHONE_PATTERN)] | None = None
+    push_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    notify_when_online: bool = False
+
+    @model_validator(mode="after")
+    def _addresses(self) -> NotificationPreferences:
+        needs = {"email": self.email, "sms": self.phone, "push": self.push_token}
+        field = {"email": "email", "sms": "phone", "push": "pushToken"}
+        for channel in self.channels:
+            if not needs[channel]:
+                raise PydanticCustomError(
+                    "address_missing",
+                    "the {channel} channel needs {field}",
+                    {"channel": channel, "field": field[channel]},
+                )
+        return self
+
+
 MODELS: tuple[type[Body], ...] = (
     CreateConversation,
     AddParticipants,
@@ -158,4 +207,7 @@ MODELS: tuple[type[Body], ...] = (
     SendDirect,
     SendGroup,
     RegisterKey,
+    Shred,
+    LegalHold,
+    NotificationPreferences,
 )

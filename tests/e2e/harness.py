@@ -58,11 +58,14 @@ def auth(user: str, tenant: str = "t1", roles: list[str] | None = None) -> dict[
 class Process:
     """One `courier` process with its output in a log file."""
 
-    def __init__(self, role: str, env: dict[str, str], log_dir: Path, *args: str) -> None:
+    def __init__(
+        self, role: str, env: dict[str, str], log_dir: Path, *args: str, name: str | None = None
+    ) -> None:
         self.role = role
+        self.name = name or role
         self.env = env
         self.args = args
-        self.log_path = log_dir / f"{role}-{int(time.time() * 1000)}.log"
+        self.log_path = log_dir / f"{self.name}-{int(time.time() * 1000)}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
@@ -116,12 +119,19 @@ class Runtime:
         wait_for(self._ready, 60, "the API to be ready")
         return self
 
-    def start_role(self, role: str, *args: str) -> Process:
-        previous = self.processes.get(role)
+    def start_role(
+        self, role: str, *args: str, name: str | None = None, env: dict[str, str] | None = None
+    ) -> Process:
+        """Start (or restart) a process of ``role``, kept under ``name`` (default: the role).
+
+        Distinct names run several processes of one role; ``env`` overrides the runtime's.
+        """
+        key = name or role
+        previous = self.processes.get(key)
         if previous is not None:
             previous.stop()
-        process = Process(role, self.env, self.log_dir, *args).start()
-        self.processes[role] = process
+        process = Process(role, {**self.env, **(env or {})}, self.log_dir, *args, name=key)
+        self.processes[key] = process.start()
         return process
 
     def _ready(self) -> bool:
@@ -139,7 +149,7 @@ class Runtime:
             process.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.role}\n{p.output()}" for p in self.processes.values())
+        return "\n".join(f"--- {p.name}\n{p.output()}" for p in self.processes.values())
 
     def ws(self, user: str, tenant: str = "t1", since: str | None = None) -> WsClient:
         url = f"ws://127.0.0.1:{self.port}/ws?token={token(user, tenant)}"

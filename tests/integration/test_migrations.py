@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, inspect, pool
 from sqlalchemy.dialects.postgresql import JSONB
 
 from infrastructure import migrate
+from projections.search import FTS_TABLE
 from projections.tables import metadata
 
 NAMED_INDEXES = {"messages_is_encrypted_idx", "messages_conversation_encrypted_idx"}
@@ -64,12 +65,26 @@ def read_tables(db: Database) -> set[str]:
         engine.dispose()
 
 
+def is_fts(name: str | None) -> bool:
+    """SQLite's FTS5 search table and its shadow tables: made by migration 0004 alone,
+    since a virtual table has no place in the metadata; left out of the comparison."""
+    return (name or "").startswith(FTS_TABLE)
+
+
+def fts_tables(db: Database) -> set[str]:
+    return {name for name in read_tables(db) if is_fts(name)}
+
+
 def assert_matches_tables_py(db: Database) -> None:
     """Every table, column type and index of projections/tables.py, nothing else."""
     engine = db.engine()
     try:
         inspector = inspect(engine)
-        assert read_tables(db) == set(metadata.tables)
+        assert read_tables(db) - fts_tables(db) == set(metadata.tables)
+        if engine.dialect.name == "sqlite":
+            assert FTS_TABLE in fts_tables(db)
+        else:
+            assert fts_tables(db) == set()
         for table in metadata.tables.values():
             indexes = {ix["name"] for ix in inspector.get_indexes(table.name, schema=db.schema)}
             assert indexes == {ix.name for ix in table.indexes}, table.name
@@ -78,7 +93,15 @@ def assert_matches_tables_py(db: Database) -> None:
         with engine.connect() as conn:
             if db.schema:
                 conn.dialect.default_schema_name = db.schema
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_name": lambda name, type_, _parents: (
+                        not (type_ == "table" and is_fts(name))
+                    ),
+                },
+            )
             assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()

@@ -551,6 +551,40 @@ def test_a_sealed_message_and_its_envelope(client: TestClient) -> None:
     r = send_direct(client, content=None, sealed={**sealed, "iv": "not base64!"})
     assert r.status_code == 422
     assert r.json()["error"]["details"][0]["field"] == "sealed.iv"
+    for name, size in (("iv", 16), ("authTag", 12)):
+        r = send_direct(client, content=None, sealed={**sealed, name: _b64(b"x" * size)})
+        assert r.status_code == 422
+        assert r.json()["error"]["details"][0]["field"] == f"sealed.{name}"
+    r = send_direct(client, content=None, sealed={**sealed, "wrappedKeys": {"alice": _b64(b"ka")}})
+    assert r.status_code == 422
+    assert r.json()["error"]["details"] == [
+        {"field": "sealed.wrappedKeys", "issue": "missing for bob"}
+    ]
+
+
+def test_shredding_needs_an_admin_and_turns_the_envelope_into_410(client: TestClient) -> None:
+    for user in ("alice", "bob"):
+        client.put("/api/keys/me", json={"publicKeyPem": PEM.format(user)}, headers=auth(user))
+    mid = send_direct(client, encrypted=True).json()["message"]["id"]
+    r = client.get(f"/api/messages/{mid}/envelope", headers=auth("bob"))
+    assert r.status_code == 409 and error_code(r) == "not_ready"
+    shred = f"/api/messages/{mid}/shred"
+    assert client.post(shred, json={}, headers=auth("alice")).status_code == 403
+    admin = auth("dpo", roles=["admin"])
+    r = client.post(shred, json={"reason": "because"}, headers=admin)
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "reason"
+    r = client.post(shred, json={"reason": "erasure"}, headers=admin)
+    assert r.status_code == 200
+    assert r.json() == {"messageId": mid, "shredded": True, "reason": "erasure", "keysDestroyed": 1}
+    r = client.get(f"/api/messages/{mid}/envelope", headers=auth("bob"))
+    assert r.status_code == 410 and error_code(r) == "content_shredded"
+    assert "destroyed" in r.json()["error"]["message"]
+    assert client.get(f"/api/messages/{mid}", headers=auth("bob")).status_code == 200
+    other_tenant = auth("dpo", tenant="other", roles=["admin"])
+    assert client.post(shred, json={}, headers=other_tenant).status_code == 404
+    plain = send_direct(client).json()["message"]["id"]
+    r = client.post(f"/api/messages/{plain}/shred", json={}, headers=admin)
+    assert r.status_code == 422
 
 
 # ---- malformed requests ---------------------------------------------------------------
@@ -677,6 +711,18 @@ def test_public_keys(client: TestClient) -> None:
     assert r.json()["error"]["details"][0]["field"] == "publicKeyPem"
     r = client.put("/api/keys/me", json={"publicKeyPem": "x" * 20_001}, headers=auth())
     assert r.status_code == 422
+
+
+def test_a_replaced_public_key_stays_resolvable_by_its_key_id(client: TestClient) -> None:
+    first = client.put("/api/keys/me", json={"publicKeyPem": PEM.format("1")}, headers=auth())
+    second = client.put("/api/keys/me", json={"publicKeyPem": PEM.format("2")}, headers=auth())
+    old_id, new_id = first.json()["keyId"], second.json()["keyId"]
+    assert client.get("/api/keys/alice", headers=auth("bob")).json()["keyId"] == new_id
+    r = client.get(f"/api/keys/alice/{old_id}", headers=auth("bob"))
+    assert r.status_code == 200
+    assert r.json()["keyId"] == old_id and r.json()["publicKeyPem"] == PEM.format("1")
+    assert client.get("/api/keys/alice/k_unknown", headers=auth("bob")).status_code == 404
+    assert client.get(f"/api/keys/alice/{old_id}", headers=auth(tenant="x")).status_code == 404
 
 
 # ---- routing, ops, failures -----------------------------------------------------------

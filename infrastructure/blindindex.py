@@ -1,0 +1,106 @@
+"""The blind index: keyed tokens of words, so that encrypted messages can be searched.
+
+Each tenant has an index key of its own: 32 random bytes made on first use, kept in
+``search_index_keys`` wrapped by the service keyring (like a data key, but never
+used to seal content, and no content key is ever used here). A token is
+HMAC-SHA256(index key, word), cut to 96 bits and base64url-encoded: the same word
+gives the same token within a tenant, and nothing outside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from application.ports import Keyring
+from projections.tables import search_index_keys
+
+KEY_BYTES = 32
+TOKEN_BYTES = 12
+CACHED_TENANTS = 1024
+_DOMAIN = b"courier:blind-index:v1:"
+
+
+def token_of(key: bytes, word: str) -> str:
+    digest = hmac.new(key, _DOMAIN + word.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:TOKEN_BYTES]).decode("ascii")
+
+
+class HmacBlindIndex:
+    """Implements ``application.ports.BlindIndex`` with per-tenant keys in the database."""
+
+    def __init__(self, engine: Engine, keyring: Keyring) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self._keys: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def tokens(self, tenant_id: str, words: list[str]) -> list[str]:
+        """Sorted distinct tokens: their order says nothing about the words' order."""
+        if not words:
+            return []
+        key = self._key(tenant_id)
+        return sorted({token_of(key, word) for word in words})
+
+    def _key(self, tenant_id: str) -> bytes:
+        with self._lock:
+            key = self._keys.get(tenant_id)
+            if key is not None:
+                self._keys.move_to_end(tenant_id)
+                return key
+        key = self._load_or_create(tenant_id)
+        with self._lock:
+            self._keys[tenant_id] = key
+            while len(self._keys) > CACHED_TENANTS:
+                self._keys.popitem(last=False)
+        return key
+
+    def _load_or_create(self, tenant_id: str) -> bytes:
+        table = search_index_keys
+        query = select(table.c.key_id, table.c.wrapped_key).where(table.c.tenant_id == tenant_id)
+        with self.engine.begin() as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                key_id, wrapped = self.keyring.wrap(os.urandom(KEY_BYTES))
+                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                conn.execute(
+                    insert(table)
+                    .values(
+                        tenant_id=tenant_id,
+                        key_id=key_id,
+                        wrapped_key=wrapped,
+                        created_at=datetime.now(UTC),
+                    )
+                    .on_conflict_do_nothing()
+                )
+                # Another process may have made the tenant's key first: theirs wins.
+                row = conn.execute(query).one()
+        return self.keyring.unwrap(row.key_id, bytes(row.wrapped_key))
+
+    def rewrap(self) -> int:
+        """Wrap every tenant's index key under the keyring's active key (key rotation)."""
+        table = search_index_keys
+        changed = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(table)).all()
+            for row in rows:
+                if row.key_id == self.keyring.active_key_id:
+                    continue
+                key = self.keyring.unwrap(row.key_id, bytes(row.wrapped_key))
+                key_id, wrapped = self.keyring.wrap(key)
+                # Compare-and-set: a row another rotation moved meanwhile is left alone.
+                moved = conn.execute(
+                    update(table)
+                    .where(table.c.tenant_id == row.tenant_id, table.c.key_id == row.key_id)
+                    .values(key_id=key_id, wrapped_key=wrapped)
+                )
+                changed += moved.rowcount or 0
+        return changed

@@ -1,0 +1,189 @@
+"""Rebuilding a projection from the event log while the service keeps serving.
+
+PostgreSQL: the view is rebuilt into copies of its tables in a schema of their own
+(the shadow), with its own position. When the shadow has nearly caught up, one
+transaction locks the live position (pausing the live runner of this view), locks
+the live tables, applies the last few events to the shadow, drops the live tables
+and moves the shadow tables into their place. Readers wait for a moment at most and
+then read the new tables; the live runner resumes from the shadow's position.
+
+SQLite (the embedded default): the rebuild happens in the live tables within one
+write transaction. In WAL mode readers keep reading the old state until the commit
+replaces it at once; writers of the read side wait for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, MetaData, delete, insert, select, text
+
+from projections.catalog import Projection
+from projections.runner import EventLog, View, apply_batch_to, read_position, write_position
+from projections.tables import followers
+
+Progress = Callable[[int, int, int], None]  # position reached, head of the log, events applied
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    projection: str
+    start: int
+    position: int
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def rebuild(
+    engine: Engine,
+    log_: EventLog,
+    projection: Projection,
+    *,
+    start: int = 0,
+    batch: int = 2000,
+    progress: Progress | None = None,
+    schema: str | None = None,
+) -> Rebuilt:
+    """Rebuild ``projection`` from position ``start`` (0: from the first event)."""
+    projection.check_replay(start)
+    job = _Job(engine, log_, projection, start, batch, progress or (lambda *_: None))
+    if engine.dialect.name == "postgresql":
+        return job.shadow(schema)
+    return job.in_place()
+
+
+class _Job:
+    def __init__(
+        self,
+        engine: Engine,
+        log_: EventLog,
+        projection: Projection,
+        start: int,
+        batch: int,
+        progress: Progress,
+    ) -> None:
+        self.engine = engine
+        self.log = log_
+        self.projection = projection
+        self.view: View = projection.view()
+        self.start = start
+        self.batch = batch
+        self.progress = progress
+        self.events = 0
+        self.began = time.monotonic()
+
+    def _done(self, position: int) -> Rebuilt:
+        elapsed = time.monotonic() - self.began
+        return Rebuilt(self.projection.name, self.start, position, self.events, elapsed)
+
+    def _step(self, conn: Connection, after: int, head: int) -> int | None:
+        """Apply the next batch after ``after`` through ``conn``; None when none is left."""
+        batch = self.log.read(after, self.batch)
+        if not batch:
+            return None
+        apply_batch_to(self.view, batch, conn)
+        position = batch[-1][0]
+        write_position(conn, self.projection.name, position)
+        self.events += len(batch)
+        self.progress(position, max(head, position), self.events)
+        return position
+
+    # ---- PostgreSQL: a shadow schema, then a swap -------------------------------------
+
+    def shadow(self, schema: str | None) -> Rebuilt:
+        name = self.projection.name
+        with self.engine.begin() as conn:
+            live = schema or str(conn.execute(text("SELECT current_schema()")).scalar_one())
+            shadow = f"{live}__replay_{name}"[:63]
+            q_live, q_shadow = _quote(conn, live), _quote(conn, shadow)
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {q_shadow} CASCADE"))
+            conn.execute(text(f"CREATE SCHEMA {q_shadow}"))
+            copies = MetaData()
+            for table in (*self.projection.tables, followers):
+                table.to_metadata(copies, schema=shadow)
+            copies.create_all(conn)
+            self._seed(conn, live, shadow)
+        translated = {"schema_translate_map": {None: shadow}}
+        position = self.start - 1 if self.start else 0
+        # The long part, while the live tables serve: up to the head as it was when it
+        # began, then once more up to where the log has got to meanwhile.
+        for _ in range(2):
+            head = self.log.last_position()
+            while position < head:
+                with self.engine.begin() as conn:
+                    reached = self._step(conn.execution_options(**translated), position, head)
+                if reached is None:
+                    break
+                position = reached
+        with self.engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '60s'"))
+            conn.execute(
+                select(followers.c.position).where(followers.c.name == name).with_for_update()
+            )
+            for table in self.projection.tables:
+                conn.execute(text(f"LOCK TABLE {q_live}.{_quote(conn, table.name)}"))
+            # The last few events, up to the head as it is now; later ones are left to
+            # the live runner, which resumes from the position written below.
+            head = self.log.last_position()
+            conn.execution_options(**translated)
+            while position < head and (reached := self._step(conn, position, head)) is not None:
+                position = reached
+            conn.execution_options(schema_translate_map=None)
+            for table in self.projection.tables:
+                q_table = _quote(conn, table.name)
+                conn.execute(text(f"DROP TABLE {q_live}.{q_table}"))
+                conn.execute(text(f"ALTER TABLE {q_shadow}.{q_table} SET SCHEMA {q_live}"))
+            write_position(conn, name, position)
+        with self.engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {q_shadow} CASCADE"))
+        return self._done(position)
+
+    def _seed(self, conn: Connection, live: str, shadow: str) -> None:
+        """For --from: keep what the events before ``start`` made."""
+        if not self.start:
+            return
+        for table in self.projection.tables:
+            source = table.to_metadata(MetaData(), schema=live)
+            target = table.to_metadata(MetaData(), schema=shadow)
+            kept = select(source).where(source.c.position < self.start)
+            conn.execute(insert(target).from_select(list(source.c.keys()), kept))
+        copy = followers.to_metadata(MetaData(), schema=shadow)
+        conn.execute(insert(copy).values(name=self.projection.name, position=self.start - 1))
+
+    # ---- SQLite: one write transaction over the live tables -------------------------------
+
+    def in_place(self) -> Rebuilt:
+        name = self.projection.name
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                for table in reversed(self.projection.tables):
+                    stmt = delete(table)
+                    if self.start:
+                        stmt = stmt.where(table.c.position >= self.start)
+                    conn.execute(stmt)
+                position = self.start - 1 if self.start else 0
+                write_position(conn, name, position)
+                head = self.log.last_position()
+                while position < head and (reached := self._step(conn, position, head)):
+                    position = reached
+                conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+        return self._done(read_position_of(self.engine, name))
+
+
+def read_position_of(engine: Engine, name: str) -> int:
+    with engine.connect() as conn:
+        return read_position(conn, name)
+
+
+def _quote(conn: Connection, identifier: str) -> str:
+    return str(conn.dialect.identifier_preparer.quote_identifier(identifier))

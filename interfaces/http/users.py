@@ -1,0 +1,79 @@
+"""The caller's notification preferences and contact details (personal data)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from application.ports import ContactBook
+from application.ports import NotificationPreferences as Preferences
+from interfaces.http.auth import authenticate
+from interfaces.http.endpoints import Endpoint, respond
+from interfaces.http.parsing import read_json
+from interfaces.http.schemas import NotificationPreferences
+
+NONE = Preferences()
+
+
+def _contacts(request: Request) -> ContactBook:
+    found: ContactBook = request.app.state.container.contacts
+    return found
+
+
+def preferences_dict(preferences: Preferences) -> dict[str, Any]:
+    return {
+        "channels": list(preferences.channels),
+        "email": preferences.email,
+        "phone": preferences.phone,
+        "pushToken": preferences.push_token,
+        "notifyWhenOnline": preferences.when_online,
+    }
+
+
+async def get_preferences(request: Request) -> Response:
+    ctx = authenticate(request).context
+    found = await run_in_threadpool(_contacts(request).get, ctx.tenant_id, ctx.actor_id)
+    return respond(preferences_dict(found or NONE))
+
+
+async def put_preferences(request: Request) -> Response:
+    ctx = authenticate(request).context
+    body = await read_json(request, NotificationPreferences)
+    preferences = Preferences(
+        channels=tuple(dict.fromkeys(body.channels)),
+        email=body.email,
+        phone=body.phone,
+        push_token=body.push_token,
+        when_online=body.notify_when_online,
+    )
+    await run_in_threadpool(_contacts(request).put, ctx.tenant_id, ctx.actor_id, preferences)
+    return respond(preferences_dict(preferences))
+
+
+async def delete_preferences(request: Request) -> Response:
+    ctx = authenticate(request).context
+    await run_in_threadpool(_contacts(request).delete, ctx.tenant_id, ctx.actor_id)
+    return Response(status_code=204)
+
+
+PATH = "/api/users/me/notifications"
+ENDPOINTS = (
+    Endpoint("GET", PATH, get_preferences, "The caller's notification preferences"),
+    Endpoint(
+        "PUT",
+        PATH,
+        put_preferences,
+        "Set how and where the caller is notified of messages while away",
+        body=NotificationPreferences,
+    ),
+    Endpoint(
+        "DELETE",
+        PATH,
+        delete_preferences,
+        "Erase the caller's notification preferences and contact details",
+        status=204,
+    ),
+)

@@ -1,0 +1,246 @@
+"""The WebSocket hub: one per API process, following the event log (SPEC §5).
+
+The hub follows the event log itself rather than a broker or Redis pub/sub: every
+API process sees every delivery exactly once, in log order, whichever process (or
+worker) stored it, and a restart loses nothing that a cursor cannot recover. A
+frame is made after its event is stored; a job that runs twice stores nothing new,
+so no client sees one delivery twice.
+
+Frames are serialised once per event and shared by every socket they go to; each
+socket has a bounded queue of its own, so a slow client is dropped instead of
+slowing anyone else down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from starlette.websockets import WebSocket
+
+from application.errors import CourierError
+from application.views import message_dict
+from domain.events import Context
+from domain.message import Message
+from infrastructure.bootstrap import Container
+from projections.runner import Follower, Positioned
+
+log = logging.getLogger("courier.ws")
+
+RECENT_MESSAGES = 1024
+STATUS_EVENTS = (
+    Message.Encrypted,
+    Message.Delivered,
+    Message.Notified,
+    Message.Indexed,
+    Message.ProcessingFailed,
+)
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"))
+
+
+def new_frame(position: int, message: dict[str, Any]) -> dict[str, Any]:
+    """``message.new``: its cursor is the log position of the delivery."""
+    return {"type": "message.new", "cursor": str(position), "message": message}
+
+
+def status_frame(event: Any, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "message.status",
+        "messageId": body["id"],
+        "conversationId": body["conversationId"],
+        "status": body["status"],
+        "deliveredCount": body["deliveredCount"],
+        "recipientCount": body["recipientCount"],
+        "notified": body["notified"],
+        "indexed": body["indexed"],
+        "event": type(event).__name__,
+    }
+
+
+class Subscriber:
+    """One connected socket: who it is, its bounded send queue, its subscriptions."""
+
+    def __init__(self, websocket: WebSocket, ctx: Context, queue_size: int) -> None:
+        self.websocket = websocket
+        self.ctx = ctx
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self.conversations: set[str] = set()
+        self.too_slow = asyncio.Event()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.ctx.tenant_id, self.ctx.actor_id)
+
+    def offer(self, text: str) -> None:
+        """Queue a frame (on the event loop); a client that cannot keep up is dropped."""
+        if self.too_slow.is_set():
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            log.warning("dropping a slow WebSocket client (send queue full)")
+            self.too_slow.set()
+
+
+def _offer_all(frames: list[tuple[Subscriber, str]]) -> None:
+    for sub, text in frames:
+        sub.offer(text)
+
+
+class Hub:
+    """Routes frames from the event log to the sockets of this process."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lock = threading.Lock()
+        self.users: dict[tuple[str, str], set[Subscriber]] = {}
+        self.conversations: dict[str, set[Subscriber]] = {}
+        self.tenants: Counter[str] = Counter()
+        self.recent: OrderedDict[UUID, Message] = OrderedDict()  # follower thread only
+        # The last log position whose frames have been handed out (under ``lock``): a
+        # socket registered now gets live frames for every later event, none before.
+        self.position = 0
+        self.follower = Follower(
+            "ws-hub",
+            container.event_log,
+            self.on_events,
+            self._resume_from,
+            batch_size=500,
+            poll_interval=container.settings.poll_interval,
+        )
+        container.messaging.on_saved(self.follower.wake)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.position = self.container.event_log.last_position()
+        self.follower.start()
+
+    def stop(self) -> None:
+        self.follower.stop()
+
+    def _resume_from(self) -> int:
+        with self.lock:
+            return self.position
+
+    def connections_of(self, ctx: Context) -> int:
+        with self.lock:
+            return len(self.users.get((ctx.tenant_id, ctx.actor_id), ()))
+
+    def register(self, sub: Subscriber) -> int:
+        """Add a socket; the returned position is where its live frames begin (after it)."""
+        with self.lock:
+            self.users.setdefault(sub.key, set()).add(sub)
+            self.tenants[sub.ctx.tenant_id] += 1
+            return self.position
+
+    def unregister(self, sub: Subscriber) -> None:
+        with self.lock:
+            subs = self.users.get(sub.key)
+            if subs is None or sub not in subs:
+                return
+            subs.discard(sub)
+            if not subs:
+                del self.users[sub.key]
+            self.tenants[sub.ctx.tenant_id] -= 1
+            if self.tenants[sub.ctx.tenant_id] <= 0:
+                del self.tenants[sub.ctx.tenant_id]
+            for cid in sub.conversations:
+                watchers = self.conversations.get(cid, set())
+                watchers.discard(sub)
+                if not watchers:
+                    self.conversations.pop(cid, None)
+
+    def subscribe(self, sub: Subscriber, conversation_id: str) -> None:
+        with self.lock:
+            sub.conversations.add(conversation_id)
+            self.conversations.setdefault(conversation_id, set()).add(sub)
+
+    def on_events(self, batch: Sequence[Positioned]) -> None:
+        """On the follower thread: frames for each event, handed to the event loop."""
+        loop = self.loop
+        if loop is None:
+            return
+        for position, event in batch:
+            message = self._message_for(event)
+            with self.lock:
+                frames = self.frames_for(position, event, message) if message else []
+                self.position = position
+            if frames:
+                loop.call_soon_threadsafe(_offer_all, frames)
+
+    def _message_for(self, event: Any) -> Message | None:
+        """The message an event is about, if it makes frames and anyone here may get them.
+
+        Messages seen lately are kept and moved on by each of their events, so that a
+        group message's many ``Delivered`` events do not each load it from the store.
+        """
+        if not isinstance(event, Message.Event):
+            return None
+        message = self._advance(event)
+        if not isinstance(event, STATUS_EVENTS):
+            return None
+        tenant = event.meta.get("tenant_id", "")
+        with self.lock:
+            if not self.tenants.get(tenant):
+                return None
+        if message is None:
+            try:
+                loaded = self.container.messaging.get_message(tenant, event.originator_id)
+            except CourierError:
+                return None
+            # A copy of its own: the hub moves it on, which must not touch what the
+            # application (or its repository's cache, if configured) holds.
+            message = copy.deepcopy(loaded)
+            self._keep(message)
+        return message
+
+    def _advance(self, event: Any) -> Message | None:
+        """The kept message, brought up to ``event`` (None if not kept or out of step)."""
+        message = self.recent.get(event.originator_id)
+        if message is None:
+            return None
+        self.recent.move_to_end(event.originator_id)
+        if event.originator_version == message.version + 1:
+            event.mutate(message)
+        elif event.originator_version > message.version:
+            del self.recent[event.originator_id]  # a gap: load it afresh when needed
+            return None
+        return message
+
+    def _keep(self, message: Message) -> None:
+        self.recent[message.id] = message
+        while len(self.recent) > RECENT_MESSAGES:
+            self.recent.popitem(last=False)
+
+    def frames_for(
+        self, position: int, event: Any, message: Message
+    ) -> list[tuple[Subscriber, str]]:
+        """Who gets which frame (called with ``lock`` held)."""
+        tenant = message.tenant_id
+        body = message_dict(message)
+        out: list[tuple[Subscriber, str]] = []
+        if isinstance(event, Message.Delivered):
+            text = dumps(new_frame(position, body))
+            for user in [*event.online, *event.offline]:
+                out.extend((sub, text) for sub in self.users.get((tenant, user), ()))
+        watchers = set(self.users.get((tenant, message.sender_id), ()))
+        watchers.update(
+            sub
+            for sub in self.conversations.get(body["conversationId"], ())
+            if sub.ctx.tenant_id == tenant and message.may_see(sub.ctx.actor_id)
+        )
+        if watchers:
+            text = dumps(status_frame(event, body))
+            out.extend((sub, text) for sub in watchers)
+        return out

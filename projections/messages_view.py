@@ -1,0 +1,348 @@
+"""The `messages` view: conversations, messages and per-recipient delivery rows.
+
+A batch of events is applied in three steps: load every row the batch touches (a few
+``SELECT … IN``), apply the events in order to those rows in memory (one handler per
+event type), write back what changed (a few multi-row upserts and deletes). A replay
+of a long log therefore costs a handful of round trips per 2,000 events instead of
+several per event, and the live runner's small batches cost no more than before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import singledispatchmethod
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from domain.conversation import Conversation
+from domain.message import BATCH_SIZE, Message
+from projections.messages import DELIVERY_QUEUE, ENCRYPTION_QUEUE, derive_status
+from projections.tables import (
+    conversation_participants,
+    conversations,
+    failed_jobs,
+    message_recipients,
+    messages,
+)
+
+Row = dict[str, Any]
+_CHUNK = 500
+
+
+@dataclass
+class _Rows:
+    """The rows one batch reads and changes, keyed as in their tables."""
+
+    conversations: dict[str, Row] = field(default_factory=dict)
+    messages: dict[str, Row] = field(default_factory=dict)
+    recipients: dict[tuple[str, str], Row] = field(default_factory=dict)
+    changed: dict[str, set[Any]] = field(
+        default_factory=lambda: {"conversations": set(), "messages": set(), "recipients": set()}
+    )
+    members: dict[tuple[str, str], Row | None] = field(default_factory=dict)  # None: removed
+    failed: dict[str, Row | None] = field(default_factory=dict)  # None: deleted
+
+    def message(self, mid: str) -> Row:
+        try:
+            return self.messages[mid]
+        except KeyError:
+            raise LookupError(f"message {mid} is not in the view") from None
+
+    def conversation(self, cid: str) -> Row:
+        try:
+            return self.conversations[cid]
+        except KeyError:
+            raise LookupError(f"conversation {cid} is not in the view") from None
+
+
+def _insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
+    items = list(values)
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class MessagesView:
+    """Applies conversation and message events to the read tables, a batch at a time."""
+
+    name = "messages"
+
+    def apply(self, event: Any, conn: Connection, position: int) -> None:
+        self.apply_many([(position, event)], conn)
+
+    def apply_many(self, batch: Sequence[tuple[int, Any]], conn: Connection) -> None:
+        rows = self._load(conn, batch)
+        for position, event in batch:
+            self.on(event, position, rows)
+        self._write(conn, rows)
+
+    # ---- reading what the batch touches ---------------------------------------------
+
+    def _load(self, conn: Connection, batch: Sequence[tuple[int, Any]]) -> _Rows:
+        rows = _Rows()
+        mids = {str(e.originator_id) for _, e in batch if isinstance(e, Message.Event)}
+        cids = {str(e.originator_id) for _, e in batch if isinstance(e, Conversation.Event)}
+        for chunk in _chunks(mids):
+            for row in conn.execute(select(messages).where(messages.c.id.in_(chunk))).mappings():
+                rows.messages[row["id"]] = dict(row)
+            query = select(message_recipients).where(message_recipients.c.message_id.in_(chunk))
+            for row in conn.execute(query).mappings():
+                rows.recipients[(row["message_id"], row["recipient_id"])] = dict(row)
+        for chunk in _chunks(cids):
+            query = select(conversations).where(conversations.c.id.in_(chunk))
+            for row in conn.execute(query).mappings():
+                rows.conversations[row["id"]] = dict(row)
+        return rows
+
+    # ---- one handler per event type ----------------------------------------------------
+
+    @singledispatchmethod
+    def on(self, event: Any, position: int, rows: _Rows) -> None:
+        """Events this view does not show are skipped."""
+
+    @on.register
+    def _(self, event: Conversation.Started, position: int, rows: _Rows) -> None:
+        cid = str(event.originator_id)
+        if cid not in rows.conversations:
+            rows.conversations[cid] = {
+                "id": cid,
+                "tenant_id": event.tenant_id,
+                "type": event.kind,
+                "title": event.title,
+                "participant_ids": list(dict.fromkeys(event.participant_ids)),
+                "created_at": event.timestamp,
+                "updated_at": event.timestamp,
+            }
+            rows.changed["conversations"].add(cid)
+        self._join(rows, cid, event.tenant_id, list(event.participant_ids))
+
+    @on.register
+    def _(self, event: Conversation.ParticipantsAdded, position: int, rows: _Rows) -> None:
+        row = rows.conversation(str(event.originator_id))
+        row["participant_ids"] = list(dict.fromkeys([*row["participant_ids"], *event.user_ids]))
+        row["updated_at"] = event.timestamp
+        rows.changed["conversations"].add(row["id"])
+        self._join(rows, row["id"], row["tenant_id"], list(event.user_ids))
+
+    @on.register
+    def _(self, event: Conversation.ParticipantRemoved, position: int, rows: _Rows) -> None:
+        row = rows.conversation(str(event.originator_id))
+        row["participant_ids"] = [p for p in row["participant_ids"] if p != event.user_id]
+        row["updated_at"] = event.timestamp
+        rows.changed["conversations"].add(row["id"])
+        rows.members[(row["id"], event.user_id)] = None
+
+    def _join(self, rows: _Rows, cid: str, tenant: str, users: list[str]) -> None:
+        for user in dict.fromkeys(users):
+            rows.members[(cid, user)] = {
+                "conversation_id": cid,
+                "user_id": user,
+                "tenant_id": tenant,
+            }
+
+    @on.register
+    def _(self, event: Message.Created, position: int, rows: _Rows) -> None:
+        mid = str(event.originator_id)
+        if mid in rows.messages:
+            return
+        tenant = event.meta.get("tenant_id", event.tenant_id)
+        recipients = list(event.recipient_ids)
+        rows.messages[mid] = {
+            "id": mid,
+            "tenant_id": tenant,
+            "conversation_id": str(event.conversation_id),
+            "sender_id": event.sender_id,
+            "recipient_ids": recipients,
+            "type": event.kind,
+            "content": None if event.encrypted else event.content,
+            "is_encrypted": bool(event.encrypted),
+            "encryption_metadata": None,
+            "encryption_version": "v1" if event.encrypted else None,
+            "status": "encrypting" if event.encrypted else "accepted",
+            "delivered_count": 0,
+            "recipient_count": len(recipients),
+            "notified": False,
+            "indexed": False,
+            "notify": bool(event.notify),
+            "index_requested": bool(event.index),
+            "failures": [],
+            "notified_batches": [],
+            "created_at": event.timestamp,
+            "updated_at": event.timestamp,
+            "position": position,
+        }
+        rows.changed["messages"].add(mid)
+        for index, user in enumerate(recipients):
+            key = (mid, user)
+            if key not in rows.recipients:
+                rows.recipients[key] = {
+                    "message_id": mid,
+                    "recipient_id": user,
+                    "tenant_id": tenant,
+                    "batch": str(index // BATCH_SIZE),
+                    "online": None,
+                    "delivered_at": None,
+                    "delivered_position": None,
+                    "read_at": None,
+                }
+                rows.changed["recipients"].add(key)
+
+    @on.register
+    def _(self, event: Message.Encrypted, position: int, rows: _Rows) -> None:
+        row = rows.message(str(event.originator_id))
+        metadata = dict(event.metadata)
+        self._change(
+            rows,
+            row,
+            position,
+            event,
+            encryption_metadata={
+                "algorithm": "AES-256-GCM",
+                "iv": metadata.get("iv"),
+                "authTag": metadata.get("authTag"),
+                "keyId": metadata.get("keyId"),
+            },
+            encryption_version=event.version,
+            failures=[f for f in row["failures"] if f["queue"] != ENCRYPTION_QUEUE],
+        )
+
+    @on.register
+    def _(self, event: Message.Delivered, position: int, rows: _Rows) -> None:
+        row = rows.message(str(event.originator_id))
+        users = [*event.online, *event.offline]
+        online = set(event.online)
+        for user in users:
+            recipient = rows.recipients.get((row["id"], user))
+            if recipient is not None:
+                recipient.update(
+                    online=user in online,
+                    delivered_at=event.timestamp,
+                    delivered_position=position,
+                )
+                rows.changed["recipients"].add((row["id"], user))
+        delivered_job = f"{DELIVERY_QUEUE}:{row['id']}:b{event.batch}"
+        self._change(
+            rows,
+            row,
+            position,
+            event,
+            delivered_count=row["delivered_count"] + len(users),
+            failures=[f for f in row["failures"] if f["job_id"] != delivered_job],
+        )
+
+    @on.register
+    def _(self, event: Message.Notified, position: int, rows: _Rows) -> None:
+        row = rows.message(str(event.originator_id))
+        if event.batch in row["notified_batches"]:
+            return
+        job_id = f"MESSAGE_NOTIFICATION:{row['id']}:b{event.batch}"
+        self._change(
+            rows,
+            row,
+            position,
+            event,
+            notified_batches=[*row["notified_batches"], event.batch],
+            failures=[f for f in row["failures"] if f["job_id"] != job_id],
+        )
+
+    @on.register
+    def _(self, event: Message.Indexed, position: int, rows: _Rows) -> None:
+        row = rows.message(str(event.originator_id))
+        failures = [f for f in row["failures"] if f["queue"] != "MESSAGE_INDEXING"]
+        self._change(rows, row, position, event, indexed=True, failures=failures)
+
+    @on.register
+    def _(self, event: Message.ProcessingFailed, position: int, rows: _Rows) -> None:
+        row = rows.message(str(event.originator_id))
+        failures = [f for f in row["failures"] if f["job_id"] != event.job_id]
+        failure = {"queue": event.queue, "job_id": event.job_id, "attempts": event.attempts}
+        self._change(rows, row, position, event, failures=[*failures, failure])
+        rows.failed[event.job_id] = {
+            "job_id": event.job_id,
+            "queue": event.queue,
+            "message_id": row["id"],
+            "tenant_id": event.meta.get("tenant_id", ""),
+            "attempts": event.attempts,
+            "error": event.error,
+            "failed_at": event.timestamp,
+            "position": position,
+        }
+
+    @on.register
+    def _(self, event: Message.RetryRequested, position: int, rows: _Rows) -> None:
+        row = rows.message(str(event.originator_id))
+        failures = [f for f in row["failures"] if f["job_id"] != event.job_id]
+        self._change(rows, row, position, event, failures=failures)
+        rows.failed[event.job_id] = None
+
+    @on.register
+    def _(self, event: Message.Read, position: int, rows: _Rows) -> None:
+        key = (str(event.originator_id), event.reader_id)
+        recipient = rows.recipients.get(key)
+        if recipient is not None:
+            recipient["read_at"] = event.timestamp
+            rows.changed["recipients"].add(key)
+
+    def _change(self, rows: _Rows, row: Row, position: int, event: Any, **values: Any) -> None:
+        row.update(values)
+        row["status"] = derive_status(row)
+        row["updated_at"] = event.timestamp
+        row["position"] = position
+        row["notified"] = bool(
+            row["notify"]
+            and row["delivered_count"] >= row["recipient_count"]
+            and len(row["notified_batches"])
+            >= max(1, math.ceil(row["recipient_count"] / BATCH_SIZE))
+        )
+        rows.changed["messages"].add(row["id"])
+
+    # ---- writing back what changed ------------------------------------------------------
+
+    def _write(self, conn: Connection, rows: _Rows) -> None:
+        self._upsert(
+            conn,
+            conversations,
+            ["id"],
+            [rows.conversations[k] for k in rows.changed["conversations"]],
+        )
+        joined = [member for member in rows.members.values() if member is not None]
+        if joined:
+            conn.execute(_insert(conn)(conversation_participants).on_conflict_do_nothing(), joined)
+        left = [key for key, member in rows.members.items() if member is None]
+        for chunk in _chunks(left):
+            c = conversation_participants.c
+            conn.execute(
+                delete(conversation_participants).where(
+                    tuple_(c.conversation_id, c.user_id).in_(chunk)
+                )
+            )
+        self._upsert(conn, messages, ["id"], [rows.messages[k] for k in rows.changed["messages"]])
+        self._upsert(
+            conn,
+            message_recipients,
+            ["message_id", "recipient_id"],
+            [rows.recipients[k] for k in rows.changed["recipients"]],
+        )
+        gone = [job for job, row in rows.failed.items() if row is None]
+        for chunk in _chunks(gone):
+            conn.execute(delete(failed_jobs).where(failed_jobs.c.job_id.in_(chunk)))
+        self._upsert(
+            conn, failed_jobs, ["job_id"], [row for row in rows.failed.values() if row is not None]
+        )
+
+    def _upsert(self, conn: Connection, table: Table, keys: list[str], values: list[Row]) -> None:
+        if not values:
+            return
+        stmt = _insert(conn)(table)
+        columns = [c.name for c in table.columns if c.name not in keys]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={name: stmt.excluded[name] for name in columns}
+        )
+        conn.execute(stmt, values)

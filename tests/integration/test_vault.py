@@ -1,0 +1,116 @@
+"""The key vault on SQLite and PostgreSQL, and the event store's optional at-rest cipher."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, create_engine, pool
+
+from application.messaging import Outgoing
+from application.ports import VaultEntry
+from domain.events import Context
+from infrastructure.bootstrap import TOOL, build
+from infrastructure.crypto import generate_event_store_key, generate_master_key_spec
+from infrastructure.settings import SettingsError, load
+from infrastructure.vault import SqlKeyVault
+from projections.tables import metadata
+from tests.conftest import PG_DSN
+
+M1, M2, M3 = (UUID(int=n) for n in (1, 2, 3))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'vault.db'}", poolclass=pool.NullPool)
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        url = "postgresql+psycopg://" + PG_DSN.split("://", 1)[1]
+        args = {"options": f"-csearch_path={schema}"}
+        engine = create_engine(url, poolclass=pool.NullPool, connect_args=args)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_put_get_and_shred(engine: Engine) -> None:
+    vault = SqlKeyVault(engine)
+    vault.put(
+        [
+            VaultEntry(M1, "service:d1", "k1", b"s" * 60),
+            VaultEntry(M1, "bob", "k_bob", b"b" * 512),
+            VaultEntry(M2, "bob", "k_bob", b"c" * 512),
+        ]
+    )
+    assert vault.get(M1, "bob") == VaultEntry(M1, "bob", "k_bob", b"b" * 512)
+    vault.put([VaultEntry(M1, "bob", "k_bob2", b"d" * 512)])  # the job ran twice
+    assert vault.get(M1, "bob") == VaultEntry(M1, "bob", "k_bob2", b"d" * 512)
+    assert vault.shred(M1) == 2
+    assert vault.get(M1, "bob") is None and vault.get(M1, "service:d1") is None
+    assert vault.get(M2, "bob") is not None
+    assert vault.shred(M1) == 0
+
+
+def test_service_entries_page_by_key_and_rewrap_only_what_is_unchanged(engine: Engine) -> None:
+    vault = SqlKeyVault(engine)
+    vault.put(
+        [
+            VaultEntry(M1, "service:a", "old", b"1" * 60),
+            VaultEntry(M1, "service:b", "new", b"2" * 60),
+            VaultEntry(M2, "service:c", "old", b"3" * 60),
+            VaultEntry(M3, "service:d", "older", b"4" * 60),
+            VaultEntry(M3, "servicemen", "old", b"5" * 60),  # a user, not the service
+            VaultEntry(M3, "bob", "old", b"6" * 60),
+        ]
+    )
+    assert vault.count_by_key_id("service:") == {"old": 2, "new": 1, "older": 1}
+    first = vault.entries_not_under("service:", "new", None, 2)
+    assert [(e.message_id, e.holder) for e in first] == [(M1, "service:a"), (M2, "service:c")]
+    rest = vault.entries_not_under("service:", "new", (str(M2), "service:c"), 2)
+    assert [(e.message_id, e.holder) for e in rest] == [(M3, "service:d")]
+
+    assert vault.rewrap(first[0], "new", b"9" * 60)
+    assert vault.get(M1, "service:a") == VaultEntry(M1, "service:a", "new", b"9" * 60)
+    assert not vault.rewrap(first[0], "new", b"8" * 60)  # no longer as it was read
+    vault.shred(M2)
+    assert not vault.rewrap(first[1], "new", b"7" * 60)  # shredded keys stay destroyed
+    assert vault.get(M2, "service:c") is None
+    assert vault.count_by_key_id("service:") == {"new": 2, "older": 1}
+
+
+@pytest.mark.services
+def test_the_at_rest_cipher_keeps_event_data_unreadable_in_postgres(pg_schema: str) -> None:
+    marker = "at-rest-marker-5b1e"
+    settings = load(
+        {
+            "DATABASE_URL": PG_DSN,
+            "POSTGRES_SCHEMA": pg_schema,
+            "JWT_SECRET": "s" * 40,
+            "ENCRYPTION_MASTER_KEYS": generate_master_key_spec(),
+            "EVENT_STORE_CIPHER_KEY": generate_event_store_key(),
+        }
+    )
+    container = build(settings, TOOL)
+    try:
+        alice = Context(actor_id="alice", tenant_id="t1")
+        sent = container.messaging.send_direct(alice, "bob", Outgoing(content=marker))
+        again = container.messaging.get_message("t1", sent.message.id)
+        assert again.content == marker
+    finally:
+        container.stop()
+    with psycopg.connect(PG_DSN) as conn:
+        rows = conn.execute(f"SELECT state FROM {pg_schema}.messaging_events").fetchall()
+    assert rows
+    assert not any(marker.encode() in bytes(state) for (state,) in rows)
+    assert not any(b"alice" in bytes(state) for (state,) in rows)
+
+
+def test_a_malformed_at_rest_key_is_a_settings_error(tmp_path: Path) -> None:
+    env = {"COURIER_DATA_DIR": str(tmp_path)}
+    with pytest.raises(SettingsError, match="EVENT_STORE_CIPHER_KEY"):
+        load({**env, "EVENT_STORE_CIPHER_KEY": "c2hvcnQ="})
+    assert "CIPHER_TOPIC" not in load(env).eventstore_env()
