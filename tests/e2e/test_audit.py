@@ -99,7 +99,16 @@ def test_a_message_trail_lists_its_lifecycle_views_and_a_denied_attempt(runtime:
     assert all(i["messageIds"] == [message_id] for i in access)
 
     # The other tenant's auditor sees only what their own user tried; none of t1's trail.
-    theirs = audit_get(runtime, f"/api/audit/messages/{message_id}/trail", tenant="t2")["items"]
+    def their_trail() -> list[dict[str, Any]] | None:
+        # 404 until the audit view has taken in t2's own denied attempt.
+        path = f"/api/audit/messages/{message_id}/trail"
+        answer = runtime.http.get(path, headers=auth("inspector", "t2", AUDITOR))
+        if answer.status_code == 404:
+            return None
+        found: list[dict[str, Any]] = audit_get(runtime, path, tenant="t2")["items"]
+        return found or None
+
+    theirs = wait_for(their_trail, 20, "the other tenant's denied attempt in its trail")
     assert [(i["type"], i["actorId"], i["tenantId"]) for i in theirs] == [("Denied", "bob", "t2")]
     unknown = runtime.http.get(
         "/api/audit/messages/00000000-0000-0000-0000-00000000abcd/trail",
