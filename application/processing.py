@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -70,6 +71,21 @@ class Processor:
     def _message(self, job: Job) -> Message:
         return self.app.get_message(job.tenant_id, job.message_id)
 
+    def _change(self, job: Job, loaded: Message, change: Callable[[Message], bool]) -> None:
+        """Apply ``change`` to the message and save it if it recorded an event.
+
+        The first attempt uses the message as already loaded; when another writer saved
+        it meanwhile, the save conflicts and the next attempt loads it afresh.
+        """
+        first = [loaded]
+
+        def attempt() -> None:
+            current = first.pop() if first else self._message(job)
+            if change(current):
+                self.app.save(current)
+
+        self.app.retrying(attempt)
+
     def _meta(self, job: Job) -> dict[str, str]:
         return system_context(job.tenant_id, job.correlation_id, job.job_id).as_meta()
 
@@ -98,16 +114,14 @@ class Processor:
             "recipientKeyIds": recipient_key_ids,
         }
 
-        def attempt() -> None:
-            current = self._message(job)
+        def change(current: Message) -> bool:
             if current.shredded:
                 # Shredded while the keys were being wrapped: they must not outlive it.
                 self.app.crypto.vault.shred(current.id)
-                return
-            if current.record_encryption(metadata, ENVELOPE_VERSION, self._meta(job)):
-                self.app.save(current)
+                return False
+            return current.record_encryption(metadata, ENVELOPE_VERSION, self._meta(job))
 
-        self.app.retrying(attempt)
+        self._change(job, message, change)
         return Outcome([])
 
     def split(self, job: Job) -> Outcome:
@@ -159,12 +173,7 @@ class Processor:
         online = [u for u in recipients if u not in message.offline]
         outcomes = self.notifier.notify(notice_for(message), offline, online)
 
-        def attempt() -> None:
-            current = self._message(job)
-            if current.mark_notified(batch, outcomes, self._meta(job)):
-                self.app.save(current)
-
-        self.app.retrying(attempt)
+        self._change(job, message, lambda m: m.mark_notified(batch, outcomes, self._meta(job)))
         return Outcome([])
 
     def index(self, job: Job) -> Outcome:
@@ -173,12 +182,7 @@ class Processor:
             return Outcome([])
         self.indexer.index(message)
 
-        def attempt() -> None:
-            current = self._message(job)
-            if current.mark_indexed(self._meta(job)):
-                self.app.save(current)
-
-        self.app.retrying(attempt)
+        self._change(job, message, lambda m: m.mark_indexed(self._meta(job)))
         return Outcome([])
 
     def cleanup(self, job: Job) -> Outcome:

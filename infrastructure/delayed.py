@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from application.jobs import Job
@@ -28,26 +28,36 @@ class DelayedJobs:
     def schedule_many(self, jobs: Sequence[Job], delay: float = 0.0) -> None:
         if not jobs:
             return
+        with self.engine.begin() as conn:
+            self.schedule_in(conn, [(job, delay) for job in jobs])
+
+    def schedule_in(self, conn: Connection, jobs: Sequence[tuple[Job, float]]) -> None:
+        """Schedule each ``(job, delay)`` inside the caller's transaction."""
+        if not jobs:
+            return
         insert: Any = (
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         )
-        due_at = time.time() + delay
+        now = time.time()
         rows = {
             job.job_id: {
                 "job_id": job.job_id,
                 "queue": job.queue,
                 "body": job.to_wire(),
-                "due_at": due_at,
+                "due_at": now + delay,
             }
-            for job in jobs
+            for job, delay in jobs
         }
         stmt = insert(delayed_jobs)
         stmt = stmt.on_conflict_do_update(
             index_elements=["job_id"],
-            set_={"queue": stmt.excluded.queue, "body": stmt.excluded.body, "due_at": due_at},
+            set_={
+                "queue": stmt.excluded.queue,
+                "body": stmt.excluded.body,
+                "due_at": stmt.excluded.due_at,
+            },
         )
-        with self.engine.begin() as conn:
-            conn.execute(stmt, list(rows.values()))
+        conn.execute(stmt, list(rows.values()))
 
     def due(self, limit: int = 500) -> list[tuple[Job, float]]:
         """Jobs whose time has come, with the due time they were read at."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, select, update
 
 from application.jobs import Job, QueueSettings
 from projections.tables import job_runs
@@ -69,32 +70,56 @@ class JobRuns:
 
     def start(self, job: Job) -> str:
         """Record that an attempt of ``job`` started here; its run id."""
-        run_id = uuid.uuid4().hex
-        with self.engine.begin() as conn:
-            conn.execute(
-                job_runs.insert().values(
-                    run_id=run_id,
-                    job_id=job.job_id,
-                    queue=job.queue,
-                    attempt=job.attempt,
-                    started_at=time.time(),
-                    outcome=ACTIVE,
-                )
-            )
-        return run_id
+        return self.start_many([job])[0]
+
+    def start_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Record, in one transaction, that these attempts started; their run ids."""
+        now = time.time()
+        rows = [
+            {
+                "run_id": uuid.uuid4().hex,
+                "job_id": job.job_id,
+                "queue": job.queue,
+                "attempt": job.attempt,
+                "started_at": now,
+                "outcome": ACTIVE,
+            }
+            for job in jobs
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(job_runs.insert(), rows)
+        return [str(row["run_id"]) for row in rows]
 
     def finish(self, run_id: str, outcome: str, error: BaseException | None = None) -> None:
         """Record how the attempt ended (the error's class only, never its text)."""
         with self.engine.begin() as conn:
-            conn.execute(
-                update(job_runs)
-                .where(job_runs.c.run_id == run_id)
-                .values(
-                    finished_at=time.time(),
-                    outcome=outcome,
-                    error=type(error).__name__[:120] if error is not None else None,
-                )
-            )
+            self.finish_in(conn, [(run_id, outcome, error)])
+
+    def finish_in(
+        self, conn: Connection, ended: Sequence[tuple[str, str, BaseException | None]]
+    ) -> None:
+        """Record how each ``(run_id, outcome, error)`` ended, in the caller's transaction."""
+        if not ended:
+            return
+        now = time.time()
+        conn.execute(
+            update(job_runs)
+            .where(job_runs.c.run_id == bindparam("b_run_id"))
+            .values(
+                finished_at=now,
+                outcome=bindparam("b_outcome"),
+                error=bindparam("b_error"),
+            ),
+            [
+                {
+                    "b_run_id": run_id,
+                    "b_outcome": outcome,
+                    "b_error": type(error).__name__[:120] if error is not None else None,
+                }
+                for run_id, outcome, error in ended
+            ],
+        )
 
     def of_job(self, job_id: str) -> list[Run]:
         """Every recorded attempt of one job, oldest first."""

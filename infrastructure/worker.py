@@ -34,24 +34,18 @@ def describe(error: BaseException) -> str:
 
 @dataclass
 class Running:
+    """One received job: its broker message, and what running it led to."""
+
     job: Job
     message: Any
     started: float
-    done: threading.Event = field(default_factory=threading.Event)
+    run_id: str | None = None
+    done: bool = False
+    abandoned: bool = False
     error: BaseException | None = None
     follow_ups: list[Job] = field(default_factory=list)
-    run_id: str | None = None
+    elapsed: float = 0.0
     recorded: bool = False
-    claimed: bool = False
-    claim_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def claim(self) -> bool:
-        """True for the first caller only: the job's thread, or the timeout, records it."""
-        with self.claim_lock:
-            if self.claimed:
-                return False
-            self.claimed = True
-            return True
 
 
 class JobRunner:
@@ -73,49 +67,57 @@ class JobRunner:
         self.stats = stats
         self.runs = runs
 
-    def begin(self, job: Job) -> str | None:
-        """Record that an attempt starts (it then counts as active); its run id."""
-        return self.runs.start(job) if self.runs is not None else None
+    def begin(self, jobs: list[Job]) -> list[str | None]:
+        """Record that these attempts start (they then count as active); their run ids."""
+        if self.runs is None:
+            return [None] * len(jobs)
+        return list(self.runs.start_many(jobs))
 
     def execute(self, job: Job) -> list[Job]:
         self.faults.check(job)
         return self.processor.run(job).follow_ups
 
-    def settle(
-        self,
-        job: Job,
-        run_id: str | None,
-        elapsed: float,
-        error: BaseException | None,
-        follow_ups: list[Job],
-    ) -> None:
-        """Record an attempt's outcome; raises when it could not be recorded.
+    def settle(self, ended: list[Running]) -> None:
+        """Record the outcomes of ``ended`` in one transaction; mark those recorded.
 
-        Follow-up jobs go to the delayed-jobs table, due at once: the relay is the only
-        publisher, and a crash before they are published loses none.
+        Follow-up jobs and retries go to the delayed-jobs table in the same transaction
+        (follow-ups due at once): the relay is the only publisher, and a crash before
+        they are published loses none. A job whose last attempt failed then records
+        ``ProcessingFailed`` on its message; if that cannot be stored, the job is left
+        unrecorded (and so handed back to the broker, to fail once more).
         """
+        finished: list[tuple[str, str, BaseException | None]] = []
+        scheduled: list[tuple[Job, float]] = []
+        decided: list[tuple[Running, str, str]] = []
+        for run in ended:
+            outcome, schedule, reason = self._decide(run)
+            if run.run_id is not None:
+                finished.append((run.run_id, outcome, run.error))
+            scheduled.extend(schedule)
+            decided.append((run, outcome, reason))
+        with self.delayed.engine.begin() as conn:
+            if self.runs is not None:
+                self.runs.finish_in(conn, finished)
+            self.delayed.schedule_in(conn, scheduled)
+        for run, outcome, reason in decided:
+            if outcome == FAILED:
+                try:
+                    self.processor.record_failure(run.job, run.job.attempt, reason)
+                except Exception:
+                    log.exception("could not record the failure of %s", run.job.job_id)
+                    continue
+            run.recorded = True
+            self.stats.record(run.job, outcome, run.elapsed, reason)
+
+    def _decide(self, run: Running) -> tuple[str, list[tuple[Job, float]], str]:
+        """The attempt's outcome, what to schedule after it, and the reason to show."""
+        job, error = run.job, run.error
         if error is None:
-            self._finish(run_id, COMPLETED, None)
-            self.delayed.schedule_many(follow_ups)
-            self.stats.record(job, "completed", elapsed, "")
-            return
-        if isinstance(error, UnknownJob | BadJobId) or job.queue not in self.queues:
-            self._finish(run_id, DROPPED, error)
-        elif job.attempt < self.queues[job.queue].max_attempts:
-            self._finish(run_id, RETRIED, error)
-        else:
-            self._finish(run_id, FAILED, error)
-        self.failed(job, error)
-
-    def _finish(self, run_id: str | None, outcome: str, error: BaseException | None) -> None:
-        if self.runs is not None and run_id is not None:
-            self.runs.finish(run_id, outcome, error)
-
-    def failed(self, job: Job, error: BaseException) -> None:
+            return COMPLETED, [(f, 0.0) for f in run.follow_ups], ""
         reason = describe(error)
         if isinstance(error, UnknownJob | BadJobId) or job.queue not in self.queues:
             log.error("dropping job %s: %s", job.job_id, reason)
-            return
+            return DROPPED, [], reason
         settings = self.queues[job.queue]
         if job.attempt < settings.max_attempts:
             delay = settings.delay_before(job.attempt + 1)
@@ -127,21 +129,21 @@ class JobRunner:
                 reason,
                 delay,
             )
-            self.delayed.schedule(job.next_attempt(), delay)
-            self.stats.record(job, "retried", 0.0, reason)
-            return
+            return RETRIED, [(job.next_attempt(), delay)], reason
         log.error("job %s failed after %d attempts: %s", job.job_id, job.attempt, reason)
-        self.processor.record_failure(job, job.attempt, reason)
-        self.stats.record(job, "failed", 0.0, reason)
+        return FAILED, [], reason
 
 
 class QueueConsumer(threading.Thread):
-    """One queue: a kombu consumer on this thread, each job on a thread of its own.
+    """One queue: a kombu consumer on this thread, its jobs on a pool of threads.
 
-    kombu connections are not thread-safe, so receiving and acknowledging happen here;
-    a job's thread runs it and records its outcome. A job still running at the queue's
-    timeout is abandoned: this thread records it as a failed attempt and acknowledges.
-    Up to ``concurrency`` jobs of the queue run at once (the consumer's prefetch).
+    kombu connections are not thread-safe, so receiving, recording and acknowledging
+    happen here. Jobs that arrive together are recorded as started in one transaction;
+    jobs that end together have their outcomes recorded in one transaction, and only
+    then are they acknowledged. A job still running at the queue's timeout is
+    abandoned: it is recorded as a failed attempt and acknowledged, and another thread
+    takes its place in the pool. Up to ``concurrency`` jobs of the queue run at once
+    (the consumer's prefetch).
     """
 
     def __init__(self, settings: QueueSettings, broker: Broker, runner: JobRunner) -> None:
@@ -150,55 +152,74 @@ class QueueConsumer(threading.Thread):
         self.broker = broker
         self.runner = runner
         self.stopping = threading.Event()
+        self.incoming: list[Running] = []
         self.running: dict[int, Running] = {}
         self.finished: stdqueue.SimpleQueue[Running] = stdqueue.SimpleQueue()
+        self.tasks: stdqueue.SimpleQueue[Running | None] = stdqueue.SimpleQueue()
+        self.pool_lock = threading.Lock()
+        self.pool_size = 0
+        self.pool_wanted = settings.concurrency
         self.active = 0
 
     def stop(self) -> None:
         self.stopping.set()
 
     def run(self) -> None:
+        self._grow_pool()
         backoff = 0.5
-        while not self.stopping.is_set():
-            try:
-                with self.broker.connection() as conn:
-                    conn.ensure_connection(max_retries=1)
-                    self.broker.declare(conn)
-                    consumer = conn.Consumer(
-                        self.broker.queues[self.settings.name],
-                        callbacks=[self._received],
-                        accept=["json"],
-                        prefetch_count=self.settings.concurrency,
+        try:
+            while not self.stopping.is_set():
+                try:
+                    with self.broker.connection() as conn:
+                        conn.ensure_connection(max_retries=1)
+                        self.broker.declare(conn)
+                        consumer = conn.Consumer(
+                            self.broker.queues[self.settings.name],
+                            callbacks=[self._received],
+                            accept=["json"],
+                            prefetch_count=self.settings.concurrency,
+                        )
+                        with consumer:
+                            backoff = 0.5
+                            self._loop(conn)
+                except Exception as error:
+                    self.incoming.clear()
+                    self.running.clear()
+                    if self.stopping.is_set():
+                        break
+                    log.warning(
+                        "%s lost the broker (%s); reconnecting in %.1fs",
+                        self.name,
+                        type(error).__name__,
+                        backoff,
                     )
-                    with consumer:
-                        backoff = 0.5
-                        self._loop(conn)
-            except Exception as error:
-                self.running.clear()
-                if self.stopping.is_set():
-                    break
-                log.warning(
-                    "%s lost the broker (%s); reconnecting in %.1fs",
-                    self.name,
-                    type(error).__name__,
-                    backoff,
-                )
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            with self.pool_lock:
+                self.pool_wanted = 0
+                threads = self.pool_size
+            for _ in range(threads):
+                self.tasks.put(None)
 
     def _loop(self, conn: Any) -> None:
+        ended: list[Running] = []
         while not self.stopping.is_set():
             if len(self.running) < self.settings.concurrency:
-                # Short waits while jobs run, so that finished ones are acknowledged soon.
+                # Short waits while jobs run, so that finished ones are acknowledged soon;
+                # then take, without waiting, whatever else the broker already sent.
+                wait = 0.005 if self.running else 0.05
                 with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=0.01 if self.running else 0.05)
+                    conn.drain_events(timeout=wait)
+                    while len(self.running) + len(self.incoming) < self.settings.concurrency:
+                        conn.drain_events(timeout=0.001)
+                self._start()
             else:
                 # Every slot is busy: the broker will not hand out more; wait for one to end.
                 with contextlib.suppress(stdqueue.Empty):
-                    run = self.finished.get(timeout=0.05)
-                    if id(run) in self.running:
-                        self._complete(run)
-            self._settle()
+                    ended.append(self.finished.get(timeout=0.05))
+            self._settle(ended)
+            ended = []
 
     def _received(self, body: Any, message: Any) -> None:
         try:
@@ -207,60 +228,107 @@ class QueueConsumer(threading.Thread):
             log.error("%s: dropping a malformed job body", self.name)
             message.ack()
             return
-        run = Running(job, message, time.monotonic())
-        self.running[id(run)] = run
-        self.active = len(self.running)
-        threading.Thread(target=self._execute, args=(run,), daemon=True).start()
+        self.incoming.append(Running(job, message, time.monotonic()))
 
-    def _execute(self, run: Running) -> None:
+    def _start(self) -> None:
+        if not self.incoming:
+            return
+        batch, self.incoming = self.incoming, []
         try:
-            run.run_id = self.runner.begin(run.job)
+            run_ids = self.runner.begin([run.job for run in batch])
+        except Exception:
+            log.exception("%s: could not record the start of %d jobs", self.name, len(batch))
+            for run in batch:
+                self._complete(run)
+            return
+        for run, run_id in zip(batch, run_ids, strict=True):
+            run.run_id = run_id
+            self.running[id(run)] = run
+            self.tasks.put(run)
+        self.active = len(self.running)
+
+    def _work(self) -> None:
+        while True:
+            run = self.tasks.get()
+            if run is None:
+                break
             try:
                 run.follow_ups = self.runner.execute(run.job)
             except BaseException as error:
                 run.error = error
-            if run.claim():
-                elapsed = time.monotonic() - run.started
-                self.runner.settle(run.job, run.run_id, elapsed, run.error, run.follow_ups)
-                run.recorded = True
-        except Exception:
-            log.exception("%s: could not record the outcome of %s", self.name, run.job.job_id)
-        run.done.set()
-        self.finished.put(run)
+            with self.pool_lock:
+                run.elapsed = time.monotonic() - run.started
+                run.done = True
+                leave = run.abandoned or self.pool_size > self.pool_wanted
+                if run.abandoned:
+                    self.pool_wanted -= 1  # the thread that stood in for this one stays
+            if not run.abandoned:
+                self.finished.put(run)
+            if leave:
+                break
+        with self.pool_lock:
+            self.pool_size -= 1
 
-    def _settle(self) -> None:
+    def _grow_pool(self) -> None:
+        with self.pool_lock:
+            self.pool_wanted = self.settings.concurrency
+            missing = self.pool_wanted - self.pool_size
+            self.pool_size += max(missing, 0)
+        self._spawn(missing)
+
+    def _spawn(self, threads: int) -> None:
+        for _ in range(threads):
+            threading.Thread(target=self._work, name=f"{self.name}-job", daemon=True).start()
+
+    def _abandon_hung(self) -> list[Running]:
+        """Jobs past the queue's timeout; each thread they hold is stood in for."""
         now = time.monotonic()
+        timeout = self.settings.timeout_seconds
+        hung: list[Running] = []
+        with self.pool_lock:
+            for run in self.running.values():
+                if not run.done and now - run.started > timeout:
+                    run.abandoned = True
+                    run.error = TimeoutError(f"ran past its {timeout:g}s timeout")
+                    run.elapsed = now - run.started
+                    hung.append(run)
+            self.pool_wanted += len(hung)
+            self.pool_size += len(hung)
+        self._spawn(len(hung))
+        for run in hung:
+            self.running.pop(id(run), None)
+        return hung
+
+    def _settle(self, ended: list[Running]) -> None:
         while True:
             try:
-                run = self.finished.get_nowait()
+                ended.append(self.finished.get_nowait())
             except stdqueue.Empty:
                 break
-            if id(run) in self.running:
-                self._complete(run)
-        timeout = self.settings.timeout_seconds
-        for run in list(self.running.values()):
-            if not run.done.is_set() and now - run.started > timeout and run.claim():
-                error = TimeoutError(f"ran past its {timeout:g}s timeout")
-                try:
-                    self.runner.settle(run.job, run.run_id, now - run.started, error, [])
-                    run.recorded = True
-                except Exception:
-                    log.exception(
-                        "%s: could not record the timeout of %s", self.name, run.job.job_id
-                    )
-                self._complete(run)
-
-    def _complete(self, run: Running) -> None:
-        self.running.pop(id(run), None)
+        ended = [run for run in ended if self.running.pop(id(run), None) is not None]
+        ended.extend(self._abandon_hung())
+        if not ended:
+            return
+        try:
+            self.runner.settle(ended)
+        except Exception:
+            log.exception("%s: could not record the outcome of %d jobs", self.name, len(ended))
         self.active = len(self.running)
+        requeued = False
+        for run in ended:
+            requeued |= not self._complete(run)
+        if requeued:
+            # Outcomes could not be recorded: give the store a moment before the next ones.
+            self.stopping.wait(0.5)
+
+    def _complete(self, run: Running) -> bool:
+        """Acknowledge a recorded job; hand an unrecorded one back to the broker."""
         if run.recorded:
             run.message.ack()
-            return
-        # The outcome could not be recorded: hand the job back to the broker, and give
-        # the store a moment before the next one.
+            return True
         with contextlib.suppress(Exception):
             run.message.requeue()
-        self.stopping.wait(0.5)
+        return False
 
 
 class Workers:
