@@ -136,6 +136,7 @@ class Messaging(Application[UUID]):
         self._listeners_lock = threading.Lock()
         self._put: Callable[[list[Any]], list[Recording[UUID]]] | None = None
         self._known_direct = KnownIds()
+        self._known_key_holders = KnownIds()
 
     def record_with(self, put: Callable[[list[Any]], list[Recording[UUID]]]) -> None:
         """Route every save through ``put`` (e.g. a group committer)."""
@@ -529,7 +530,16 @@ class Messaging(Application[UUID]):
         return key_id, entry["publicKeyPem"]
 
     def _require_keys(self, tenant_id: str, user_ids: list[str]) -> None:
-        missing = [u for u in user_ids if self._current_key_id(tenant_id, u) is None]
+        # A registered key is only ever replaced, never removed: who had one has one.
+        missing = []
+        for user in user_ids:
+            holder = user_keys_id(tenant_id, user)
+            if holder in self._known_key_holders:
+                continue
+            if self._current_key_id(tenant_id, user) is None:
+                missing.append(user)
+            else:
+                self._known_key_holders.remember(holder)
         if missing:
             raise MissingKeys(
                 "an encrypted message needs a registered public key for every participant; "

@@ -118,6 +118,7 @@ class Hub:
             self._resume_from,
             batch_size=500,
             poll_interval=container.settings.poll_interval,
+            skip_ahead=self._skip_while_nobody_listens,
         )
         container.messaging.on_saved(self.follower.wake)
 
@@ -128,6 +129,19 @@ class Hub:
 
     def stop(self) -> None:
         self.follower.stop()
+
+    def _skip_while_nobody_listens(self) -> int | None:
+        """With no socket here, nothing is framed: move on without decoding the log."""
+        if self.tenants:
+            return None
+        last = self.container.event_log.last_position()
+        with self.lock:
+            # A socket that registered meanwhile was told its frames begin after the
+            # current position: then the events up to ``last`` must be read after all.
+            if self.tenants:
+                return None
+            self.position = max(self.position, last)
+            return self.position
 
     def _resume_from(self) -> int:
         with self.lock:

@@ -77,8 +77,10 @@ class Follower(threading.Thread):
         *,
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        skip_ahead: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__(name=f"follower-{name}", daemon=True)
+        self.skip_ahead = skip_ahead
         self.follower_name = name
         self.log = log_
         self.handle = handle
@@ -99,7 +101,15 @@ class Follower(threading.Thread):
         self.wakeup.set()
 
     def step(self) -> int:
-        """Read and handle one batch; the number of events handled."""
+        """Read and handle one batch; the number of events handled.
+
+        ``skip_ahead``, if given, may move the follower past events it has no use for
+        right now (its new position), instead of reading and decoding them.
+        """
+        ahead = self.skip_ahead() if self.skip_ahead is not None else None
+        if ahead is not None:
+            self.position = max(self.position, ahead)
+            return 0
         batch = self.log.read(self.position, self.batch_size)
         if batch:
             self.handle(batch)

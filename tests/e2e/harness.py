@@ -112,11 +112,15 @@ class Runtime:
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
 
     def start(self) -> Runtime:
-        self.start_role("serve", "--port", str(self.port))
-        if self.kind == "services":
-            for role in ("relay", "worker", "projections"):
-                self.start_role(role)
-        wait_for(self._ready, 60, "the API to be ready")
+        try:
+            self.start_role("serve", "--port", str(self.port))
+            if self.kind == "services":
+                for role in ("relay", "worker", "projections"):
+                    self.start_role(role)
+            wait_for(self._ready, 60, "the API to be ready")
+        except BaseException:
+            self.stop()  # no process of a runtime that did not start outlives the test
+            raise
         return self
 
     def start_role(
