@@ -175,6 +175,8 @@ def redis_dump(url: str) -> str:
                 parts.extend(client.zrange(key, 0, -1))
             elif kind == "stream":
                 parts.extend(str(entry) for entry in client.xrange(key))
+            elif kind == "none":
+                continue  # expired since the scan listed it (kombu's short-lived mutexes)
             else:
                 raise AssertionError(f"a Redis {kind} this test cannot read: {key!r}")
     finally:
