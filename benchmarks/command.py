@@ -85,7 +85,7 @@ def bench(
     keep: bool,
     settings: tuple[str, ...],
 ) -> None:
-    """Run workload W1 against a services runtime of its own, and the floors (issue #7).
+    """Run workload W1 against a services runtime of its own, and the floors.
 
     Starts `courier serve | relay | worker | projections` on a fresh PostgreSQL schema,
     sends W1 (80% direct, 20% to groups of 20, half encrypted, notify and index on)

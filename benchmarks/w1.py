@@ -1,4 +1,4 @@
-"""Workload W1 (issue #7): 80% direct, 20% to groups of 20, half of each encrypted.
+"""Workload W1: 80% direct, 20% to groups of 20, half of each encrypted.
 
 Every send asks for notification and indexing. A pool of users (one RSA-4096 key pair
 registered for all of them: generating keys is slow and not what is measured) and a set

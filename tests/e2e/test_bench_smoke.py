@@ -1,4 +1,4 @@
-"""`courier bench --quick` runs end to end and reports every figure (issue #7).
+"""`courier bench --quick` runs end to end and reports every figure.
 
 A smoke check that the harness works: it asserts counts and the shape of the report,
 never a timing — figures on a shared 2-core machine mean nothing in a test.
