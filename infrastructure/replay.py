@@ -14,14 +14,23 @@ replaces it at once; writers of the read side wait for it.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, MetaData, delete, insert, select, text
+from sqlalchemy import Connection, Engine, Index, MetaData, delete, insert, select, text
 
 from projections.catalog import Projection
-from projections.runner import EventLog, View, apply_batch_to, read_position, write_position
+from projections.runner import (
+    EventLog,
+    Positioned,
+    View,
+    apply_batch_to,
+    read_position,
+    write_position,
+)
 from projections.tables import followers
 
 Progress = Callable[[int, int, int], None]  # position reached, head of the log, events applied
@@ -84,7 +93,9 @@ class _Job:
 
     def _step(self, conn: Connection, after: int, head: int) -> int | None:
         """Apply the next batch after ``after`` through ``conn``; None when none is left."""
-        batch = self.log.read(after, self.batch)
+        return self._apply(conn, self.log.read(after, self.batch), head)
+
+    def _apply(self, conn: Connection, batch: list[Positioned], head: int) -> int | None:
         if not batch:
             return None
         apply_batch_to(self.view, batch, conn)
@@ -105,22 +116,30 @@ class _Job:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {q_shadow} CASCADE"))
             conn.execute(text(f"CREATE SCHEMA {q_shadow}"))
             copies = MetaData()
+            deferred: list[Index] = []
             for table in (*self.projection.tables, followers):
-                table.to_metadata(copies, schema=shadow)
+                copy = table.to_metadata(copies, schema=shadow)
+                # Secondary indexes are built once, after the bulk of the rows are in:
+                # cheaper than keeping each up to date row by row.
+                for index in [i for i in copy.indexes if not i.unique]:
+                    copy.indexes.discard(index)
+                    deferred.append(index)
             copies.create_all(conn)
             self._seed(conn, live, shadow)
         translated = {"schema_translate_map": {None: shadow}}
         position = self.start - 1 if self.start else 0
         # The long part, while the live tables serve: up to the head as it was when it
         # began, then once more up to where the log has got to meanwhile.
-        for _ in range(2):
+        for lap in range(2):
             head = self.log.last_position()
-            while position < head:
+            for batch in self._read_ahead(position, head):
                 with self.engine.begin() as conn:
-                    reached = self._step(conn.execution_options(**translated), position, head)
-                if reached is None:
-                    break
-                position = reached
+                    reached = self._apply(conn.execution_options(**translated), batch, head)
+                position = reached if reached is not None else position
+            if lap == 0:
+                with self.engine.begin() as conn:
+                    for index in deferred:
+                        index.create(conn)
         with self.engine.begin() as conn:
             conn.execute(text("SET LOCAL lock_timeout = '60s'"))
             conn.execute(
@@ -143,6 +162,44 @@ class _Job:
         with self.engine.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {q_shadow} CASCADE"))
         return self._done(position)
+
+    def _read_ahead(self, after: int, head: int) -> Iterator[list[Positioned]]:
+        """The log's batches after ``after`` up to ``head``, read and decoded on a
+        thread of their own while the previous batch is being written."""
+        batches: queue.Queue[list[Positioned] | BaseException | None] = queue.Queue(maxsize=2)
+        stopping = threading.Event()
+
+        def offer(item: list[Positioned] | BaseException | None) -> None:
+            while not stopping.is_set():
+                try:
+                    batches.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def read() -> None:
+            position = after
+            try:
+                while position < head and not stopping.is_set():
+                    batch = self.log.read(position, self.batch)
+                    if not batch:
+                        break
+                    offer(batch)
+                    position = batch[-1][0]
+                offer(None)
+            except BaseException as error:
+                offer(error)
+
+        reader = threading.Thread(target=read, name=f"replay-{self.projection.name}", daemon=True)
+        reader.start()
+        try:
+            while (item := batches.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stopping.set()
+            reader.join(timeout=10)
 
     def _seed(self, conn: Connection, live: str, shadow: str) -> None:
         """For --from: keep what the events before ``start`` made."""

@@ -60,6 +60,14 @@ class Hammer(threading.Thread):
                 self.answers.append((time.monotonic(), response.status_code))
 
 
+def indexes_of(schema: str) -> set[str]:
+    with psycopg.connect(PG_DSN) as conn:
+        rows = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
 def courier(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "interfaces.cli", *args],
@@ -97,6 +105,7 @@ def test_replay_restores_the_answers_while_requests_are_served(services: Runtime
         for cid in (direct, group)
     }
 
+    indexes_before = indexes_of(schema)
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"UPDATE {schema}.messages SET status = 'failed', content = 'garbled'")
         conn.execute(f"DELETE FROM {schema}.messages WHERE content = 'garbled' AND type = 'group'")
@@ -129,6 +138,9 @@ def test_replay_restores_the_answers_while_requests_are_served(services: Runtime
     assert during, "no request was answered while the shadow was being built"
     assert page(runtime, direct) == before[direct]
     assert page(runtime, group) == before[group]
+    # The swapped-in tables have every index the live ones had (built after the bulk).
+    assert indexes_of(schema) == indexes_before
+    assert "messages_conversation_encrypted_idx" in indexes_before
 
     # The live projection carries on from the swapped-in tables.
     sent = runtime.http.post(
