@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import singledispatchmethod
+from functools import cache, singledispatchmethod
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +22,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from domain.access import Access
 from domain.conversation import Conversation
 from domain.message import DIRECT, Message
+from projections.bulk import append_rows
+from projections.dispatch import handler_of
 from projections.tables import (
     audit_access,
     audit_events,
@@ -46,6 +48,7 @@ _CONTEXT = (
 _IN_CHUNK = 500
 
 
+@cache
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -127,7 +130,7 @@ class AuditView:
         for position, event in batch:
             entry = entry_row(position, event)
             work.entries.append(entry)
-            self.collect(event, position, entry, work)
+            _collect(event)(self, event, position, entry, work)
         self._write(conn, work)
 
     @singledispatchmethod
@@ -223,11 +226,9 @@ class AuditView:
             conn.execute(delete(legal_holds).where(legal_holds.c.conversation_id == cid))
             if hold is not None:
                 conn.execute(legal_holds.insert(), [hold])
-        if work.entries:
-            conn.execute(audit_events.insert(), work.entries)
-        if work.subjects:
-            rows = [{"tenant_id": t, "subject_id": s, "position": p} for t, s, p in work.subjects]
-            conn.execute(audit_subjects.insert(), rows)
+        append_rows(conn, audit_events, work.entries)
+        rows = [{"tenant_id": t, "subject_id": s, "position": p} for t, s, p in work.subjects]
+        append_rows(conn, audit_subjects, rows)
         access = self._access_rows(conn, work)
         if access:
             conn.execute(_insert(conn)(audit_access).on_conflict_do_nothing(), access)
@@ -260,3 +261,6 @@ class AuditView:
                         "message_id": mid,
                     }
         return list(rows.values())
+
+
+_collect = handler_of(AuditView, "collect")

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, select
 
+from projections.bulk import append_rows
 from projections.tables import audit_chain
 
 NAME = "audit_chain"
@@ -78,7 +79,7 @@ class ChainView:
             previous = link(previous, notification)
             rows.append({"position": position, "hash": previous})
         if rows:
-            conn.execute(audit_chain.insert(), rows)
+            append_rows(conn, audit_chain, rows)
 
 
 @dataclass(frozen=True)

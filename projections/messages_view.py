@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
+from projections.dispatch import handler_of
 from projections.messages import DELIVERY_QUEUE, ENCRYPTION_QUEUE, derive_status
 from projections.tables import (
     conversation_participants,
@@ -80,7 +81,7 @@ class MessagesView:
     def apply_many(self, batch: Sequence[tuple[int, Any]], conn: Connection) -> None:
         rows = self._load(conn, batch)
         for position, event in batch:
-            self.on(event, position, rows)
+            _on(event)(self, event, position, rows)
         self._write(conn, rows)
 
     # ---- reading what the batch touches ---------------------------------------------
@@ -346,3 +347,6 @@ class MessagesView:
             index_elements=keys, set_={name: stmt.excluded[name] for name in columns}
         )
         conn.execute(stmt, values)
+
+
+_on = handler_of(MessagesView, "on")

@@ -10,7 +10,8 @@ A message becomes findable when it is ``Indexed``; ``Shredded`` removes it.
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +19,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    Text,
     and_,
+    bindparam,
     cast,
     column,
     delete,
@@ -51,68 +54,115 @@ def _insert(conn: Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
-def _tsvector(document: str) -> Any:
+def _tsvector(document: Any) -> Any:
     return func.to_tsvector(cast(literal(PG_CONFIG), REGCONFIG), document)
 
 
+@dataclass
+class _Pending:
+    """What a run of events adds, written in a few statements."""
+
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)  # message id -> its words
+    tokens: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    indexed: list[str] = field(default_factory=list)
+
+
 class SearchView:
-    """Applies message events to the search tables."""
+    """Applies message events to the search tables, a batch at a time."""
 
     name = "search"
 
-    @singledispatchmethod
     def apply(self, event: Any, conn: Connection, position: int) -> None:
-        """Events that change nothing findable are skipped."""
+        self.apply_many([(position, event)], conn)
 
-    @apply.register
-    def _(self, event: Message.Created, conn: Connection, position: int) -> None:
+    def apply_many(self, batch: Sequence[tuple[int, Any]], conn: Connection) -> None:
+        pending = _Pending()
+        for position, event in batch:
+            if isinstance(event, Message.Created):
+                self._created(event, position, pending)
+            elif isinstance(event, Message.Indexed):
+                pending.indexed.append(str(event.originator_id))
+            elif isinstance(event, Message.Shredded):
+                # What came before is written first: a shredded message must not
+                # come back findable from rows still pending.
+                self._write(conn, pending)
+                pending = _Pending()
+                forget(conn, [str(event.originator_id)])
+        self._write(conn, pending)
+
+    def _created(self, event: Message.Created, position: int, pending: _Pending) -> None:
         if not event.index:
             return
         mid = str(event.originator_id)
         tenant = event.meta.get("tenant_id", event.tenant_id)
         document = " ".join(words(event.content)) if event.content and not event.encrypted else ""
-        postgres = conn.dialect.name == "postgresql"
-        inserted = conn.execute(
-            _insert(conn)(search_documents)
-            .values(
-                message_id=mid,
-                tenant_id=tenant,
-                conversation_id=str(event.conversation_id),
-                sender_id=event.sender_id,
-                is_encrypted=bool(event.encrypted),
-                searchable=False,
-                document=_tsvector(document) if postgres and document else None,
-                created_at=event.timestamp,
-                position=position,
-            )
-            .on_conflict_do_nothing()
-        ).rowcount
-        if not inserted:
-            return
-        if document and not postgres:
-            # A replay empties the view's tables but not this virtual one: replace.
-            conn.execute(
-                search_fts.insert()
-                .prefix_with("OR REPLACE")
-                .values(rowid=position, message_id=mid, document=document)
-            )
+        pending.documents.append(
+            {
+                "message_id": mid,
+                "tenant_id": tenant,
+                "conversation_id": str(event.conversation_id),
+                "sender_id": event.sender_id,
+                "is_encrypted": bool(event.encrypted),
+                "searchable": False,
+                "text": document or None,
+                "created_at": event.timestamp,
+                "position": position,
+            }
+        )
+        if document:
+            pending.texts[mid] = document
         tokens = sorted(set(getattr(event, "search_tokens", None) or ()))
         if tokens:
-            rows = [{"tenant_id": tenant, "token": t, "message_id": mid} for t in tokens]
-            conn.execute(_insert(conn)(search_tokens).on_conflict_do_nothing(), rows)
+            pending.tokens[mid] = [
+                {"tenant_id": tenant, "token": t, "message_id": mid} for t in tokens
+            ]
 
-    @apply.register
-    def _(self, event: Message.Indexed, conn: Connection, position: int) -> None:
-        conn.execute(
-            update(search_documents)
-            .where(search_documents.c.message_id == str(event.originator_id))
-            .values(searchable=True)
-        )
+    def _write(self, conn: Connection, pending: _Pending) -> None:
+        postgres = conn.dialect.name == "postgresql"
+        if pending.documents:
+            # On PostgreSQL the words become a tsvector in the statement itself.
+            document = _tsvector(cast(bindparam("text"), Text)) if postgres else None
+            stmt = (
+                _insert(conn)(search_documents)
+                .values(
+                    message_id=bindparam("message_id"),
+                    tenant_id=bindparam("tenant_id"),
+                    conversation_id=bindparam("conversation_id"),
+                    sender_id=bindparam("sender_id"),
+                    is_encrypted=bindparam("is_encrypted"),
+                    searchable=bindparam("searchable"),
+                    document=document,
+                    created_at=bindparam("created_at"),
+                    position=bindparam("position"),
+                )
+                .on_conflict_do_nothing()
+                .returning(search_documents.c.message_id)
+            )
+            # Only messages new to the view get their words and tokens (a replay from a
+            # position meets messages it already holds).
+            inserted = set(conn.execute(stmt, pending.documents).scalars())
+            fts = [
+                {"rowid": row["position"], "message_id": mid, "document": pending.texts[mid]}
+                for row in pending.documents
+                if (mid := row["message_id"]) in inserted and mid in pending.texts
+            ]
+            if fts and not postgres:
+                # A replay empties the view's tables but not this virtual one: replace.
+                conn.execute(search_fts.insert().prefix_with("OR REPLACE"), fts)
+            tokens = [t for mid, rows in pending.tokens.items() if mid in inserted for t in rows]
+            if tokens:
+                conn.execute(_insert(conn)(search_tokens).on_conflict_do_nothing(), tokens)
+        for chunk in _chunks(pending.indexed):
+            conn.execute(
+                update(search_documents)
+                .where(search_documents.c.message_id.in_(chunk))
+                .values(searchable=True)
+            )
 
-    @apply.register
-    def _(self, event: Message.Shredded, conn: Connection, position: int) -> None:
-        mid = str(event.originator_id)
-        forget(conn, [mid])
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def forget(conn: Connection, message_ids: list[str]) -> None:
