@@ -19,6 +19,7 @@ from application.messaging import SERVICE_HOLDER, Messaging
 from application.notices import notice_for
 from application.ports import Indexer, Notifier, Presence, VaultEntry
 from application.retention import Retention
+from application.turns import Turns
 from domain.events import system_context
 from domain.message import ENVELOPE_VERSION, Message
 
@@ -54,6 +55,7 @@ class Processor:
         self.notifier = notifier
         self.indexer = indexer
         self.retention = retention
+        self.turns = Turns()
 
     def run(self, job: Job) -> Outcome:
         handler = {
@@ -71,20 +73,35 @@ class Processor:
     def _message(self, job: Job) -> Message:
         return self.app.get_message(job.tenant_id, job.message_id)
 
-    def _change(self, job: Job, loaded: Message, change: Callable[[Message], bool]) -> None:
+    def _change(
+        self, job: Job, change: Callable[[Message], bool], loaded: Message | None = None
+    ) -> None:
         """Apply ``change`` to the message and save it if it recorded an event.
 
-        The first attempt uses the message as already loaded; when another writer saved
-        it meanwhile, the save conflicts and the next attempt loads it afresh.
+        Jobs of one message take turns (application/turns.py). An attempt starts from
+        the newest copy at hand; when a writer elsewhere saved the message meanwhile,
+        the save conflicts and the next attempt loads it afresh.
         """
-        first = [loaded]
+        with self.turns.turn(job.message_id):
+            at_hand = [loaded]
 
-        def attempt() -> None:
-            current = first.pop() if first else self._message(job)
-            if change(current):
-                self.app.save(current)
+            def attempt() -> None:
+                message = self.turns.take(job.message_id, at_hand.pop() if at_hand else None)
+                if message is None:
+                    message = self._message(job)
+                    changed = change(message)
+                else:
+                    try:
+                        changed = change(message)
+                    except JobNotReady:
+                        # The copy at hand may be behind the store: look again first.
+                        message = self._message(job)
+                        changed = change(message)
+                if changed:
+                    self.app.save(message)
+                self.turns.keep(message)
 
-        self.app.retrying(attempt)
+            self.app.retrying(attempt)
 
     def _meta(self, job: Job) -> dict[str, str]:
         return system_context(job.tenant_id, job.correlation_id, job.job_id).as_meta()
@@ -121,7 +138,7 @@ class Processor:
                 return False
             return current.record_encryption(metadata, ENVELOPE_VERSION, self._meta(job))
 
-        self._change(job, message, change)
+        self._change(job, change, loaded=message)
         return Outcome([])
 
     def split(self, job: Job) -> Outcome:
@@ -139,10 +156,9 @@ class Processor:
     def deliver(self, job: Job) -> Outcome:
         batch = _batch_key(job)
 
-        def attempt() -> None:
-            message = self._message(job)
+        def change(message: Message) -> bool:
             if batch in message.delivered:
-                return
+                return False
             if not message.ready_for_delivery:
                 raise JobNotReady("the message is not encrypted yet")
             batches = message.batches()
@@ -156,9 +172,9 @@ class Processor:
                 offline=[u for u in recipients if u not in online],
                 meta=self._meta(job),
             )
-            self.app.save(message)
+            return True
 
-        self.app.retrying(attempt)
+        self._change(job, change)
         return Outcome([])
 
     def notify(self, job: Job) -> Outcome:
@@ -173,7 +189,7 @@ class Processor:
         online = [u for u in recipients if u not in message.offline]
         outcomes = self.notifier.notify(notice_for(message), offline, online)
 
-        self._change(job, message, lambda m: m.mark_notified(batch, outcomes, self._meta(job)))
+        self._change(job, lambda m: m.mark_notified(batch, outcomes, self._meta(job)), message)
         return Outcome([])
 
     def index(self, job: Job) -> Outcome:
@@ -182,7 +198,7 @@ class Processor:
             return Outcome([])
         self.indexer.index(message)
 
-        self._change(job, message, lambda m: m.mark_indexed(self._meta(job)))
+        self._change(job, lambda m: m.mark_indexed(self._meta(job)), message)
         return Outcome([])
 
     def cleanup(self, job: Job) -> Outcome:
@@ -196,12 +212,11 @@ class Processor:
         if job.queue == MESSAGE_CLEANUP:
             return  # not about one message; the worker has logged it, the next run retries
 
-        def attempt() -> None:
-            message = self._message(job)
+        def change(message: Message) -> bool:
             message.fail(job.queue, job.job_id, attempts, error, self._meta(job))
-            self.app.save(message)
+            return True
 
-        self.app.retrying(attempt)
+        self._change(job, change)
 
 
 def _batch_key(job: Job) -> str:
