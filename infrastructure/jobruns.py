@@ -1,7 +1,8 @@
 """Job runs: one durable row per attempt, written by whichever worker process ran it.
 
-A row is inserted as ``active`` when the attempt starts and updated with its outcome
-when it ends, before the broker message is acknowledged. Queue metrics (active,
+An attempt that ends within ``ACTIVE_AFTER`` seconds is written once, with its
+outcome, before the broker message is acknowledged; one that runs longer is first
+inserted as ``active`` and updated with its outcome when it ends. Queue metrics (active,
 completed, throughput, latency, failure rate) are read from these rows, so they cover
 every worker process. A row left ``active`` by a worker that died counts as active
 only until the queue's timeout has passed. Rows hold ids, times and an error class:
@@ -28,6 +29,7 @@ FAILED = "failed"  # the last attempt failed: the job is in the failed list
 DROPPED = "dropped"  # a job this service cannot run (malformed, unknown)
 FAILED_ATTEMPT = (RETRIED, FAILED)
 
+ACTIVE_AFTER = 1.0  # seconds an attempt runs before it is recorded (and counted) as active
 WINDOW_SECONDS = 300.0  # failure rate and latency percentiles
 THROUGHPUT_SECONDS = 60.0
 LATENCY_SAMPLE = 5000
@@ -118,6 +120,33 @@ class JobRuns:
                     "b_error": type(error).__name__[:120] if error is not None else None,
                 }
                 for run_id, outcome, error in ended
+            ],
+        )
+
+    def record_in(
+        self,
+        conn: Connection,
+        ended: Sequence[tuple[Job, float, str, BaseException | None]],
+    ) -> None:
+        """Record whole attempts ``(job, started_at, outcome, error)`` that have just
+        ended, never recorded as started, in the caller's transaction."""
+        if not ended:
+            return
+        now = time.time()
+        conn.execute(
+            job_runs.insert(),
+            [
+                {
+                    "run_id": uuid.uuid4().hex,
+                    "job_id": job.job_id,
+                    "queue": job.queue,
+                    "attempt": job.attempt,
+                    "started_at": started_at,
+                    "finished_at": now,
+                    "outcome": outcome,
+                    "error": type(error).__name__[:120] if error is not None else None,
+                }
+                for job, started_at, outcome, error in ended
             ],
         )
 

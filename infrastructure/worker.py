@@ -16,7 +16,7 @@ from application.processing import JobNotReady, Processor, UnknownJob
 from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
 from infrastructure.faults import FaultInjector
-from infrastructure.jobruns import COMPLETED, DROPPED, FAILED, RETRIED, JobRuns
+from infrastructure.jobruns import ACTIVE_AFTER, COMPLETED, DROPPED, FAILED, RETRIED, JobRuns
 from infrastructure.jobstats import JobStats
 
 log = logging.getLogger("courier.worker")
@@ -39,6 +39,7 @@ class Running:
     job: Job
     message: Any
     started: float
+    started_at: float = field(default_factory=time.time)
     run_id: str | None = None
     done: bool = False
     abandoned: bool = False
@@ -87,17 +88,21 @@ class JobRunner:
         unrecorded (and so handed back to the broker, to fail once more).
         """
         finished: list[tuple[str, str, BaseException | None]] = []
+        whole: list[tuple[Job, float, str, BaseException | None]] = []
         scheduled: list[tuple[Job, float]] = []
         decided: list[tuple[Running, str, str]] = []
         for run in ended:
             outcome, schedule, reason = self._decide(run)
             if run.run_id is not None:
                 finished.append((run.run_id, outcome, run.error))
+            else:
+                whole.append((run.job, run.started_at, outcome, run.error))
             scheduled.extend(schedule)
             decided.append((run, outcome, reason))
         with self.delayed.engine.begin() as conn:
             if self.runs is not None:
                 self.runs.finish_in(conn, finished)
+                self.runs.record_in(conn, whole)
             self.delayed.schedule_in(conn, scheduled)
         for run, outcome, reason in decided:
             if outcome == FAILED:
@@ -138,12 +143,12 @@ class QueueConsumer(threading.Thread):
     """One queue: a kombu consumer on this thread, its jobs on a pool of threads.
 
     kombu connections are not thread-safe, so receiving, recording and acknowledging
-    happen here. Jobs that arrive together are recorded as started in one transaction;
-    jobs that end together have their outcomes recorded in one transaction, and only
-    then are they acknowledged. A job still running at the queue's timeout is
-    abandoned: it is recorded as a failed attempt and acknowledged, and another thread
-    takes its place in the pool. Up to ``concurrency`` jobs of the queue run at once
-    (the consumer's prefetch).
+    happen here. Jobs that end together have their outcomes recorded in one
+    transaction, and only then are they acknowledged; jobs still running after
+    ``ACTIVE_AFTER`` are recorded as active meanwhile, together. A job still running at
+    the queue's timeout is abandoned: it is recorded as a failed attempt and
+    acknowledged, and another thread takes its place in the pool. Up to
+    ``concurrency`` jobs of the queue run at once (the consumer's prefetch).
     """
 
     def __init__(self, settings: QueueSettings, broker: Broker, runner: JobRunner) -> None:
@@ -231,21 +236,33 @@ class QueueConsumer(threading.Thread):
         self.incoming.append(Running(job, message, time.monotonic()))
 
     def _start(self) -> None:
-        if not self.incoming:
-            return
         batch, self.incoming = self.incoming, []
-        try:
-            run_ids = self.runner.begin([run.job for run in batch])
-        except Exception:
-            log.exception("%s: could not record the start of %d jobs", self.name, len(batch))
-            for run in batch:
-                self._complete(run)
-            return
-        for run, run_id in zip(batch, run_ids, strict=True):
-            run.run_id = run_id
+        for run in batch:
             self.running[id(run)] = run
             self.tasks.put(run)
         self.active = len(self.running)
+
+    def _mark_active(self) -> None:
+        """Record as active, in one transaction, the jobs running for a while.
+
+        Most jobs end sooner and are recorded once, when they end (infrastructure/
+        jobruns.py); a long one shows up as active in the queue's metrics meanwhile.
+        """
+        now = time.monotonic()
+        long_running = [
+            run
+            for run in self.running.values()
+            if run.run_id is None and not run.done and now - run.started > ACTIVE_AFTER
+        ]
+        if not long_running:
+            return
+        try:
+            run_ids = self.runner.begin([run.job for run in long_running])
+        except Exception:
+            log.exception("%s: could not record %d jobs as active", self.name, len(long_running))
+            return
+        for run, run_id in zip(long_running, run_ids, strict=True):
+            run.run_id = run_id
 
     def _work(self) -> None:
         while True:
@@ -306,6 +323,7 @@ class QueueConsumer(threading.Thread):
             except stdqueue.Empty:
                 break
         ended = [run for run in ended if self.running.pop(id(run), None) is not None]
+        self._mark_active()
         ended.extend(self._abandon_hung())
         if not ended:
             return

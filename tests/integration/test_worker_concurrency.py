@@ -74,6 +74,12 @@ def test_no_more_than_concurrency_jobs_run_at_once(engine: Engine) -> None:
         wait_for(lambda: gate.running == 3, 10, "three jobs running")
         assert broker.depth(MESSAGE_CLEANUP) == 5  # the others wait in the broker
         assert gate.most == 3
+
+        # Jobs running for a while are recorded, and counted, as active.
+        def active() -> bool:
+            return runs.figures({MESSAGE_CLEANUP: settings})[MESSAGE_CLEANUP].active == 3
+
+        wait_for(active, 10, "the three running jobs counted as active")
         gate.release.set()
         wait_for(
             lambda: all([r.outcome for r in runs.of_job(j.job_id)] == [COMPLETED] for j in jobs),
