@@ -30,6 +30,7 @@ from infrastructure.presence import LocalPresence, RedisPresence
 from infrastructure.queues import QueueMonitor
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
+from infrastructure.storegate import guard
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
@@ -191,6 +192,8 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
     messaging = Messaging(crypto=crypto, env=settings.eventstore_env())
+    if settings.is_postgres:
+        guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
     committer = GroupCommitter(messaging.events.put)
     messaging.record_with(committer.submit)
     redis_client = None
