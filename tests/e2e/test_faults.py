@@ -12,47 +12,28 @@ import json
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from tests.conftest import services_required
 from tests.e2e.conftest import services_env
 from tests.e2e.harness import Runtime, auth, connected, wait_for
-from tests.e2e.private import PrivatePostgres, PrivateRedis, available
+from tests.e2e.private import PrivatePostgres, PrivateRedis
 
 pytestmark = pytest.mark.e2e
 
 SMALL_POOLS = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
+Launch = Callable[[dict[str, str]], Runtime]
 
 
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    missing = available()
-    if missing:
-        if services_required():
-            pytest.fail(missing)
-        pytest.skip(missing)
-    server = PrivatePostgres().start()
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    missing = available()
-    if missing:
-        if services_required():
-            pytest.fail(missing)
-        pytest.skip(missing)
-    server = PrivateRedis().start()
-    yield server
-    server.destroy()
+def private_schema(server: PrivatePostgres) -> str:
+    name = "t_" + uuid.uuid4().hex[:12]
+    server.create_schema(name)
+    return name
 
 
 def rows(dsn: str, schema: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -174,12 +155,11 @@ def assert_error_format(response: httpx.Response) -> None:
 
 @pytest.mark.timeout(600)
 def test_postgres_stopped_under_load_answers_503_and_recovers_by_itself(
-    tmp_path: Path, private_pg: PrivatePostgres, redis_url: str
+    private_pg: PrivatePostgres, redis_url: str, launch: Launch
 ) -> None:
-    schema = "t_" + uuid.uuid4().hex[:12]
-    private_pg.create_schema(schema)
+    schema = private_schema(private_pg)
     env = {**services_env(schema, redis_url), "DATABASE_URL": private_pg.dsn, **SMALL_POOLS}
-    runtime = Runtime("services", env, tmp_path).start()
+    runtime = launch(env)
     bob = connected(runtime.ws("bob"))
     load = Load(runtime.base_url).start()
     try:
@@ -216,17 +196,16 @@ def test_postgres_stopped_under_load_answers_503_and_recovers_by_itself(
             assert process.proc is not None and process.proc.poll() is None, name
     finally:
         bob.close()
-        runtime.stop()
 
 
 @pytest.mark.timeout(600)
 def test_redis_restarted_mid_run_every_process_reconnects_and_every_message_completes(
-    tmp_path: Path, pg_schema: str, private_redis: PrivateRedis
+    private_pg: PrivatePostgres, private_redis: PrivateRedis, launch: Launch
 ) -> None:
-    from tests.conftest import PG_DSN
-
-    env = {**services_env(pg_schema, private_redis.url), **SMALL_POOLS}
-    runtime = Runtime("services", env, tmp_path).start()
+    schema = private_schema(private_pg)
+    dsn = private_pg.dsn
+    env = {**services_env(schema, private_redis.url), "DATABASE_URL": dsn, **SMALL_POOLS}
+    runtime = launch(env)
     bob = connected(runtime.ws("bob"))
     load = Load(runtime.base_url).start()
     cursor = "0"
@@ -245,11 +224,11 @@ def test_redis_restarted_mid_run_every_process_reconnects_and_every_message_comp
         assert not load.others, load.others[:10]
         ids = list(load.accepted)
         wait_for(
-            lambda: settled(PG_DSN, pg_schema, ids) == len(ids),
+            lambda: settled(dsn, schema, ids) == len(ids),
             300,
             f"all {len(ids)} accepted messages to be delivered, notified and indexed",
         )
-        counts = deliveries(PG_DSN, pg_schema)
+        counts = deliveries(dsn, schema)
         assert set(counts) == set(ids)
         assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1]
         # The socket stayed open through both restarts and got every frame once.
@@ -270,4 +249,3 @@ def test_redis_restarted_mid_run_every_process_reconnects_and_every_message_comp
         assert json.dumps(runtime.http.get("/health/ready").json()["checks"])
     finally:
         bob.close()
-        runtime.stop()
