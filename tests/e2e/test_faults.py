@@ -83,6 +83,7 @@ class Load:
     threads: int = 4
     accepted: list[str] = field(default_factory=list)
     refusals: list[httpx.Response] = field(default_factory=list)
+    refusal_seconds: list[float] = field(default_factory=list)
     others: list[str] = field(default_factory=list)  # anything but 202 or a 503
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -115,6 +116,7 @@ class Load:
                         self.accepted.append(response.json()["message"]["id"])
                     elif response.status_code == 503:
                         self.refusals.append(response)
+                        self.refusal_seconds.append(response.elapsed.total_seconds())
                     else:
                         self.others.append(f"{response.status_code} {response.text[:200]}")
 
@@ -179,6 +181,8 @@ def test_postgres_stopped_under_load_answers_503_and_recovers_by_itself(
         assert not load.others, load.others[:10]
         for response in load.refusals:
             assert_error_format(response)
+        # Failing fast: eventsourcing alone would retry for close to a minute per command.
+        assert max(load.refusal_seconds) < 15, sorted(load.refusal_seconds)[-5:]
         ids = list(load.accepted)
         assert len(set(ids)) == len(ids)
         assert stored(private_pg.dsn, schema, ids) == set(ids)
