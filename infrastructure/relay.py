@@ -176,7 +176,6 @@ class Relay(threading.Thread):
         last_reconcile = last_prune = time.monotonic()
         while not self.stopping.wait(DUE_INTERVAL):
             if not self.lock.still_held():
-                self.follower.stop()
                 break
             try:
                 self.publish_due()
@@ -189,6 +188,7 @@ class Relay(threading.Thread):
                 self.publish_cleanup()
             except Exception:
                 log.exception("relay housekeeping failed; will try again")
+        self.follower.stop()
 
     def publish_cleanup(self) -> None:
         """Once per ``cleanup_every`` seconds, the retention job (MESSAGE_CLEANUP)."""

@@ -91,7 +91,10 @@ class PrivatePostgres:
 
     def _run(self, *command: str) -> None:
         prefix = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
+        # From the cluster's own folder: the postgres user may not enter the caller's.
+        subprocess.run(
+            [*prefix, *command], check=True, capture_output=True, timeout=120, cwd=self.root
+        )
 
     def start(self) -> PrivatePostgres:
         self._run(postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "start")
