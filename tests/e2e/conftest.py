@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import PG_DSN, services_required
 from tests.e2e.harness import Runtime
-from tests.e2e.private import PrivatePostgres, PrivateRedis, available
+from tests.e2e.private import PrivatePostgres, PrivateRabbit, PrivateRedis, available
 
 FAST = {
     "COURIER_POLL_INTERVAL": "0.02",
@@ -76,6 +76,15 @@ def private_redis() -> Iterator[PrivateRedis]:
     """A Redis server of the test's own, which it may kill and start (private.py)."""
     _private_servers()
     server = PrivateRedis().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_rabbit() -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of the test's own, which it may kill and start (private.py)."""
+    _private_servers()
+    server = PrivateRabbit().start()
     yield server
     server.destroy()
 

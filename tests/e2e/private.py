@@ -24,6 +24,8 @@ import redis
 
 from tests.e2e.harness import free_port, wait_for
 
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the script, not the root wrapper
+
 
 def postgres_bin(name: str) -> str:
     """A PostgreSQL program: from the newest /usr/lib/postgresql/*/bin, else the PATH."""
@@ -45,6 +47,8 @@ def available() -> str | None:
         return str(error)
     if shutil.which("redis-server") is None:
         return "redis-server is not installed"
+    if not Path(RABBITMQ_SERVER).exists():
+        return "rabbitmq-server is not installed"
     return None
 
 
@@ -177,10 +181,6 @@ class PrivateRedis:
     def destroy(self) -> None:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 
 
 class PrivateRabbit:

@@ -22,11 +22,13 @@ import pytest
 
 from tests.e2e.conftest import services_env
 from tests.e2e.harness import Runtime, auth, connected, wait_for
-from tests.e2e.private import PrivatePostgres, PrivateRedis
+from tests.e2e.private import PrivatePostgres, PrivateRabbit, PrivateRedis
 
 pytestmark = pytest.mark.e2e
 
-SMALL_POOLS = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
+# Small pools (several processes share one server); the recipient's socket only listens,
+# so it may stay silent for longer than the default idle timeout of 120 s.
+SMALL_POOLS = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4", "WS_IDLE_SECONDS": "900"}
 Launch = Callable[[dict[str, str]], Runtime]
 
 
@@ -251,5 +253,51 @@ def test_redis_restarted_mid_run_every_process_reconnects_and_every_message_comp
         for name, process in runtime.processes.items():
             assert process.proc is not None and process.proc.poll() is None, name
         assert json.dumps(runtime.http.get("/health/ready").json()["checks"])
+    finally:
+        bob.close()
+
+
+@pytest.mark.timeout(600)
+def test_rabbitmq_node_killed_and_restarted_mid_run_every_message_completes(
+    private_pg: PrivatePostgres, private_rabbit: PrivateRabbit, redis_url: str, launch: Launch
+) -> None:
+    schema = private_schema(private_pg)
+    dsn = private_pg.dsn
+    env = {
+        **services_env(schema, redis_url),
+        "DATABASE_URL": dsn,
+        "BROKER_URL": private_rabbit.url,
+        **SMALL_POOLS,
+    }
+    runtime = launch(env)
+    bob = connected(runtime.ws("bob"))
+    load = Load(runtime.base_url).start()
+    try:
+        for _ in range(2):
+            load.wait_accepted(30, 60, "messages accepted")
+            private_rabbit.kill()
+            wait_for(lambda: ready_status(runtime) == 503, 30, "/health/ready to answer 503")
+            assert runtime.http.get("/health/ready").json()["checks"]["broker"] is False
+            load.wait_accepted(10, 60, "commands accepted while the broker is down")
+            private_rabbit.start()
+            wait_for(lambda: ready_status(runtime) == 200, 60, "/health/ready to answer 200")
+    finally:
+        load.stop()
+    try:
+        assert not load.others, load.others[:10]
+        ids = list(load.accepted)
+        wait_for(
+            lambda: settled(dsn, schema, ids) == len(ids),
+            300,
+            f"all {len(ids)} accepted messages to be delivered, notified and indexed",
+        )
+        counts = deliveries(dsn, schema)
+        assert set(counts) == set(ids)
+        assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1]
+        wait_for(lambda: set(bob.new_message_ids()) == set(ids), 60, "every frame on the socket")
+        assert max(Counter(bob.new_message_ids()).values()) == 1
+        assert not bob.closed.is_set()
+        for name, process in runtime.processes.items():
+            assert process.proc is not None and process.proc.poll() is None, name
     finally:
         bob.close()
