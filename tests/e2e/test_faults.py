@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import services_env
-from tests.e2e.harness import Runtime, auth, connected, wait_for
+from tests.e2e.harness import Runtime, WsClient, auth, connected, wait_for
 from tests.e2e.private import PrivatePostgres, PrivateRabbit, PrivateRedis
 
 pytestmark = pytest.mark.e2e
@@ -215,12 +215,15 @@ def test_redis_restarted_mid_run_every_process_reconnects_and_every_message_comp
     bob = connected(runtime.ws("bob"))
     load = Load(runtime.base_url).start()
     cursor = "0"
+    late: list[WsClient] = []
     try:
         for _ in range(2):
             load.wait_accepted(30, 60, "messages accepted")
             private_redis.kill()
             wait_for(lambda: ready_status(runtime) == 503, 30, "/health/ready to answer 503")
             assert runtime.http.get("/health/ready").json()["checks"]["redis"] is False
+            if not late:  # a socket opened while Redis is away works all the same
+                late.append(connected(runtime.ws("bob")))
             private_redis.start()
             wait_for(lambda: ready_status(runtime) == 200, 60, "/health/ready to answer 200")
             load.wait_accepted(30, 60, "messages accepted again")
@@ -243,6 +246,11 @@ def test_redis_restarted_mid_run_every_process_reconnects_and_every_message_comp
         frames = bob.of_type("message.new")
         assert max(Counter(f["message"]["id"] for f in frames).values()) == 1
         cursor = frames[-1]["cursor"]
+        # The socket opened during the outage got every delivery after its ready cursor.
+        opened_at = int(late[0].of_type("ready")[0]["cursor"])
+        after = [f["message"]["id"] for f in frames if int(f["cursor"]) > opened_at]
+        wait_for(lambda: late[0].new_message_ids() == after, 30, "the late socket's frames")
+        late[0].close()
         # A new socket with ``since`` of an early cursor gets the rest, in order.
         early = frames[len(frames) // 2]["cursor"]
         again = connected(runtime.ws("bob", since=early))
