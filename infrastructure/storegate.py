@@ -30,9 +30,14 @@ class StoreGate:
     """Open while the store answers; shut after a connection failure, until a probe passes."""
 
     def __init__(
-        self, probe: Probe, probe_every: float = 0.5, clock: Callable[[], float] = time.monotonic
+        self,
+        probe: Probe,
+        probe_every: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        on_open: Callable[[], None] | None = None,
     ) -> None:
         self.probe = probe
+        self.on_open = on_open
         self.probe_every = probe_every
         self.clock = clock
         self.down = False
@@ -47,6 +52,9 @@ class StoreGate:
             try:
                 self.next_probe = self.clock() + self.probe_every
                 if self.probe():
+                    if self.on_open is not None:
+                        with contextlib.suppress(Exception):
+                            self.on_open()
                     self.down = False
                     log.info("the event store answers again")
                     return
@@ -104,6 +112,8 @@ def guard(recorder: Any, probe_every: float = 0.5) -> StoreGate | None:
     pool = getattr(datastore, "pool", None)
     if pool is None or not isinstance(getattr(pool, "kwargs", None), dict):
         return None
-    gate = StoreGate(connects(pool.kwargs), probe_every)
+    # On reopening, the pool drops its idle connections that died with the server, so
+    # that they do not fail one by one and shut the gate again.
+    gate = StoreGate(connects(pool.kwargs), probe_every, on_open=pool.check)
     install(datastore, gate)
     return gate

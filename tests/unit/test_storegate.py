@@ -84,3 +84,15 @@ def test_errors_that_are_not_about_the_connection_leave_the_gate_open() -> None:
     with pytest.raises(IntegrityError):
         use(store)
     assert not gate.down
+
+
+def test_reopening_runs_the_cleanup_once() -> None:
+    clock = Clock()
+    cleaned: list[bool] = []
+    gate = StoreGate(
+        lambda: True, probe_every=0.5, clock=clock, on_open=lambda: cleaned.append(True)
+    )
+    gate.failed()
+    gate.check()
+    gate.check()
+    assert cleaned == [True] and not gate.down
