@@ -86,6 +86,7 @@ def _scenario(container: Container) -> tuple[str, str]:
 
     wait_for(lambda: found("bob", "potassium"), 30, "the encrypted message to be findable")
     wait_for(lambda: found("bob", "clinic"), 30, "the plain message to be findable")
+    wait_for(lambda: found("carol", "clinic"), 30, "the other tenant-mate's message too")
 
     assert found("bob", "clinic") == [str(plain)]
     assert found("alice", "CLINICS room") == [str(plain)]  # stemmed, case-folded, all words
