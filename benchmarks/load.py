@@ -58,7 +58,11 @@ class LoadResult:
 
 
 def client_for(base_url: str, connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) would close
+    # them under a request just sent (a ReadError that is the harness's, not the server's).
+    limits = httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=3.0
+    )
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=httpx.Timeout(120.0))
 
 

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventsourcing.persistence import IntegrityError
 from sqlalchemy import Engine, create_engine, event, text
 
 from application.messaging import Crypto, Messaging
@@ -30,6 +31,7 @@ from infrastructure.presence import LocalPresence, RedisPresence
 from infrastructure.queues import QueueMonitor
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
+from infrastructure.storegate import guard
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
@@ -180,6 +182,17 @@ class Container:
         self.engine.dispose()
 
 
+def _messaging(crypto: Crypto, settings: Settings) -> Messaging:
+    """The application; processes starting at once may race to create its table."""
+    try:
+        return Messaging(crypto=crypto, env=settings.eventstore_env())
+    except IntegrityError:
+        # Two concurrent CREATE TABLE IF NOT EXISTS: the loser sees a duplicate type.
+        # The table is there now; the second try finds it.
+        log.info("the event store's table was being created by another process; again")
+        return Messaging(crypto=crypto, env=settings.eventstore_env())
+
+
 def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = True) -> Container:
     """Build a process of the given role. Embedded ``serve`` hosts every role at once."""
     engine = make_engine(settings)
@@ -190,7 +203,9 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         cipher=AesGcmCipher(), keyring=MasterKeyring.from_spec(settings.master_keys), vault=vault
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
-    messaging = Messaging(crypto=crypto, env=settings.eventstore_env())
+    messaging = _messaging(crypto, settings)
+    if settings.is_postgres:
+        guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
     committer = GroupCommitter(messaging.events.put)
     messaging.record_with(committer.submit)
     redis_client = None

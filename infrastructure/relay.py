@@ -7,6 +7,7 @@ workers idempotent, so that costs nothing. Also here: due retries and the reconc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -89,10 +90,9 @@ class LeaderLock:
 
     def release(self) -> None:
         if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+            conn, self.conn = self.conn, None
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                conn.close()
 
 
 class Relay(threading.Thread):
@@ -123,17 +123,22 @@ class Relay(threading.Thread):
         self.cleanup_part = ""
         self.stopping = threading.Event()
         self.lock = LeaderLock(engine, schema)
-        self.follower = Follower(
-            RELAY,
-            log_,
-            self.publish_batch,
-            self.stored_position,
-            batch_size=500,
-            poll_interval=poll_interval,
-        )
+        self.log_ = log_
+        self.poll_interval = poll_interval
+        self.follower = self._new_follower()
         self.published = 0
         self.reconcile_cursor: tuple[datetime, str] | None = None
         self.republished: dict[str, float] = {}  # job id -> when (monotonic)
+
+    def _new_follower(self) -> Follower:
+        return Follower(
+            RELAY,
+            self.log_,
+            self.publish_batch,
+            self.stored_position,
+            batch_size=500,
+            poll_interval=self.poll_interval,
+        )
 
     def stored_position(self) -> int:
         with self.engine.connect() as conn:
@@ -154,14 +159,23 @@ class Relay(threading.Thread):
         self.follower.stop()
 
     def run(self) -> None:
-        if not self.lock.acquire(self.stopping):
-            return
+        # Leadership is lost when the lock's connection is (PostgreSQL restarted, the
+        # network cut): the relay then stands down and contends again, in this process.
+        while self.lock.acquire(self.stopping):
+            self.lead()
+            self.lock.release()
+            if self.stopping.is_set():
+                return
+            log.error("relay lost its leadership; contending for it again")
+            self.follower.join(timeout=30)
+            self.follower = self._new_follower()
+
+    def lead(self) -> None:
+        """Follow the log and keep house until leadership is lost or the relay stops."""
         self.follower.start()
         last_reconcile = last_prune = time.monotonic()
         while not self.stopping.wait(DUE_INTERVAL):
             if not self.lock.still_held():
-                log.error("relay lost its leadership; stopping so that another can lead")
-                self.follower.stop()
                 break
             try:
                 self.publish_due()
@@ -174,7 +188,7 @@ class Relay(threading.Thread):
                 self.publish_cleanup()
             except Exception:
                 log.exception("relay housekeeping failed; will try again")
-        self.lock.release()
+        self.follower.stop()
 
     def publish_cleanup(self) -> None:
         """Once per ``cleanup_every`` seconds, the retention job (MESSAGE_CLEANUP)."""

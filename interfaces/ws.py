@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -86,7 +87,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         return
     sub = Subscriber(websocket, ctx, settings.ws_send_queue)
     live_from = hub.register(sub)
-    await asyncio.to_thread(container.presence.connected, ctx.tenant_id, ctx.actor_id)
+    await _presence(container.presence.connected, sub)
     closing: Closing | None = None
     try:
         if since_raw is not None:
@@ -99,11 +100,23 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         pass
     finally:
         hub.unregister(sub)
-        await asyncio.to_thread(container.presence.disconnected, ctx.tenant_id, ctx.actor_id)
+        await _presence(container.presence.disconnected, sub)
     if websocket.application_state != WebSocketState.DISCONNECTED:
         code, reason = (closing.code, closing.reason) if closing else (1000, "")
         with contextlib.suppress(Exception):
             await websocket.close(code=code, reason=reason)
+
+
+async def _presence(call: Callable[[str, str], None], sub: Subscriber) -> None:
+    """Tell presence (Redis) about the socket; best effort, so that sockets work without it.
+
+    While Redis is down the socket still gets every frame (the hub follows the event
+    log); the API process writes its presence again every 20 s once Redis is back.
+    """
+    try:
+        await asyncio.to_thread(call, sub.ctx.tenant_id, sub.ctx.actor_id)
+    except Exception as error:
+        log.warning("presence is unavailable (%s); the socket goes on", type(error).__name__)
 
 
 async def _serve(container: Container, hub: Hub, sub: Subscriber, expires_at: float) -> Closing:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_DSN
+from tests.conftest import PG_DSN, services_required
 from tests.e2e.harness import Runtime
+from tests.e2e.private import PrivatePostgres, PrivateRabbit, PrivateRedis, available
 
 FAST = {
     "COURIER_POLL_INTERVAL": "0.02",
@@ -51,3 +52,53 @@ def runtime(request: pytest.FixtureRequest) -> Runtime:
     """One scenario body, run on each runtime."""
     value: Runtime = request.getfixturevalue(request.param)
     return value
+
+
+def _private_servers() -> None:
+    missing = available()
+    if missing:
+        if services_required():
+            pytest.fail(missing)
+        pytest.skip(missing)
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own, which it may stop and start (private.py)."""
+    _private_servers()
+    server = PrivatePostgres().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis server of the test's own, which it may kill and start (private.py)."""
+    _private_servers()
+    server = PrivateRedis().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_rabbit() -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of the test's own, which it may kill and start (private.py)."""
+    _private_servers()
+    server = PrivateRabbit().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Runtime]]:
+    """Start services runtimes with the given env; every one is stopped at teardown."""
+    runtimes: list[Runtime] = []
+
+    def factory(env: dict[str, str]) -> Runtime:
+        runtime = Runtime("services", env, tmp_path)
+        runtimes.append(runtime)
+        return runtime.start()
+
+    yield factory
+    for runtime in runtimes:
+        runtime.stop()

@@ -1,0 +1,333 @@
+"""Dependency faults against private servers: PostgreSQL stopped under load, Redis restarted.
+
+Each test starts a PostgreSQL cluster or a Redis of its own (tests/e2e/private.py) and a
+services runtime on it, stops or kills that server while clients keep sending, brings it
+back, and checks that every process recovered by itself (none is restarted) and that
+nothing the service accepted was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.e2e.conftest import services_env
+from tests.e2e.harness import Runtime, WsClient, auth, connected, wait_for
+from tests.e2e.private import PrivatePostgres, PrivateRabbit, PrivateRedis
+
+pytestmark = pytest.mark.e2e
+
+# Small pools (several processes share one server); the recipient's socket only listens,
+# so it may stay silent for longer than the default idle timeout of 120 s.
+SMALL_POOLS = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4", "WS_IDLE_SECONDS": "900"}
+Launch = Callable[[dict[str, str]], Runtime]
+
+
+def private_schema(server: PrivatePostgres) -> str:
+    name = "t_" + uuid.uuid4().hex[:12]
+    server.create_schema(name)
+    return name
+
+
+def rows(dsn: str, schema: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True, options=f"-csearch_path={schema}") as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def settled(dsn: str, schema: str, ids: list[str]) -> int:
+    """How many of ``ids`` are delivered, notified and indexed in the read model."""
+    found = rows(
+        dsn,
+        schema,
+        "SELECT count(*) FROM messages WHERE id = ANY(%s) AND status = 'delivered' "
+        "AND notified AND indexed",
+        ids,
+    )
+    return int(found[0][0])
+
+
+def stored(dsn: str, schema: str, ids: list[str]) -> set[str]:
+    found = rows(
+        dsn,
+        schema,
+        "SELECT DISTINCT originator_id::text FROM messaging_events "
+        "WHERE topic = 'courier.message:Created' AND originator_id = ANY(%s::uuid[])",
+        ids,
+    )
+    return {r[0] for r in found}
+
+
+def all_created(dsn: str, schema: str) -> set[str]:
+    found = rows(
+        dsn,
+        schema,
+        "SELECT originator_id::text FROM messaging_events WHERE topic = 'courier.message:Created'",
+    )
+    return {r[0] for r in found}
+
+
+def deliveries(dsn: str, schema: str) -> Counter[str]:
+    found = rows(
+        dsn,
+        schema,
+        "SELECT originator_id::text, count(*) FROM messaging_events "
+        "WHERE topic = 'courier.message:Delivered' GROUP BY originator_id",
+    )
+    return Counter({mid: int(n) for mid, n in found})
+
+
+@dataclass
+class Load:
+    """Clients sending direct messages back to back until told to stop."""
+
+    base_url: str
+    recipient: str = "bob"
+    threads: int = 4
+    accepted: list[str] = field(default_factory=list)
+    refusals: list[httpx.Response] = field(default_factory=list)
+    refusal_seconds: list[float] = field(default_factory=list)
+    replayed: int = 0  # retries answered 200: the refused try had been stored
+    others: list[str] = field(default_factory=list)  # anything but 202 or a 503
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    workers: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Load:
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._send, args=(n,), daemon=True)
+            thread.start()
+            self.workers.append(thread)
+        return self
+
+    def _send(self, n: int) -> None:
+        """Send after send; a refused one again, with its ``clientMessageId``, until taken.
+
+        A 503 does not say the command was not stored (the connection may break after the
+        commit): a client that retries with the same id gets the original, never a second
+        message, so every command ends up stored exactly once.
+        """
+        with httpx.Client(base_url=self.base_url, timeout=30) as http:
+            i = 0
+            while not self.stopping.is_set():
+                i += 1
+                body = {"recipientId": self.recipient, "content": f"obs {n}-{i}"}
+                body["clientMessageId"] = f"{n}-{i}"
+                while not self._taken(http, n, body):
+                    self.stopping.wait(0.1)  # the client's pause before it tries again
+
+    def _taken(self, http: httpx.Client, n: int, body: dict[str, str]) -> bool:
+        try:
+            response = http.post("/api/messages/direct", json=body, headers=auth(f"nurse-{n}"))
+        except httpx.HTTPError as error:
+            with self.lock:
+                self.others.append(type(error).__name__)
+            return True
+        with self.lock:
+            if response.status_code in (200, 202):
+                self.accepted.append(response.json()["message"]["id"])
+                self.replayed += response.status_code == 200
+                return True
+            if response.status_code == 503:
+                self.refusals.append(response)
+                self.refusal_seconds.append(response.elapsed.total_seconds())
+                return False
+            self.others.append(f"{response.status_code} {response.text[:200]}")
+            return True
+
+    def count(self) -> tuple[int, int]:
+        with self.lock:
+            return len(self.accepted), len(self.refusals)
+
+    def wait_accepted(self, more: int, timeout: float, what: str) -> None:
+        target = self.count()[0] + more
+        wait_for(lambda: self.count()[0] >= target, timeout, what)
+
+    def wait_refused(self, more: int, timeout: float, what: str) -> None:
+        target = self.count()[1] + more
+        wait_for(lambda: self.count()[1] >= target, timeout, what)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.workers:
+            thread.join(timeout=60)
+
+
+def ready_status(runtime: Runtime) -> int:
+    try:
+        return runtime.http.get("/health/ready", timeout=10).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def assert_error_format(response: httpx.Response) -> None:
+    assert response.headers.get("Retry-After", "").isdigit(), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["code"] == "service_unavailable", body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert body["error"]["details"] == []
+    assert "Traceback" not in response.text and "psycopg" not in response.text
+
+
+@pytest.mark.timeout(600)
+def test_postgres_stopped_under_load_answers_503_and_recovers_by_itself(
+    private_pg: PrivatePostgres, redis_url: str, launch: Launch
+) -> None:
+    schema = private_schema(private_pg)
+    env = {**services_env(schema, redis_url), "DATABASE_URL": private_pg.dsn, **SMALL_POOLS}
+    runtime = launch(env)
+    bob = connected(runtime.ws("bob"))
+    load = Load(runtime.base_url).start()
+    try:
+        for mode in ("fast", "immediate"):
+            load.wait_accepted(20, 60, "messages accepted")
+            private_pg.stop(mode)
+            load.wait_refused(5, 60, f"commands to answer 503 while PostgreSQL is down ({mode})")
+            wait_for(lambda: ready_status(runtime) == 503, 30, "/health/ready to answer 503")
+            checks = runtime.http.get("/health/ready").json()["checks"]
+            assert checks["eventStore"] is False and checks["readStore"] is False, checks
+            private_pg.start()
+            wait_for(lambda: ready_status(runtime) == 200, 60, "/health/ready to answer 200")
+            load.wait_accepted(20, 90, f"commands to be accepted again after the {mode} stop")
+    finally:
+        load.stop()
+    try:
+        assert not load.others, load.others[:10]
+        for response in load.refusals:
+            assert_error_format(response)
+        # Failing fast: eventsourcing alone would retry for close to a minute per command.
+        assert max(load.refusal_seconds) < 15, sorted(load.refusal_seconds)[-5:]
+        ids = list(load.accepted)
+        assert len(set(ids)) == len(ids)
+        assert stored(private_pg.dsn, schema, ids) == set(ids)
+        assert all_created(private_pg.dsn, schema) == set(ids)  # nothing stored twice
+        wait_for(
+            lambda: settled(private_pg.dsn, schema, ids) == len(ids),
+            300,
+            f"all {len(ids)} accepted messages to be delivered, notified and indexed",
+        )
+        counts = deliveries(private_pg.dsn, schema)
+        assert set(counts) == set(ids)
+        assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1]
+        wait_for(lambda: set(bob.new_message_ids()) == set(ids), 60, "every frame on the socket")
+        assert max(Counter(bob.new_message_ids()).values()) == 1
+        for name, process in runtime.processes.items():
+            assert process.proc is not None and process.proc.poll() is None, name
+    finally:
+        bob.close()
+
+
+@pytest.mark.timeout(600)
+def test_redis_restarted_mid_run_every_process_reconnects_and_every_message_completes(
+    private_pg: PrivatePostgres, private_redis: PrivateRedis, launch: Launch
+) -> None:
+    schema = private_schema(private_pg)
+    dsn = private_pg.dsn
+    env = {**services_env(schema, private_redis.url), "DATABASE_URL": dsn, **SMALL_POOLS}
+    runtime = launch(env)
+    bob = connected(runtime.ws("bob"))
+    load = Load(runtime.base_url).start()
+    cursor = "0"
+    late: list[WsClient] = []
+    try:
+        for _ in range(2):
+            load.wait_accepted(30, 60, "messages accepted")
+            private_redis.kill()
+            wait_for(lambda: ready_status(runtime) == 503, 30, "/health/ready to answer 503")
+            assert runtime.http.get("/health/ready").json()["checks"]["redis"] is False
+            if not late:  # a socket opened while Redis is away works all the same
+                late.append(connected(runtime.ws("bob")))
+            private_redis.start()
+            wait_for(lambda: ready_status(runtime) == 200, 60, "/health/ready to answer 200")
+            load.wait_accepted(30, 60, "messages accepted again")
+    finally:
+        load.stop()
+    try:
+        assert not load.others, load.others[:10]
+        ids = list(load.accepted)
+        wait_for(
+            lambda: settled(dsn, schema, ids) == len(ids),
+            300,
+            f"all {len(ids)} accepted messages to be delivered, notified and indexed",
+        )
+        counts = deliveries(dsn, schema)
+        assert set(counts) == set(ids)
+        assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1]
+        # The socket stayed open through both restarts and got every frame once.
+        wait_for(lambda: set(bob.new_message_ids()) == set(ids), 60, "every frame on the socket")
+        assert not bob.closed.is_set()
+        frames = bob.of_type("message.new")
+        assert max(Counter(f["message"]["id"] for f in frames).values()) == 1
+        cursor = frames[-1]["cursor"]
+        # The socket opened during the outage got every delivery after its ready cursor.
+        opened_at = int(late[0].of_type("ready")[0]["cursor"])
+        after = [f["message"]["id"] for f in frames if int(f["cursor"]) > opened_at]
+        wait_for(lambda: late[0].new_message_ids() == after, 30, "the late socket's frames")
+        late[0].close()
+        # A new socket with ``since`` of an early cursor gets the rest, in order.
+        early = frames[len(frames) // 2]["cursor"]
+        again = connected(runtime.ws("bob", since=early))
+        replayed = [f["message"]["id"] for f in again.of_type("message.new")]
+        assert replayed == [f["message"]["id"] for f in frames[len(frames) // 2 + 1 :]]
+        assert int(again.of_type("ready")[0]["cursor"]) >= int(cursor)
+        again.close()
+        for name, process in runtime.processes.items():
+            assert process.proc is not None and process.proc.poll() is None, name
+        assert json.dumps(runtime.http.get("/health/ready").json()["checks"])
+    finally:
+        bob.close()
+
+
+@pytest.mark.timeout(600)
+def test_rabbitmq_node_killed_and_restarted_mid_run_every_message_completes(
+    private_pg: PrivatePostgres, private_rabbit: PrivateRabbit, redis_url: str, launch: Launch
+) -> None:
+    schema = private_schema(private_pg)
+    dsn = private_pg.dsn
+    env = {
+        **services_env(schema, redis_url),
+        "DATABASE_URL": dsn,
+        "BROKER_URL": private_rabbit.url,
+        **SMALL_POOLS,
+    }
+    runtime = launch(env)
+    bob = connected(runtime.ws("bob"))
+    load = Load(runtime.base_url).start()
+    try:
+        for _ in range(2):
+            load.wait_accepted(30, 60, "messages accepted")
+            private_rabbit.kill()
+            wait_for(lambda: ready_status(runtime) == 503, 30, "/health/ready to answer 503")
+            assert runtime.http.get("/health/ready").json()["checks"]["broker"] is False
+            load.wait_accepted(10, 60, "commands accepted while the broker is down")
+            private_rabbit.start()
+            wait_for(lambda: ready_status(runtime) == 200, 60, "/health/ready to answer 200")
+    finally:
+        load.stop()
+    try:
+        assert not load.others, load.others[:10]
+        ids = list(load.accepted)
+        wait_for(
+            lambda: settled(dsn, schema, ids) == len(ids),
+            300,
+            f"all {len(ids)} accepted messages to be delivered, notified and indexed",
+        )
+        counts = deliveries(dsn, schema)
+        assert set(counts) == set(ids)
+        assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1]
+        wait_for(lambda: set(bob.new_message_ids()) == set(ids), 60, "every frame on the socket")
+        assert max(Counter(bob.new_message_ids()).values()) == 1
+        assert not bob.closed.is_set()
+        for name, process in runtime.processes.items():
+            assert process.proc is not None and process.proc.poll() is None, name
+    finally:
+        bob.close()
