@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serve test check format bench clean
+.PHONY: install serve test check format bench screenshots clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ test: install  ## unit, integration and end-to-end tests
 bench: install  ## W1 against the services runtime, and its floors (docs/PERFORMANCE.md)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/courier bench
+
+screenshots: install  ## the console's screenshots in docs/screenshots (needs /usr/bin/chromium)
+	$(BIN)/python -m tests.e2e.console_screenshots docs/screenshots
 
 check: install  ## formatting, lint, types, layering
 	$(BIN)/ruff format --check .

@@ -24,7 +24,9 @@ export function h(tag, attrs = {}, ...children) {
 /** The same for SVG elements (the sparklines). */
 export function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) node.setAttribute(name, String(value));
+  }
   append(node, children);
   return node;
 }

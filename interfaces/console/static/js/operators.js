@@ -18,7 +18,8 @@ const SAMPLES = 40;
 let timer = null;
 let running = false;
 let bound = false;
-const history = new Map(QUEUES.map((q) => [q, []]));
+const history = new Map(QUEUES.map((q) => [q, []])); // jobs completed per minute, per reading
+const last = new Map(); // queue → {completed, at}: the previous reading
 const failedShown = new Set(); // queues whose failed list is on screen
 const retrying = new Set(); // job ids whose retry was asked for and may still be listed
 
@@ -42,9 +43,17 @@ async function tick() {
     const { queues } = await api("/api/messages/queue/metrics");
     const health = await Promise.all(
       QUEUES.map((q) => api(`/api/messages/queue/${q}/health`).catch(() => null)));
+    const now = performance.now();
     for (const q of QUEUES) {
+      const before = last.get(q);
+      const completed = queues[q].completed;
+      last.set(q, { completed, at: now });
+      if (!before) continue;
+      // Jobs completed since the previous reading, as a rate per minute: bursts show as
+      // peaks, where the 60-second window of throughputPerMinute would smooth them away.
+      const minutes = Math.max((now - before.at) / 60000, 1e-3);
       const samples = history.get(q);
-      samples.push(queues[q].throughputPerMinute);
+      samples.push(Math.max(0, completed - before.completed) / minutes);
       if (samples.length > SAMPLES) samples.shift();
     }
     renderQueues(queues, health);
@@ -62,14 +71,25 @@ const figure = (value) => (value === null || value === undefined ? "–" : Strin
 
 function sparkline(samples) {
   const width = 120;
-  const height = 28;
+  const height = 32;
   const top = Math.max(1, ...samples);
-  const step = samples.length > 1 ? width / (samples.length - 1) : width;
-  const points = samples.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)}`);
-  return svg("svg", {
-    class: "spark", viewBox: `0 0 ${width} ${height}`, width, height,
-    role: "img", "aria-label": `Throughput over the last ${samples.length} readings, latest ${samples.at(-1) ?? 0} per minute`,
-  }, svg("polyline", { points: points.join(" "), fill: "none", stroke: "currentColor", "stroke-width": 2 }));
+  const step = width / (SAMPLES - 1);
+  const start = (SAMPLES - samples.length) * step; // the newest reading at the right edge
+  const xy = samples.map((v, i) =>
+    `${(start + i * step).toFixed(1)},${(height - 1 - (v / top) * (height - 3)).toFixed(1)}`);
+  const latest = Math.round(samples.at(-1) ?? 0);
+  return h("figure", { class: "spark-box" },
+    svg("svg", {
+      class: "spark", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none",
+      role: "img",
+      "aria-label": `Jobs completed per minute over the last ${samples.length} readings; latest ${latest}`,
+    },
+    svg("line", { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: "axis" }),
+    xy.length > 1
+      ? svg("polygon", { points: `${xy[0].split(",")[0]},${height} ${xy.join(" ")} ${width},${height}`, class: "area" })
+      : null,
+    svg("polyline", { points: xy.join(" "), class: "trace", "vector-effect": "non-scaling-stroke" })),
+    h("figcaption", {}, `completed/min now: ${latest}, peak ${Math.round(Math.max(0, ...samples))}`));
 }
 
 function renderQueues(queues, health) {
