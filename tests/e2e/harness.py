@@ -112,11 +112,17 @@ class Runtime:
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
 
     def start(self) -> Runtime:
-        self.start_role("serve", "--port", str(self.port))
-        if self.kind == "services":
-            for role in ("relay", "worker", "projections"):
-                self.start_role(role)
-        wait_for(self._ready, 60, "the API to be ready")
+        try:
+            self.start_role("serve", "--port", str(self.port))
+            if self.kind == "services":
+                for role in ("relay", "worker", "projections"):
+                    self.start_role(role)
+            wait_for(self._ready, 60, "the API to be ready")
+        except BaseException:
+            # A fixture whose start fails never reaches its teardown: a worker left
+            # running here would take later tests' jobs from the shared broker.
+            self.stop()
+            raise
         return self
 
     def start_role(
