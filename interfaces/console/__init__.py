@@ -29,7 +29,7 @@ def content_security_policy(host: str | None) -> str:
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
-            "img-src 'self' data:",
+            "img-src 'self'",
             f"connect-src {connect}",
             "base-uri 'none'",
             "form-action 'self'",
