@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,9 @@ class Browser:
         return page
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
+@contextmanager
+def launched() -> Iterator[Browser]:
+    """Headless Chromium for one test (the ``browser`` fixture of ``conftest.py``)."""
     if not CHROMIUM.exists():
         browser_missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     try:

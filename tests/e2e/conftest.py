@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG_DSN
+from tests.e2e.browser import Browser, launched
 from tests.e2e.harness import Runtime
 
 FAST = {
@@ -51,3 +52,10 @@ def runtime(request: pytest.FixtureRequest) -> Runtime:
     """One scenario body, run on each runtime."""
     value: Runtime = request.getfixturevalue(request.param)
     return value
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless (skips without it; fails under COURIER_REQUIRE_SERVICES=1)."""
+    with launched() as chromium:
+        yield chromium

@@ -17,7 +17,6 @@ from tests.e2e.browser import (
     KEYGEN_MS,
     LIVE_MS,
     Browser,
-    browser,
     make_key,
     overflow,
     send,
@@ -32,7 +31,6 @@ from tests.e2e.harness import Runtime, auth, wait_for
 from tests.e2e.sealing import restart
 
 pytestmark = pytest.mark.e2e
-__all__ = ["browser"]  # the fixture
 
 FAILING_INDEXING = {
     "FAULT_INJECT": "MESSAGE_INDEXING:always",
