@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serve test check format bench soak clean
+.PHONY: install serve test check format bench soak screenshots clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ bench: install  ## W1 against the services runtime, and its floors (docs/PERFORM
 
 soak: install  ## 15 minutes at half the measured maximum, WebSocket subscribers on (docs/PERFORMANCE.md)
 	$(BIN)/python -m benchmarks.soak
+
+screenshots: install  ## the console's screenshots in docs/screenshots (needs /usr/bin/chromium)
+	$(BIN)/python -m tests.e2e.console_screenshots docs/screenshots
 
 check: install  ## formatting, lint, types, layering
 	$(BIN)/ruff format --check .

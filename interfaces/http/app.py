@@ -9,9 +9,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Lifespan
 
+from interfaces.console import ConsoleFiles
 from interfaces.http import audit, conversations, keys, messages, ops, queues, users
 from interfaces.http.endpoints import Endpoint, Services
 from interfaces.http.errors import exception_handlers
@@ -28,6 +31,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *audit.ENDPOINTS,
     *users.ENDPOINTS,
 )
+
+
+async def to_console(request: Request) -> Response:
+    return RedirectResponse("/console/")
 
 
 def create_app(
@@ -47,6 +54,8 @@ def create_app(
         for e in ENDPOINTS
     ]
     routes.append(WebSocketRoute("/ws", ws_endpoint))
+    routes.append(Route("/", to_console, include_in_schema=False))
+    routes.append(Mount("/console", app=ConsoleFiles(), name="console"))
     routes.extend(extra_routes)
     app = Starlette(
         routes=routes,

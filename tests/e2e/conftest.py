@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG_DSN, services_required
+from tests.e2e.browser import Browser, launched
 from tests.e2e.harness import Runtime
 from tests.e2e.private import PrivatePostgres, PrivateRabbit, PrivateRedis, available
 
@@ -102,3 +103,10 @@ def launch(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Runtime]]:
     yield factory
     for runtime in runtimes:
         runtime.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless (skips without it; fails under COURIER_REQUIRE_SERVICES=1)."""
+    with launched() as chromium:
+        yield chromium

@@ -119,7 +119,9 @@ class Runtime:
                     self.start_role(role)
             wait_for(self._ready, 60, "the API to be ready")
         except BaseException:
-            self.stop()  # no process of a runtime that did not start outlives the test
+            # A fixture whose start fails never reaches its teardown: a worker left
+            # running here would take later tests' jobs from the shared broker.
+            self.stop()
             raise
         return self
 
