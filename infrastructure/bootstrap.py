@@ -28,6 +28,7 @@ from infrastructure.jobstats import JobStats
 from infrastructure.notifiers import ChannelNotifier, FlagIndexer, channels_from
 from infrastructure.presence import LocalPresence, RedisPresence
 from infrastructure.queues import QueueMonitor
+from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Rule, Windows
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
@@ -119,6 +120,7 @@ class Container:
     projections: list[ProjectionRunner] = field(default_factory=list)
     hub: Any = None
     committer: GroupCommitter | None = None
+    limiter: RateLimiter | None = None
 
     @property
     def event_log(self) -> ApplicationLog:
@@ -180,6 +182,25 @@ class Container:
         self.engine.dispose()
 
 
+def rate_limiter(settings: Settings) -> RateLimiter:
+    """Per-user and per-address limits, counted in Redis when ``REDIS_URL`` is set."""
+    windows: Windows = LocalWindows()
+    if settings.redis_url:
+        import redis.asyncio
+
+        windows = RedisWindows(
+            redis.asyncio.Redis.from_url(
+                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+        )
+    limits = settings.limits
+    return RateLimiter(
+        windows,
+        per_user=Rule(limits.rate_per_user, limits.rate_window),
+        per_address=Rule(limits.rate_per_address, limits.rate_window),
+    )
+
+
 def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = True) -> Container:
     """Build a process of the given role. Embedded ``serve`` hosts every role at once."""
     engine = make_engine(settings)
@@ -225,6 +246,8 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         redis=redis_client,
         committer=committer,
     )
+    if role in (SERVE, ALL):
+        container.limiter = rate_limiter(settings)
     everything = role == ALL or (settings.embedded and role == SERVE)
     log_ = ApplicationLog(messaging)
     if everything or role == PROJECTIONS:

@@ -48,7 +48,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "content_too_large", f"the request body is larger than {limit} bytes")
+    message = f"the request body is larger than {limit} bytes"
+    return ApiError(413, "content_too_large", message, headers={"Connection": "close"})
 
 
 async def read_json(request: Request, model: type[M], limit: int = SMALL_BODY) -> M:
@@ -107,7 +108,7 @@ def query_text(
 
 def query_uuid(request: Request, name: str) -> UUID | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         return UUID(raw)
