@@ -65,7 +65,7 @@ def create_server_app(settings: Settings) -> Starlette:
 
 def run(settings: Settings, host: str, port: int) -> None:
     from interfaces.http.app import install_log_redaction
-    from interfaces.http.protocol import guarded_protocol
+    from interfaces.http.protocol import WebSocketProtocol, guarded_protocol
 
     app = create_server_app(settings)
     limits = settings.limits
@@ -75,7 +75,7 @@ def run(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_level="info",
         http=guarded_protocol(limits.header_timeout, limits.body_timeout),
-        ws="websockets-sansio",
+        ws=WebSocketProtocol,
         ws_max_size=limits.ws_max_frame_bytes,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,

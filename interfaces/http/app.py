@@ -20,7 +20,7 @@ from interfaces.http.auth import authenticate, require_role
 from interfaces.http.cors import Cors
 from interfaces.http.endpoints import Endpoint, Handler, Services
 from interfaces.http.errors import exception_handlers
-from interfaces.http.middleware import AddressLimit, BodyLimit, RequestHeaders, rate_limited
+from interfaces.http.middleware import AddressLimit, RequestHeaders, RequestLimits, rate_limited
 from interfaces.http.openapi import document
 from interfaces.ws import ws_endpoint
 
@@ -79,7 +79,13 @@ def create_app(
         middleware.insert(0, Middleware(Cors, origins=limits.cors_origins))
     if limiter is not None:
         middleware.append(Middleware(AddressLimit, limiter=limiter))
-    middleware.append(Middleware(BodyLimit, max_bytes=limits.max_body_bytes))
+    middleware.append(
+        Middleware(
+            RequestLimits,
+            max_body_bytes=limits.max_body_bytes,
+            max_header_bytes=limits.max_header_bytes,
+        )
+    )
     app = Starlette(
         routes=routes,
         middleware=middleware,

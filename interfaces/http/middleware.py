@@ -74,22 +74,37 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, "content_too_large", message, headers=CLOSE)
 
 
-class BodyLimit:
-    """Refuse (413) any request body over ``max_bytes``, declared or streamed."""
+def header_bytes(scope: Scope) -> int:
+    """The size of the request line and headers, as they came."""
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    return size + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class RequestLimits:
+    """Refuse headers over ``max_header_bytes`` (431) and any body over ``max_body_bytes``,
+    declared or streamed (413), on every route and the WebSocket handshake."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if header_bytes(scope) > self.max_header_bytes:
+            message = f"the request line and headers are larger than {self.max_header_bytes} bytes"
+            await refuse(
+                scope, receive, send, ApiError(431, "headers_too_large", message, [], CLOSE)
+            )
+            return
+        if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            error = too_large(self.max_bytes)
-            response = error_response(error.status, error.code, error.message, [], CLOSE)
-            await response(scope, receive, send)
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await refuse(scope, receive, send, too_large(self.max_body_bytes))
             return
         received = 0
 
@@ -97,11 +112,24 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise too_large(self.max_bytes)
+            if received > self.max_body_bytes:
+                raise too_large(self.max_body_bytes)
             return message
 
         await self.app(scope, counted, send)
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
+    """Answer ``error`` before any route runs: an HTTP answer, or a refused handshake."""
+    response = error_response(error.status, error.code, error.message, [], error.headers)
+    if scope["type"] == "http":
+        await response(scope, receive, send)
+        return
+    websocket = WebSocket(scope, receive, send)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=4400 if error.status != 429 else 4429, reason=error.message)
 
 
 def retry_after(seconds: float) -> dict[str, str]:
@@ -135,13 +163,4 @@ class AddressLimit:
         if not wait:
             await self.app(scope, receive, send)
             return
-        error = rate_limited(wait)
-        response = error_response(error.status, error.code, error.message, [], error.headers)
-        if scope["type"] == "http":
-            await response(scope, receive, send)
-            return
-        websocket = WebSocket(scope, receive, send)
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await websocket.send_denial_response(response)
-        else:
-            await websocket.close(code=4429, reason=error.message)
+        await refuse(scope, receive, send, rate_limited(wait))

@@ -17,6 +17,7 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 log = logging.getLogger("courier.http")
 
@@ -95,7 +96,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         what = "headers" if state is h11.IDLE else "body"
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-        log.warning("closing the connection of %s: its request %s were too slow", client, what)
+        log.warning("closing the connection of %s: its request %s came too slowly", client, what)
         if self.cycle is not None and state is h11.SEND_BODY:
             # The application may be waiting for the rest of the body: it is not coming.
             started = self.cycle.response_started
@@ -110,6 +111,17 @@ class GuardedH11Protocol(H11Protocol):
     # ---- refusals ---------------------------------------------------------------
 
     def send_400_response(self, msg: str) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # The headers were fine and the application is running; the body is broken.
+            # Whatever the application still sends must go nowhere (uvicorn would hand
+            # it to h11 after this refusal, and fail with a traceback).
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self._cancel()
+                self.transport.close()
+                return
         error = self.conn.last_error if isinstance(self.conn, _Connection) else None
         if error is not None and error.error_status_hint == 431:
             message = f"the request line and headers are larger than {self.max_header_bytes} bytes"
@@ -159,3 +171,16 @@ def guarded_protocol(header_timeout: float, body_timeout: float) -> type[Guarded
         (GuardedH11Protocol,),
         {"header_timeout": header_timeout, "body_timeout": body_timeout},
     )
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, without its false alarm after a refused handshake.
+
+    A handshake refused with an HTTP answer (401, 429, 431) is complete once that answer
+    is sent; uvicorn does not note it, and logs "returned without completing handshake".
+    """
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
