@@ -19,6 +19,8 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from interfaces.http.middleware import SECURITY_HEADERS
+
 log = logging.getLogger("courier.http")
 
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
@@ -135,7 +137,7 @@ class GuardedH11Protocol(H11Protocol):
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
-            (b"x-content-type-options", b"nosniff"),
+            *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()),
         ]
         try:
             for event in (

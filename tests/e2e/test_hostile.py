@@ -128,9 +128,10 @@ def test_json_nested_too_deep_is_400(server: Runtime) -> None:
 def test_headers_over_the_cap_are_431_in_the_error_format(server: Runtime) -> None:
     filler = "a" * HEADER_CAP
     request = f"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Filler: {filler}\r\n\r\n".encode()
-    status, _, body = raw_exchange(server.port, request)
+    status, head, body = raw_exchange(server.port, request)
     assert status == 431
     assert error_of(status, body) == "headers_too_large"
+    assert b"content-security-policy: default-src 'none'" in head.lower()
     # A token that big cannot even arrive; one under the cap but over 8 KiB is refused.
     huge = "Bearer " + "a" * (HEADER_CAP - 200)
     response = server.http.get(f"/api/messages/{uuid.uuid4()}", headers={"Authorization": huge})
