@@ -102,7 +102,12 @@ def decode_token(
 
 def _text_claim(claims: dict[str, Any], name: str) -> str:
     value = claims.get(name)
-    if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM:
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > _MAX_CLAIM
+        or not value.isprintable()  # ids go into every event and read table
+    ):
         raise AuthError(f"the token's {name!r} claim must be a non-empty string")
     return value
 

@@ -93,6 +93,9 @@ class RequestLimits:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"]:  # no route or id holds one: nothing is there
+            await refuse(scope, receive, send, ApiError(404, "not_found", "not found", [], {}))
+            return
         if header_bytes(scope) > self.max_header_bytes:
             message = f"the request line and headers are larger than {self.max_header_bytes} bytes"
             await refuse(

@@ -3,7 +3,7 @@
 Schemathesis generates requests from the document itself, valid ones (with real ids
 of the caller's data mixed in, so that they get past "not found") and invalid ones.
 Every answer must be no 5xx, conform to the document (status, content type, schema),
-and invalid input must be refused with a 4xx. ``COURIER_FUZZ_EXAMPLES`` (default 12
+and invalid input must be refused with a 4xx. ``COURIER_FUZZ_EXAMPLES`` (default 15
 per operation and mode) and ``COURIER_FUZZ_RANDOM=1`` (new examples on every run
 instead of the same ones) make a longer or wider hunt.
 """
@@ -30,13 +30,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.e2e.conftest import FAST
+from tests.e2e.conftest import FAST, services_env
 from tests.e2e.harness import Runtime, auth, token, wait_for
 from tests.recipient import public_pem
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = int(os.environ.get("COURIER_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("COURIER_FUZZ_EXAMPLES", "15"))
 DERANDOMIZE = os.environ.get("COURIER_FUZZ_RANDOM") != "1"
 CHECKS = [
     not_a_server_error,
@@ -52,16 +52,19 @@ SERVER_ENV = {
     # Every index job fails at once, so that the failed-job endpoints have real ids.
     "FAULT_INJECT": "MESSAGE_INDEXING:always",
     "QUEUE_MESSAGE_INDEXING_MAX_ATTEMPTS": "1",
-    "RATE_LIMIT_PER_USER": "0",
-    "RATE_LIMIT_PER_ADDRESS": "0",
 }
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    tmp: Path = tmp_path_factory.mktemp("fuzz")
-    runtime = Runtime("embedded", {**SERVER_ENV, "COURIER_DATA_DIR": str(tmp / "var")}, tmp)
-    runtime.start()
+@pytest.fixture(params=["embedded", "services"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """Both runtimes: PostgreSQL refuses what SQLite keeps (a NUL in text, for one)."""
+    if request.param == "services":
+        schema: str = request.getfixturevalue("pg_schema")
+        redis_url: str = request.getfixturevalue("redis_url")
+        env = {**services_env(schema, redis_url), **SERVER_ENV}
+    else:
+        env = {**SERVER_ENV, "COURIER_DATA_DIR": str(tmp_path / "var")}
+    runtime = Runtime(request.param, env, tmp_path).start()
     yield runtime
     runtime.stop()
 

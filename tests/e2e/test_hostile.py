@@ -300,3 +300,47 @@ def test_a_huge_token_is_refused_at_the_handshake(server: Runtime) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(url, open_timeout=10)
     assert refused.value.response.status_code == 401
+
+
+# ---- text PostgreSQL cannot store ----------------------------------------------------------
+
+
+def test_nul_characters_are_refused_and_the_read_side_keeps_going(services: Runtime) -> None:
+    """A NUL in text is valid JSON but not storable in PostgreSQL text: once in an event
+    it stopped the messages and search projections for everyone. Now refused at the door."""
+    http = services.http
+    alice = auth("alice")
+    refused = [
+        http.post(
+            "/api/messages/direct", json={"recipientId": "bob", "content": "a\x00b"}, headers=alice
+        ),
+        http.post(
+            "/api/conversations",
+            json={"type": "group", "participantIds": ["bob"], "title": "t\x00"},
+            headers=alice,
+        ),
+        http.post(
+            "/api/messages/direct",
+            json={"recipientId": "bob", "content": "x", "clientMessageId": "\x00"},
+            headers=alice,
+        ),
+        http.get("/api/search", params={"q": "a\x00"}, headers=alice),
+        http.get(
+            "/api/audit/events", params={"actorId": "\x00"}, headers=auth("a", roles=["auditor"])
+        ),
+    ]
+    assert [r.status_code for r in refused] == [422] * len(refused), [r.text for r in refused]
+    assert all(r.json()["error"]["code"] == "validation_error" for r in refused)
+    assert http.get("/api/keys/bob%00", headers=alice).status_code == 404
+    sent = http.post(
+        "/api/messages/direct",
+        json={"recipientId": "bob", "content": "still flowing"},
+        headers=alice,
+    ).json()["message"]["id"]
+    services.wait_done("alice", sent)
+    found = wait_for(
+        lambda: http.get("/api/search", params={"q": "flowing"}, headers=alice).json()["items"],
+        30,
+        "the message to be searchable",
+    )
+    assert [m["id"] for m in found] == [sent]
