@@ -3,7 +3,7 @@
 Schemathesis generates requests from the document itself, valid ones (with real ids
 of the caller's data mixed in, so that they get past "not found") and invalid ones.
 Every answer must be no 5xx, conform to the document (status, content type, schema),
-and invalid input must be refused with a 4xx. ``COURIER_FUZZ_EXAMPLES`` (default 15
+and invalid input must be refused with a 4xx. ``COURIER_FUZZ_EXAMPLES`` (default 12
 per operation and mode) and ``COURIER_FUZZ_RANDOM=1`` (new examples on every run
 instead of the same ones) make a longer or wider hunt.
 """
@@ -36,7 +36,7 @@ from tests.recipient import public_pem
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = int(os.environ.get("COURIER_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("COURIER_FUZZ_EXAMPLES", "12"))
 DERANDOMIZE = os.environ.get("COURIER_FUZZ_RANDOM") != "1"
 CHECKS = [
     not_a_server_error,
