@@ -7,9 +7,11 @@ the threads that the process's role asks for.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventsourcing import persistence
 from sqlalchemy import Engine, create_engine, event, text
 
 from application.messaging import Crypto, Messaging
@@ -182,6 +184,28 @@ class Container:
         self.engine.dispose()
 
 
+def open_messaging(crypto: Crypto, settings: Settings, attempts: int = 5) -> Messaging:
+    """The application on its event store, made when missing.
+
+    Processes started together (API, relay, worker, projections) all ask PostgreSQL to
+    create the event tables; ``CREATE TABLE IF NOT EXISTS`` run at the same moment can
+    fail in the catalog for all but one of them. The tables then exist: ask again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return Messaging(crypto=crypto, env=settings.eventstore_env())
+        except (
+            persistence.IntegrityError,  # duplicate key in pg_type
+            persistence.InternalError,  # tuple concurrently updated
+            persistence.ProgrammingError,  # relation already exists
+        ) as error:
+            if attempt == attempts:
+                raise
+            log.info("event store tables were being created elsewhere (%s); again", error)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
 def rate_limiter(settings: Settings) -> RateLimiter:
     """Per-user and per-address limits, counted in Redis when ``REDIS_URL`` is set."""
     windows: Windows = LocalWindows()
@@ -211,7 +235,7 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         cipher=AesGcmCipher(), keyring=MasterKeyring.from_spec(settings.master_keys), vault=vault
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
-    messaging = Messaging(crypto=crypto, env=settings.eventstore_env())
+    messaging = open_messaging(crypto, settings)
     committer = GroupCommitter(messaging.events.put)
     messaging.record_with(committer.submit)
     redis_client = None

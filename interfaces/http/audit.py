@@ -60,8 +60,9 @@ def reader(request: Request) -> AuditReader:
 
 def _time(request: Request, name: str) -> datetime | None:
     raw = query_text(request, name, 64)
-    if raw is None:
+    if raw is None and request.query_params.get(name) != "":
         return None
+    raw = raw or ""
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side, State
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import FAST
@@ -29,7 +31,9 @@ HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5
 FRAME_CAP = 4096
 FRAMES_PER_SECOND = 5
+WS_IDLE = 3.0
 LIMITS = {
+    "WS_IDLE_SECONDS": str(WS_IDLE),
     "MAX_BODY_BYTES": str(BODY_CAP),
     "HTTP_MAX_HEADER_BYTES": str(HEADER_CAP),
     "HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
@@ -282,6 +286,37 @@ def test_binary_and_deeply_nested_frames_are_bad_frames(server: Runtime) -> None
         wait_for(lambda: client.of_type("pong"), 10, "the socket to answer a ping")
     finally:
         client.close()
+
+
+def test_a_websocket_frame_sent_byte_by_byte_is_cut_off_as_idle(server: Runtime) -> None:
+    frame = Frame(Opcode.TEXT, json.dumps({"type": "ping", "pad": "x" * 400}).encode())
+    data = frame.serialize(mask=True, extensions=[])
+    protocol = Protocol(Side.CLIENT, state=State.OPEN, max_size=None)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            f"GET /ws?token={token('trickler')} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        sock.settimeout(0.05)  # the pace of the attack: a byte every 50 ms
+        started, sent = time.monotonic(), 0
+        while protocol.close_rcvd is None and sent < len(data):
+            sock.send(data[sent : sent + 1])
+            sent += 1
+            try:
+                protocol.receive_data(sock.recv(65536))
+            except TimeoutError:
+                continue
+            protocol.events_received()
+        took = time.monotonic() - started
+    assert protocol.close_rcvd is not None, "the frame was sent whole and never cut off"
+    assert protocol.close_rcvd.code == 4000
+    assert sent < len(data)
+    assert took < WS_IDLE + 3, took
 
 
 @pytest.mark.parametrize("since", ["9" * 19, "9" * 5000, "-1", "\uff11\uff12"])
