@@ -152,6 +152,9 @@ class ServicesRuntime:
             "JWT_SECRET": self.jwt_secret,
             "ENCRYPTION_MASTER_KEYS": self.master_keys,
             "PYTHONUNBUFFERED": "1",
+            # A benchmark measures the service, not its rate limits.
+            "RATE_LIMIT_PER_USER": "0",
+            "RATE_LIMIT_PER_ADDRESS": "0",
             **self.extra_env,
         }
 

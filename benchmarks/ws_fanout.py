@@ -85,6 +85,8 @@ class Server:
             "COURIER_POLL_INTERVAL": "0.02",
             "WS_SEND_QUEUE": "256",
             "WS_IDLE_SECONDS": "3600",  # the benchmark's sockets only listen
+            "RATE_LIMIT_PER_USER": "0",  # all its sockets come from one address
+            "RATE_LIMIT_PER_ADDRESS": "0",
             "PYTHONUNBUFFERED": "1",
         }
         roles = ["serve"]

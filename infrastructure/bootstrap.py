@@ -7,10 +7,11 @@ the threads that the process's role asks for.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing import persistence
 from sqlalchemy import Engine, create_engine, event, text
 
 from application.messaging import Crypto, Messaging
@@ -29,6 +30,7 @@ from infrastructure.jobstats import JobStats
 from infrastructure.notifiers import ChannelNotifier, FlagIndexer, channels_from
 from infrastructure.presence import LocalPresence, RedisPresence
 from infrastructure.queues import QueueMonitor
+from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Rule, Windows
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
 from infrastructure.storegate import guard
@@ -121,6 +123,7 @@ class Container:
     projections: list[ProjectionRunner] = field(default_factory=list)
     hub: Any = None
     committer: GroupCommitter | None = None
+    limiter: RateLimiter | None = None
 
     @property
     def event_log(self) -> ApplicationLog:
@@ -182,15 +185,45 @@ class Container:
         self.engine.dispose()
 
 
-def _messaging(crypto: Crypto, settings: Settings) -> Messaging:
-    """The application; processes starting at once may race to create its table."""
-    try:
-        return Messaging(crypto=crypto, env=settings.eventstore_env())
-    except IntegrityError:
-        # Two concurrent CREATE TABLE IF NOT EXISTS: the loser sees a duplicate type.
-        # The table is there now; the second try finds it.
-        log.info("the event store's table was being created by another process; again")
-        return Messaging(crypto=crypto, env=settings.eventstore_env())
+def open_messaging(crypto: Crypto, settings: Settings, attempts: int = 5) -> Messaging:
+    """The application on its event store, made when missing.
+
+    Processes started together (API, relay, worker, projections) all ask PostgreSQL to
+    create the event tables; ``CREATE TABLE IF NOT EXISTS`` run at the same moment can
+    fail in the catalog for all but one of them. The tables then exist: ask again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return Messaging(crypto=crypto, env=settings.eventstore_env())
+        except (
+            persistence.IntegrityError,  # duplicate key in pg_type
+            persistence.InternalError,  # tuple concurrently updated
+            persistence.ProgrammingError,  # relation already exists
+        ) as error:
+            if attempt == attempts:
+                raise
+            log.info("event store tables were being created elsewhere (%s); again", error)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def rate_limiter(settings: Settings) -> RateLimiter:
+    """Per-user and per-address limits, counted in Redis when ``REDIS_URL`` is set."""
+    windows: Windows = LocalWindows()
+    if settings.redis_url:
+        import redis.asyncio
+
+        windows = RedisWindows(
+            redis.asyncio.Redis.from_url(
+                settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+        )
+    limits = settings.limits
+    return RateLimiter(
+        windows,
+        per_user=Rule(limits.rate_per_user, limits.rate_window),
+        per_address=Rule(limits.rate_per_address, limits.rate_window),
+    )
 
 
 def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = True) -> Container:
@@ -203,7 +236,7 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         cipher=AesGcmCipher(), keyring=MasterKeyring.from_spec(settings.master_keys), vault=vault
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
-    messaging = _messaging(crypto, settings)
+    messaging = open_messaging(crypto, settings)
     if settings.is_postgres:
         guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
     committer = GroupCommitter(messaging.events.put)
@@ -240,6 +273,8 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         redis=redis_client,
         committer=committer,
     )
+    if role in (SERVE, ALL):
+        container.limiter = rate_limiter(settings)
     everything = role == ALL or (settings.embedded and role == SERVE)
     log_ = ApplicationLog(messaging)
     if everything or role == PROJECTIONS:

@@ -70,6 +70,55 @@ def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one client may send (docs/SECURITY.md, "Hostile input"): ``HTTP_*``, ``WS_*``,
+    ``RATE_LIMIT_*``, ``JWT_LEEWAY_SECONDS``. A rate limit of 0 is off."""
+
+    max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_frames_per_second: int = 50
+    rate_per_user: int = 600
+    rate_per_address: int = 3000
+    rate_window: float = 60.0
+    jwt_leeway: float = 30.0
+    cors_origins: tuple[str, ...] = ()
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        parsed = urlparse(origin)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path:
+            raise SettingsError(
+                "CORS_ORIGINS must be a comma-separated list of origins such as "
+                f"https://app.example.org (scheme and host, no path), got {origin!r}"
+            )
+    return origins
+
+
+def limits(env: Mapping[str, str], max_content_bytes: int) -> Limits:
+    """The request, WebSocket and rate limits; the body cap fits the largest message."""
+    d = Limits()
+    body_floor = max(d.max_body_bytes, 6 * max_content_bytes + 64 * 1024)
+    return Limits(
+        max_body_bytes=max(1024, _int(env, "MAX_BODY_BYTES", body_floor)),
+        max_header_bytes=max(4096, _int(env, "HTTP_MAX_HEADER_BYTES", d.max_header_bytes)),
+        header_timeout=max(0.1, _float(env, "HTTP_HEADER_TIMEOUT_SECONDS", d.header_timeout)),
+        body_timeout=max(0.1, _float(env, "HTTP_BODY_TIMEOUT_SECONDS", d.body_timeout)),
+        ws_max_frame_bytes=max(1024, _int(env, "WS_MAX_FRAME_BYTES", d.ws_max_frame_bytes)),
+        ws_frames_per_second=max(1, _int(env, "WS_MAX_FRAMES_PER_SECOND", d.ws_frames_per_second)),
+        rate_per_user=max(0, _int(env, "RATE_LIMIT_PER_USER", d.rate_per_user)),
+        rate_per_address=max(0, _int(env, "RATE_LIMIT_PER_ADDRESS", d.rate_per_address)),
+        rate_window=max(1.0, _float(env, "RATE_LIMIT_WINDOW_SECONDS", d.rate_window)),
+        jwt_leeway=max(0.0, _float(env, "JWT_LEEWAY_SECONDS", d.jwt_leeway)),
+        cors_origins=_origins(env.get("CORS_ORIGINS", "")),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     broker_url: str
@@ -93,6 +142,7 @@ class Settings:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     job_runs_retention_days: float = 7.0
     retention_interval: float = 3600.0
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def embedded(self) -> bool:
@@ -246,6 +296,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                 "runtime: run `courier keys generate` and share the value with every process"
             )
     _check_cipher_key(env.get(EVENT_STORE_CIPHER_KEY, ""))
+    max_content_bytes = _int(env, "MAX_CONTENT_BYTES", 65536)
     passthrough = (
         "POSTGRES_SCHEMA",
         "POSTGRES_POOL_SIZE",
@@ -263,7 +314,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         jwt_public_key=env.get("JWT_PUBLIC_KEY") or None,
         master_keys=master_keys,
         queues=queue_settings(env),
-        max_content_bytes=_int(env, "MAX_CONTENT_BYTES", 65536),
+        max_content_bytes=max_content_bytes,
         retention_days=_int(env, "RETENTION_DAYS", 0),
         fault_inject=env.get("FAULT_INJECT", ""),
         data_dir=data_dir,
@@ -282,4 +333,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         job_runs_retention_days=_float(env, "JOB_RUNS_RETENTION_DAYS", 7.0),
         retention_interval=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
         notifications=notification_settings(env),
+        limits=limits(env, max_content_bytes),
     )

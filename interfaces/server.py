@@ -34,6 +34,8 @@ def make_lifespan(container: Container) -> Lifespan[Starlette]:
         finally:
             refresher.cancel()
             hub.stop()
+            if container.limiter is not None:
+                await container.limiter.close()
             await asyncio.to_thread(container.stop)
 
     return lifespan
@@ -53,23 +55,33 @@ def create_server_app(settings: Settings) -> Starlette:
     from interfaces.http.metrics import metrics_route
 
     container = build(settings, SERVE)
-    return create_app(container, lifespan=make_lifespan(container), extra_routes=[metrics_route()])
+    return create_app(
+        container,
+        lifespan=make_lifespan(container),
+        extra_routes=[metrics_route()],
+        limiter=container.limiter,
+    )
 
 
 def run(settings: Settings, host: str, port: int) -> None:
     from interfaces.http.app import install_log_redaction
+    from interfaces.http.protocol import WebSocketProtocol, guarded_protocol
 
     app = create_server_app(settings)
+    limits = settings.limits
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="info",
-        ws_max_size=256 * 1024,
+        http=guarded_protocol(limits.header_timeout, limits.body_timeout),
+        ws=WebSocketProtocol,
+        ws_max_size=limits.ws_max_frame_bytes,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         timeout_keep_alive=5,
-        h11_max_incomplete_event_size=64 * 1024,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        server_header=False,
         lifespan="on",
     )
     server = uvicorn.Server(config)

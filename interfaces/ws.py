@@ -35,7 +35,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
 CLOSE_TOO_MANY = 4429
 CLOSE_TRY_AGAIN = 1013  # the read model is too far behind to serve ``since`` now
-FRAMES_PER_SECOND = 50
+MAX_CURSOR_DIGITS = 18  # a log position fits a signed 64-bit integer
 BACKLOG_PAGE = 500
 BACKLOG_WAIT_SECONDS = 5.0
 
@@ -79,7 +79,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     ctx = principal.context
     since_raw = websocket.query_params.get("since")
     await websocket.accept()
-    if since_raw is not None and not (since_raw.isascii() and since_raw.isdigit()):
+    if since_raw is not None and not _is_cursor(since_raw):
         await websocket.close(CLOSE_BAD_REQUEST, "since must be a cursor from this server")
         return
     if hub.connections_of(ctx) >= settings.ws_max_per_user:
@@ -117,6 +117,10 @@ async def _presence(call: Callable[[str, str], None], sub: Subscriber) -> None:
         await asyncio.to_thread(call, sub.ctx.tenant_id, sub.ctx.actor_id)
     except Exception as error:
         log.warning("presence is unavailable (%s); the socket goes on", type(error).__name__)
+
+
+def _is_cursor(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= MAX_CURSOR_DIGITS
 
 
 async def _serve(container: Container, hub: Hub, sub: Subscriber, expires_at: float) -> Closing:
@@ -175,28 +179,32 @@ async def _send_backlog(container: Container, sub: Subscriber, since: int, until
 
 async def _receive_loop(container: Container, hub: Hub, sub: Subscriber, expires_at: float) -> None:
     idle = container.settings.ws_idle_seconds
+    per_second = container.settings.limits.ws_frames_per_second
     window_start, frames_in_window = time.monotonic(), 0
     while True:
         left = expires_at - time.monotonic()
         try:
-            raw = await asyncio.wait_for(sub.websocket.receive_text(), timeout=min(idle, left))
+            message = await asyncio.wait_for(sub.websocket.receive(), timeout=min(idle, left))
         except TimeoutError:
             if expires_at - time.monotonic() <= 0:
                 raise Closing(CLOSE_UNAUTHORIZED, "the token has expired") from None
             raise Closing(CLOSE_IDLE, "idle timeout") from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
         now = time.monotonic()
         if now - window_start > 1.0:
             window_start, frames_in_window = now, 0
         frames_in_window += 1
-        if frames_in_window > FRAMES_PER_SECOND:
+        if frames_in_window > per_second:
             raise Closing(CLOSE_TOO_MANY, "too many frames per second")
-        await _handle_frame(container, hub, sub, raw)
+        # A binary frame is no frame of this protocol; it is answered like any bad one.
+        await _handle_frame(container, hub, sub, message.get("text") or "")
 
 
 async def _handle_frame(container: Container, hub: Hub, sub: Subscriber, raw: str) -> None:
     try:
         frame: Any = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can go
         frame = None
     kind = frame.get("type") if isinstance(frame, dict) else None
     if kind == "ping":

@@ -14,11 +14,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Lifespan
 
+from infrastructure.ratelimit import RateLimiter
 from interfaces.console import ConsoleFiles
 from interfaces.http import audit, conversations, keys, messages, ops, queues, users
-from interfaces.http.endpoints import Endpoint, Services
+from interfaces.http.auth import authenticate, require_role
+from interfaces.http.cors import Cors
+from interfaces.http.endpoints import Endpoint, Handler, Services
 from interfaces.http.errors import exception_handlers
-from interfaces.http.middleware import RequestHeaders
+from interfaces.http.middleware import AddressLimit, RequestHeaders, RequestLimits, rate_limited
 from interfaces.http.openapi import document
 from interfaces.ws import ws_endpoint
 
@@ -37,17 +40,37 @@ async def to_console(request: Request) -> Response:
     return RedirectResponse("/console/")
 
 
+def guarded(endpoint: Endpoint, limiter: RateLimiter | None) -> Handler:
+    """``endpoint``'s handler behind its checks: a token (401), the caller's rate limit
+    (429), one of the endpoint's roles (403) — in that order, before anything is read."""
+    if not endpoint.auth:
+        return endpoint.handler
+
+    async def handler(request: Request) -> Response:
+        principal = authenticate(request)
+        if limiter is not None:
+            wait = await limiter.user(principal.tenant_id, principal.user_id)
+            if wait:
+                raise rate_limited(wait)
+        require_role(principal, endpoint.roles)
+        return await endpoint.handler(request)
+
+    return handler
+
+
 def create_app(
     container: Services,
     *,
     lifespan: Lifespan[Starlette] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    limiter: RateLimiter | None = None,
 ) -> Starlette:
-    """The HTTP API over ``container``; ``extra_routes`` is where ``/metrics`` goes."""
+    """The HTTP API over ``container``; ``extra_routes`` is where ``/metrics`` goes;
+    ``limiter`` (built by the bootstrap) enforces ``RATE_LIMIT_*``, none without it."""
     routes: list[BaseRoute] = [
         Route(
             e.path,
-            e.handler,
+            guarded(e, limiter),
             methods=[e.method],
             name=e.handler.__module__ + "." + e.handler.__name__,
         )
@@ -57,9 +80,22 @@ def create_app(
     routes.append(Route("/", to_console, include_in_schema=False))
     routes.append(Mount("/console", app=ConsoleFiles(), name="console"))
     routes.extend(extra_routes)
+    limits = container.settings.limits
+    middleware = [Middleware(RequestHeaders)]
+    if limits.cors_origins:
+        middleware.insert(0, Middleware(Cors, origins=limits.cors_origins))
+    if limiter is not None:
+        middleware.append(Middleware(AddressLimit, limiter=limiter))
+    middleware.append(
+        Middleware(
+            RequestLimits,
+            max_body_bytes=limits.max_body_bytes,
+            max_header_bytes=limits.max_header_bytes,
+        )
+    )
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestHeaders)],
+        middleware=middleware,
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

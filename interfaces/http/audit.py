@@ -20,7 +20,7 @@ from application.retention import LegalHolds
 from application.views import conversation_dict
 from domain.events import Context
 from interfaces.http.auth import authenticate
-from interfaces.http.endpoints import Endpoint, Param, respond, services
+from interfaces.http.endpoints import AUDITOR, Endpoint, Param, respond, services
 from interfaces.http.errors import invalid, not_found
 from interfaces.http.parsing import (
     path_user_id,
@@ -33,7 +33,6 @@ from interfaces.http.parsing import (
 from interfaces.http.schemas import LegalHold
 from projections.audit_queries import EventFilter, Page
 
-AUDITOR = {"auditor"}
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
 
 
@@ -61,8 +60,9 @@ def reader(request: Request) -> AuditReader:
 
 def _time(request: Request, name: str) -> datetime | None:
     raw = query_text(request, name, 64)
-    if raw is None:
+    if raw is None and request.query_params.get(name) != "":
         return None
+    raw = raw or ""
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -100,7 +100,7 @@ def _listing(page: Page) -> tuple[dict[str, Any], int]:
 
 
 async def events(request: Request) -> Response:
-    ctx = authenticate(request, AUDITOR).context
+    ctx = authenticate(request).context
     aggregate = query_uuid(request, "aggregateId")
     where = EventFilter(
         aggregate_id=str(aggregate) if aggregate else None,
@@ -121,7 +121,7 @@ async def events(request: Request) -> Response:
 
 
 async def trail(request: Request) -> Response:
-    ctx = authenticate(request, AUDITOR).context
+    ctx = authenticate(request).context
     message_id = str(path_uuid(request, "message"))
     cursor, limit = _paging(request)
     audit = reader(request)
@@ -137,7 +137,7 @@ async def trail(request: Request) -> Response:
 
 
 async def access(request: Request) -> Response:
-    ctx = authenticate(request, AUDITOR).context
+    ctx = authenticate(request).context
     user_id = path_user_id(request)
     cursor, limit = _paging(request)
     audit = reader(request)
@@ -150,7 +150,7 @@ async def access(request: Request) -> Response:
 
 
 async def verify(request: Request) -> Response:
-    ctx = authenticate(request, AUDITOR).context
+    ctx = authenticate(request).context
     chain: Chain = request.app.state.container.chain
 
     def run() -> tuple[dict[str, Any], int]:
@@ -161,7 +161,7 @@ async def verify(request: Request) -> Response:
 
 
 async def holds(request: Request) -> Response:
-    ctx = authenticate(request, AUDITOR).context
+    ctx = authenticate(request).context
     audit = reader(request)
 
     def run() -> tuple[dict[str, Any], int]:
@@ -180,7 +180,7 @@ async def release_hold(request: Request) -> Response:
 
 
 async def _hold(request: Request, *, place: bool) -> Response:
-    ctx = authenticate(request, AUDITOR).context
+    ctx = authenticate(request).context
     conversation_id: UUID = path_uuid(request, "conversation")
     body = await read_json(request, LegalHold)
     holds = LegalHolds(services(request).messaging)
@@ -204,6 +204,8 @@ ENDPOINTS = (
         "/api/audit/events",
         events,
         "Event log entries of the auditor's tenant, oldest first (never content)",
+        roles=AUDITOR,
+        response="AuditPage",
         query=(
             Param("aggregateId", {"type": "string", "format": "uuid"}),
             Param("actorId", {"type": "string", "maxLength": 128}),
@@ -219,6 +221,8 @@ ENDPOINTS = (
         trail,
         "A message's whole trail: its lifecycle, every view, read and refused attempt",
         query=_PAGING,
+        roles=AUDITOR,
+        response="AuditTrail",
     ),
     Endpoint(
         "GET",
@@ -226,20 +230,33 @@ ENDPOINTS = (
         access,
         "Accounting of access: who viewed, read or tried to reach this user's messages",
         query=_PAGING,
+        roles=AUDITOR,
+        response="AccessAccounting",
     ),
     Endpoint(
         "GET",
         "/api/audit/verify",
         verify,
         "Recompute the hash chain over the event log; name the first bad position",
+        roles=AUDITOR,
+        response="ChainVerdict",
     ),
-    Endpoint("GET", "/api/audit/holds", holds, "Conversations on legal hold"),
+    Endpoint(
+        "GET",
+        "/api/audit/holds",
+        holds,
+        "Conversations on legal hold",
+        roles=AUDITOR,
+        response="LegalHolds",
+    ),
     Endpoint(
         "PUT",
         "/api/audit/conversations/{id}/hold",
         place_hold,
         "Put a conversation on legal hold: retention leaves its messages alone",
         body=LegalHold,
+        roles=AUDITOR,
+        response="HeldConversation",
     ),
     Endpoint(
         "DELETE",
@@ -247,5 +264,7 @@ ENDPOINTS = (
         release_hold,
         "Release a conversation's legal hold",
         body=LegalHold,
+        roles=AUDITOR,
+        response="HeldConversation",
     ),
 )

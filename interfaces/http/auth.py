@@ -18,9 +18,10 @@ from infrastructure.settings import Settings
 ROLES = ("user", "auditor", "admin")
 DEFAULT_ROLES = ("user",)
 REQUIRED_CLAIMS = ["sub", "tenant", "exp"]
-LEEWAY_SECONDS = 30
+MAX_TOKEN_BYTES = 8 * 1024  # real tokens are a few hundred bytes; bigger ones are refused unread
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_SCOPE_KEY = "courier.request_id"
+PRINCIPAL_SCOPE_KEY = "courier.principal"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_CLAIM = 256
 
@@ -66,20 +67,25 @@ def decode_token(
     """Verify ``token`` and return who it speaks for; raise ``AuthError`` otherwise."""
     if not token:
         raise AuthError("a bearer token is required")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise AuthError(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
     key, algorithm = _key_and_algorithm(settings)
     try:
         claims = jwt.decode(
             token,
             key,
             algorithms=[algorithm],
-            options={"require": REQUIRED_CLAIMS},
-            leeway=LEEWAY_SECONDS,
+            # exp is checked; so are nbf and iat when present: neither may lie in the future.
+            options={"require": REQUIRED_CLAIMS, "verify_iat": True, "verify_nbf": True},
+            leeway=settings.limits.jwt_leeway,
         )
     except jwt.ExpiredSignatureError:
         raise AuthError("the token has expired") from None
+    except jwt.ImmatureSignatureError:
+        raise AuthError("the token is not valid yet") from None
     except jwt.MissingRequiredClaimError as error:
         raise AuthError(f"the token lacks the {error.claim!r} claim") from None
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
         raise AuthError("the token is not valid") from None
     sub, tenant = _text_claim(claims, "sub"), _text_claim(claims, "tenant")
     roles = _roles(claims.get("roles", list(DEFAULT_ROLES)))
@@ -96,7 +102,12 @@ def decode_token(
 
 def _text_claim(claims: dict[str, Any], name: str) -> str:
     value = claims.get(name)
-    if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM:
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > _MAX_CLAIM
+        or not value.isprintable()  # ids go into every event and read table
+    ):
         raise AuthError(f"the token's {name!r} claim must be a non-empty string")
     return value
 
@@ -130,18 +141,26 @@ def bearer_token(conn: HTTPConnection) -> str:
 
 
 def authenticate(conn: HTTPConnection, roles: Collection[str] = ROLES) -> Principal:
-    """The caller of this request, who must hold at least one of ``roles``."""
-    settings: Settings = conn.app.state.container.settings
-    principal = decode_token(
-        bearer_token(conn),
-        settings,
-        correlation_id=request_id(conn),
-        source_ip=conn.client.host if conn.client else "",
-        user_agent=conn.headers.get("user-agent", ""),
-    )
+    """The caller of this request (decoded once per request), holding one of ``roles``."""
+    principal = conn.scope.get(PRINCIPAL_SCOPE_KEY)
+    if not isinstance(principal, Principal):
+        settings: Settings = conn.app.state.container.settings
+        principal = decode_token(
+            bearer_token(conn),
+            settings,
+            correlation_id=request_id(conn),
+            source_ip=conn.client.host if conn.client else "",
+            user_agent=conn.headers.get("user-agent", ""),
+        )
+        conn.scope[PRINCIPAL_SCOPE_KEY] = principal
+    require_role(principal, roles)
+    return principal
+
+
+def require_role(principal: Principal, roles: Collection[str]) -> None:
+    """Roles do not imply one another (SPEC §4): one of ``roles`` itself is needed."""
     if principal.roles.isdisjoint(roles):
         raise RoleRequired(f"this needs the role {' or '.join(sorted(roles))}")
-    return principal
 
 
 def mint_token(

@@ -89,6 +89,7 @@ ENDPOINTS = (
         "Start a conversation (the caller is added)",
         status=201,
         body=CreateConversation,
+        response="Conversation",
     ),
     Endpoint(
         "POST",
@@ -96,18 +97,21 @@ ENDPOINTS = (
         add_participants,
         "Add participants to a group conversation",
         body=AddParticipants,
+        response="Conversation",
     ),
     Endpoint(
         "DELETE",
         "/api/conversations/{id}/participants/{userId}",
         remove_participant,
         "Remove a participant from a group conversation",
+        response="Conversation",
     ),
     Endpoint(
         "GET",
         "/api/conversations/{id}/messages",
         messages,
         "A page of the conversation's messages, newest first",
+        response="MessagePage",
         query=(
             Param(
                 "limit",

@@ -41,8 +41,16 @@ class Param:
     required: bool = False
 
 
+USER = ("user",)
+ADMIN = ("admin",)
+AUDITOR = ("auditor",)
+
+
 @dataclass(frozen=True)
 class Endpoint:
+    """A route: ``roles`` (any one of them will do) are checked before the handler runs,
+    ``response`` names the success answer's schema in ``interfaces.http.responses``."""
+
     method: str
     path: str
     handler: Handler
@@ -51,6 +59,9 @@ class Endpoint:
     body: type[BaseModel] | None = None
     query: tuple[Param, ...] = field(default=())
     auth: bool = True
+    roles: tuple[str, ...] = USER
+    response: str | None = None
+    also: tuple[int, ...] = ()  # other success statuses with the same answer
 
 
 def services(request: Request) -> Services:

@@ -61,6 +61,12 @@ OUTAGES: tuple[type[Exception], ...] = (
     persistence.OperationalError,
     persistence.InterfaceError,
 )
+# A value the store refused (out of range, not storable): the request's fault, not an outage.
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.DataError,
+    psycopg.DataError,
+    persistence.DataError,
+)
 INTERNAL_MESSAGE = "something went wrong on our side; the error has been logged"
 
 
@@ -171,6 +177,12 @@ async def on_outage(request: Request, exc: Exception) -> Response:
     return error_response(503, "service_unavailable", message, headers={"Retry-After": "2"})
 
 
+async def on_data_error(request: Request, exc: Exception) -> Response:
+    log.warning("the store refused a value on %s: %s", request.url.path, type(exc).__name__)
+    message = "the request holds a value that cannot be stored"
+    return error_response(422, "unstorable_value", message)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", INTERNAL_MESSAGE)
@@ -196,4 +208,5 @@ def exception_handlers() -> dict[Any, ExceptionHandler]:
         Exception: on_unexpected,
     }
     handlers.update(dict.fromkeys(OUTAGES, on_outage))
+    handlers.update(dict.fromkeys(DATA_ERRORS, on_data_error))
     return handlers

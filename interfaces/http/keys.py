@@ -41,12 +41,20 @@ ENDPOINTS = (
         register,
         "Register the caller's RSA public key (≥ 4096 bits)",
         body=RegisterKey,
+        response="RegisteredKey",
     ),
-    Endpoint("GET", "/api/keys/{userId}", public_key, "A user's current public key"),
+    Endpoint(
+        "GET",
+        "/api/keys/{userId}",
+        public_key,
+        "A user's current public key",
+        response="PublicKeyAnswer",
+    ),
     Endpoint(
         "GET",
         "/api/keys/{userId}/{keyId}",
         past_public_key,
         "Any public key a user has registered, current or replaced, by its key id",
+        response="PublicKeyAnswer",
     ),
 )

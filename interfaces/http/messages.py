@@ -13,7 +13,7 @@ from application.messaging import SendResult
 from application.views import message_dict
 from domain.access import SEARCH
 from interfaces.http.auth import authenticate
-from interfaces.http.endpoints import Endpoint, Param, respond, services
+from interfaces.http.endpoints import ADMIN, Endpoint, Param, respond, services
 from interfaces.http.errors import ApiError
 from interfaces.http.parsing import (
     message_body_limit,
@@ -106,7 +106,7 @@ async def envelope(request: Request) -> Response:
 
 
 async def shred(request: Request) -> Response:
-    ctx = authenticate(request, roles=("admin",)).context
+    ctx = authenticate(request).context
     message_id = path_uuid(request, "message")
     body = await read_json(request, Shred)
     app = services(request).messaging
@@ -135,9 +135,11 @@ ENDPOINTS = (
         "POST",
         "/api/messages/direct",
         send_direct,
-        "Send a direct message",
+        "Send a direct message (a repeated clientMessageId answers the first send, 200)",
         status=202,
         body=SendDirect,
+        response="SendAnswer",
+        also=(200,),
     ),
     Endpoint(
         "POST",
@@ -146,14 +148,29 @@ ENDPOINTS = (
         "Send a message to a group conversation",
         status=202,
         body=SendGroup,
+        response="SendAnswer",
+        also=(200,),
     ),
-    Endpoint("POST", "/api/messages/{id}/read", mark_read, "Mark a message read (recipients)"),
-    Endpoint("GET", "/api/messages/{id}", view, "A message (records that the caller viewed it)"),
+    Endpoint(
+        "POST",
+        "/api/messages/{id}/read",
+        mark_read,
+        "Mark a message read (recipients)",
+        response="Message",
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}",
+        view,
+        "A message (records that the caller viewed it)",
+        response="Message",
+    ),
     Endpoint(
         "GET",
         "/api/messages/{id}/envelope",
         envelope,
         "The encrypted envelope of a message, with the data key wrapped for the caller",
+        response="Envelope",
     ),
     Endpoint(
         "POST",
@@ -161,12 +178,15 @@ ENDPOINTS = (
         shred,
         "Destroy a message's content keys (role admin): its envelope then answers 410",
         body=Shred,
+        roles=ADMIN,
+        response="Shredded",
     ),
     Endpoint(
         "GET",
         "/api/search",
         search,
         "Search the plain-text messages the caller may see",
+        response="SearchAnswer",
         query=(
             Param("q", {"type": "string", "minLength": 1, "maxLength": 200}, required=True),
             Param("conversationId", {"type": "string", "format": "uuid"}),

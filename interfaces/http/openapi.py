@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document, made from the endpoint list and the request models."""
+"""The OpenAPI 3.1 document, made from the endpoint list, the request models and the
+answer schemas (``interfaces.http.responses``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from interfaces.http.endpoints import Endpoint
-from interfaces.http.schemas import MODELS
+from interfaces.http.responses import QUEUE_NAMES, REF, SCHEMAS
+from interfaces.http.schemas import MODELS, USER_ID_PATTERN
 
-REF = "#/components/schemas/{model}"
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -34,13 +35,20 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 _PATH_PARAM = re.compile(r"{(\w+)}")
+PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "id": {"type": "string", "format": "uuid"},
+    "userId": {"type": "string", "pattern": USER_ID_PATTERN},
+    "name": {"type": "string", "enum": list(QUEUE_NAMES)},
+    "keyId": {"type": "string", "maxLength": 128},
+    "jobId": {"type": "string", "maxLength": 512},
+}
 
 
 def document(endpoints: Sequence[Endpoint], version: str = "0.1.0") -> dict[str, Any]:
     _, defs = models_json_schema(
         [(m, "validation") for m in MODELS], by_alias=True, ref_template=REF
     )
-    schemas: dict[str, Any] = {**defs.get("$defs", {}), "Error": ERROR_SCHEMA}
+    schemas: dict[str, Any] = {**defs.get("$defs", {}), **SCHEMAS, "Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
@@ -61,19 +69,35 @@ def document(endpoints: Sequence[Endpoint], version: str = "0.1.0") -> dict[str,
     }
 
 
+def _answer(endpoint: Endpoint) -> dict[str, Any]:
+    if endpoint.response is None:
+        return {"description": "success, no content"}
+    schema = {"$ref": REF.format(model=endpoint.response)}
+    return {"description": "success", "content": {"application/json": {"schema": schema}}}
+
+
 def _operation(endpoint: Endpoint) -> dict[str, Any]:
     error = {"$ref": REF.format(model="Error")}
     resource = endpoint.handler.__module__.rsplit(".", 1)[-1]
+    responses: dict[str, Any] = {
+        str(status): _answer(endpoint) for status in (endpoint.status, *endpoint.also)
+    }
+    responses["default"] = {
+        "description": "error",
+        "content": {"application/json": {"schema": error}},
+    }
     operation: dict[str, Any] = {
         "operationId": f"{resource}_{endpoint.handler.__name__}",
         "summary": endpoint.summary,
-        "responses": {
-            str(endpoint.status): {"description": "success", "content": {"application/json": {}}},
-            "default": {"description": "error", "content": {"application/json": {"schema": error}}},
-        },
+        "responses": responses,
     }
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PATH_SCHEMAS.get(name, {"type": "string"}),
+        }
         for name in _PATH_PARAM.findall(endpoint.path)
     ]
     parameters += [
@@ -90,4 +114,6 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         }
     if endpoint.auth:
         operation["security"] = [{"bearer": []}]
+        operation["x-roles"] = list(endpoint.roles)
+        operation["description"] = f"Needs the role {' or '.join(endpoint.roles)}."
     return operation

@@ -30,7 +30,17 @@ async def openapi(request: Request) -> Response:
 
 
 ENDPOINTS = (
-    Endpoint("GET", "/health/live", live, "The process is up", auth=False),
-    Endpoint("GET", "/health/ready", ready, "Every dependency answers (else 503)", auth=False),
-    Endpoint("GET", "/openapi.json", openapi, "This document", auth=False),
+    Endpoint("GET", "/health/live", live, "The process is up", auth=False, response="Liveness"),
+    Endpoint(
+        "GET",
+        "/health/ready",
+        ready,
+        "Every dependency answers (else 503)",
+        auth=False,
+        response="Readiness",
+        also=(503,),
+    ),
+    Endpoint(
+        "GET", "/openapi.json", openapi, "This document", auth=False, response="OpenApiDocument"
+    ),
 )

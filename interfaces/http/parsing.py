@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
@@ -16,6 +16,8 @@ M = TypeVar("M", bound=BaseModel)
 KIB = 1024
 SMALL_BODY = 1024 * KIB  # conversations, participants, keys: 5000 ids fit easily
 NOT_AN_OBJECT = ("model_type", "model_attributes_type", "dict_type")
+NUL = "\x00"
+NO_NUL = "must not contain the NUL character (U+0000)"
 
 
 def message_body_limit(max_content_bytes: int) -> int:
@@ -48,14 +50,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "content_too_large", f"the request body is larger than {limit} bytes")
+    message = f"the request body is larger than {limit} bytes"
+    return ApiError(413, "content_too_large", message, headers={"Connection": "close"})
 
 
 async def read_json(request: Request, model: type[M], limit: int = SMALL_BODY) -> M:
     """The body as ``model``: 400 when it is not a JSON object, 422 when it does not fit."""
     body = await read_body(request, limit)
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as error:
         for e in error.errors(include_input=False):
             if e["type"] == "json_invalid":
@@ -66,6 +69,32 @@ async def read_json(request: Request, model: type[M], limit: int = SMALL_BODY) -
             if not e["loc"] and e["type"] in NOT_AN_OBJECT:
                 raise ApiError(400, "invalid_json", "the body must be a JSON object") from None
         raise
+    # Valid JSON, but PostgreSQL cannot store it in text, and a stored event that the
+    # read side cannot write would stop that projection for everyone.
+    field = _nul_field(parsed.model_dump(by_alias=True))
+    if field is not None:
+        raise invalid(field, NO_NUL)
+    return parsed
+
+
+def _nul_field(value: Any, path: str = "") -> str | None:
+    """Where in ``value`` a string (or key) holds a NUL character, if anywhere."""
+    if isinstance(value, str):
+        return path or "body" if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if NUL in str(key):
+                return where
+            found = _nul_field(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _nul_field(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def path_uuid(request: Request, what: str, name: str = "id") -> UUID:
@@ -102,12 +131,14 @@ def query_text(
         return None
     if len(raw) > max_length:
         raise invalid(name, f"must be at most {max_length} characters")
+    if NUL in raw:
+        raise invalid(name, NO_NUL)
     return raw
 
 
 def query_uuid(request: Request, name: str) -> UUID | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         return UUID(raw)

@@ -9,11 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from interfaces.http.auth import authenticate
-from interfaces.http.endpoints import Endpoint, Param, respond, services
+from interfaces.http.endpoints import ADMIN, Endpoint, Param, respond, services
 from interfaces.http.errors import not_found
 from interfaces.http.parsing import query_int
 
-ADMIN = {"admin"}
 PAGE_DEFAULT, PAGE_MAX, OFFSET_MAX = 50, 200, 1_000_000
 
 
@@ -41,18 +40,18 @@ def queue_name(request: Request) -> str:
 
 
 async def metrics(request: Request) -> Response:
-    authenticate(request, ADMIN)
+    authenticate(request)
     return respond(await run_in_threadpool(monitor(request).metrics))
 
 
 async def health(request: Request) -> Response:
-    authenticate(request, ADMIN)
+    authenticate(request)
     name = queue_name(request)
     return respond(await run_in_threadpool(monitor(request).health, name))
 
 
 async def failed(request: Request) -> Response:
-    principal = authenticate(request, ADMIN)
+    principal = authenticate(request)
     name = queue_name(request)
     limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     offset = query_int(request, "offset", 0, 0, OFFSET_MAX)
@@ -63,7 +62,7 @@ async def failed(request: Request) -> Response:
 
 
 async def retry(request: Request) -> Response:
-    principal = authenticate(request, ADMIN)
+    principal = authenticate(request)
     name = queue_name(request)
     job_id: str = request.path_params["jobId"]
     if job_id.partition(":")[0] != name:
@@ -79,18 +78,24 @@ ENDPOINTS = (
         "/api/messages/queue/metrics",
         metrics,
         "Waiting, active, delayed, completed and failed jobs, throughput and latency per queue",
+        roles=ADMIN,
+        response="QueueMetrics",
     ),
     Endpoint(
         "GET",
         "/api/messages/queue/{name}/health",
         health,
         "A queue's health (healthy, degraded, unhealthy) and the checks behind it",
+        roles=ADMIN,
+        response="QueueHealth",
     ),
     Endpoint(
         "GET",
         "/api/messages/queue/{name}/failed",
         failed,
         "The caller's tenant's failed jobs of a queue, newest first (no message content)",
+        roles=ADMIN,
+        response="FailedJobs",
         query=(
             Param(
                 "limit",
@@ -105,5 +110,7 @@ ENDPOINTS = (
         retry,
         "Run a failed job again (recorded with who asked)",
         status=202,
+        roles=ADMIN,
+        response="RetryAnswer",
     ),
 )

@@ -61,13 +61,20 @@ async def delete_preferences(request: Request) -> Response:
 
 PATH = "/api/users/me/notifications"
 ENDPOINTS = (
-    Endpoint("GET", PATH, get_preferences, "The caller's notification preferences"),
+    Endpoint(
+        "GET",
+        PATH,
+        get_preferences,
+        "The caller's notification preferences",
+        response="NotificationPreferencesAnswer",
+    ),
     Endpoint(
         "PUT",
         PATH,
         put_preferences,
         "Set how and where the caller is notified of messages while away",
         body=NotificationPreferences,
+        response="NotificationPreferencesAnswer",
     ),
     Endpoint(
         "DELETE",

@@ -105,7 +105,15 @@ class Runtime:
     def __init__(self, kind: str, env: dict[str, str], log_dir: Path) -> None:
         self.kind = kind
         self.port = free_port()
-        self.env = {**os.environ, **env, "JWT_SECRET": JWT_SECRET, "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            # Tests poll and send fast from one address; those about limits set their own.
+            "RATE_LIMIT_PER_USER": "0",
+            "RATE_LIMIT_PER_ADDRESS": "0",
+            **env,
+            "JWT_SECRET": JWT_SECRET,
+            "PYTHONUNBUFFERED": "1",
+        }
         self.log_dir = log_dir
         self.processes: dict[str, Process] = {}
         self.base_url = f"http://127.0.0.1:{self.port}"

@@ -869,3 +869,65 @@ def test_install_log_redaction_attaches_to_the_handlers() -> None:
             logger = logging.getLogger(name or None)
             for f in [f for f in logger.filters if isinstance(f, RedactTokens)]:
                 logger.removeFilter(f)
+
+
+# ---- the document's answers, roles, limits ---------------------------------------------
+
+
+def test_openapi_documents_every_answer_and_role(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for endpoint in ENDPOINTS:
+        operation = doc["paths"][endpoint.path][endpoint.method.lower()]
+        answer = operation["responses"][str(endpoint.status)]
+        if endpoint.status == 204:
+            assert "content" not in answer
+        else:
+            ref = answer["content"]["application/json"]["schema"]["$ref"]
+            assert ref.rsplit("/", 1)[-1] in schemas, endpoint.path
+        assert "default" in operation["responses"]
+        if endpoint.auth:
+            assert operation["x-roles"] == list(endpoint.roles)
+    assert schemas["Message"]["additionalProperties"] is False
+    assert set(schemas["Message"]["required"]) >= {"id", "status", "content", "isEncrypted"}
+
+
+def test_a_value_the_store_refuses_is_422(client: TestClient, container: FakeContainer) -> None:
+    cid = group(client)
+    container.queries.failure = psycopg.DataError("bigint out of range")
+    r = client.get(f"/api/conversations/{cid}/messages", headers=auth())
+    assert r.status_code == 422
+    assert error_code(r) == "unstorable_value"
+
+
+def test_nul_in_a_body_or_query_is_422(client: TestClient) -> None:
+    r = send_direct(client, content="a\x00b")
+    assert r.status_code == 422
+    assert r.json()["error"]["details"] == [
+        {"field": "content", "issue": "must not contain the NUL character (U+0000)"}
+    ]
+    r = client.get("/api/search", params={"q": "\x00"}, headers=auth())
+    assert r.status_code == 422
+    r = client.post(
+        "/api/messages/direct",
+        json={"recipientId": "bob", "sealed": None, "content": "x", "clientMessageId": "a\x00"},
+        headers=auth(),
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["field"] == "clientMessageId"
+
+
+def test_checks_run_in_order_token_then_rate_then_role(container: FakeContainer) -> None:
+    from infrastructure.ratelimit import LocalWindows, RateLimiter, Rule
+
+    limiter = RateLimiter(LocalWindows(), Rule(2, 60.0), Rule(0, 60.0))
+    app = create_app(container, limiter=limiter)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.get("/api/messages/queue/metrics").status_code == 401
+        statuses = [c.get("/api/messages/queue/metrics", headers=auth()).status_code]
+        statuses += [c.get("/api/messages/queue/metrics", headers=auth()).status_code]
+        third = c.get("/api/messages/queue/metrics", headers=auth())
+    assert statuses == [403, 403]
+    assert third.status_code == 429
+    assert third.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(third.headers["Retry-After"]) <= 60
