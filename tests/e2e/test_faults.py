@@ -161,6 +161,25 @@ class Load:
             thread.join(timeout=60)
 
 
+def assert_completed_once(
+    runtime: Runtime, dsn: str, schema: str, ids: list[str], bob: Any
+) -> None:
+    """Every accepted message delivered, notified and indexed; one ``Delivered`` each; one
+    frame each on ``bob``'s socket; every process of the runtime still running."""
+    wait_for(
+        lambda: settled(dsn, schema, ids) == len(ids),
+        300,
+        f"all {len(ids)} accepted messages to be delivered, notified and indexed",
+    )
+    counts = deliveries(dsn, schema)
+    assert set(counts) == set(ids)
+    assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1]
+    wait_for(lambda: set(bob.new_message_ids()) == set(ids), 60, "every frame on the socket")
+    assert max(Counter(bob.new_message_ids()).values()) == 1
+    for name, process in runtime.processes.items():
+        assert process.proc is not None and process.proc.poll() is None, name
+
+
 def ready_status(runtime: Runtime) -> int:
     try:
         return runtime.http.get("/health/ready", timeout=10).status_code
@@ -210,18 +229,7 @@ def test_postgres_stopped_under_load_answers_503_and_recovers_by_itself(
         assert len(set(ids)) == len(ids)
         assert stored(private_pg.dsn, schema, ids) == set(ids)
         assert all_created(private_pg.dsn, schema) == set(ids)  # nothing stored twice
-        wait_for(
-            lambda: settled(private_pg.dsn, schema, ids) == len(ids),
-            300,
-            f"all {len(ids)} accepted messages to be delivered, notified and indexed",
-        )
-        counts = deliveries(private_pg.dsn, schema)
-        assert set(counts) == set(ids)
-        assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1]
-        wait_for(lambda: set(bob.new_message_ids()) == set(ids), 60, "every frame on the socket")
-        assert max(Counter(bob.new_message_ids()).values()) == 1
-        for name, process in runtime.processes.items():
-            assert process.proc is not None and process.proc.poll() is None, name
+        assert_completed_once(runtime, private_pg.dsn, schema, ids, bob)
     finally:
         bob.close()
 
@@ -316,18 +324,7 @@ def test_rabbitmq_node_killed_and_restarted_mid_run_every_message_completes(
     try:
         assert not load.others, load.others[:10]
         ids = list(load.accepted)
-        wait_for(
-            lambda: settled(dsn, schema, ids) == len(ids),
-            300,
-            f"all {len(ids)} accepted messages to be delivered, notified and indexed",
-        )
-        counts = deliveries(dsn, schema)
-        assert set(counts) == set(ids)
-        assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1]
-        wait_for(lambda: set(bob.new_message_ids()) == set(ids), 60, "every frame on the socket")
-        assert max(Counter(bob.new_message_ids()).values()) == 1
+        assert_completed_once(runtime, dsn, schema, ids, bob)
         assert not bob.closed.is_set()
-        for name, process in runtime.processes.items():
-            assert process.proc is not None and process.proc.poll() is None, name
     finally:
         bob.close()
