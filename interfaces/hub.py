@@ -18,7 +18,8 @@ import copy
 import json
 import logging
 import threading
-from collections import Counter, OrderedDict
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -35,6 +36,12 @@ from projections.runner import Follower, Positioned
 log = logging.getLogger("courier.ws")
 
 RECENT_MESSAGES = 1024
+# A socket is too slow when its queue is full and the frame it is being sent has not
+# been taken for this long: a client that reads, but got a burst bigger than its
+# queue between two turns of the event loop, is not dropped for the burst.
+STUCK_SEND_SECONDS = 1.0
+# Bursts may fill a queue this many times over before the socket is dropped anyway.
+BURST_FACTOR = 4
 STATUS_EVENTS = (
     Message.Encrypted,
     Message.Delivered,
@@ -73,7 +80,10 @@ class Subscriber:
     def __init__(self, websocket: WebSocket, ctx: Context, queue_size: int) -> None:
         self.websocket = websocket
         self.ctx = ctx
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self.queue: deque[str] = deque()
+        self.pending = asyncio.Event()
+        self.sending_since: float | None = None  # set while a frame is with the socket
         self.conversations: set[str] = set()
         self.too_slow = asyncio.Event()
 
@@ -85,11 +95,33 @@ class Subscriber:
         """Queue a frame (on the event loop); a client that cannot keep up is dropped."""
         if self.too_slow.is_set():
             return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if len(self.queue) >= self.queue_size and self._stuck():
             log.warning("dropping a slow WebSocket client (send queue full)")
             self.too_slow.set()
+            return
+        self.queue.append(text)
+        self.pending.set()
+
+    def _stuck(self) -> bool:
+        """Whether the socket, not the burst, is why the queue is full."""
+        if len(self.queue) >= self.queue_size * BURST_FACTOR:
+            return True
+        since = self.sending_since
+        return since is not None and time.monotonic() - since > STUCK_SEND_SECONDS
+
+    async def next_frame(self) -> str:
+        while not self.queue:
+            self.pending.clear()
+            await self.pending.wait()
+        return self.queue.popleft()
+
+    async def send_queued(self) -> None:
+        """Send queued frames in order until the session ends."""
+        while True:
+            text = await self.next_frame()
+            self.sending_since = time.monotonic()
+            await self.websocket.send_text(text)
+            self.sending_since = None
 
 
 def _offer_all(frames: list[tuple[Subscriber, str]]) -> None:

@@ -125,7 +125,7 @@ def _is_cursor(text: str) -> bool:
 
 async def _serve(container: Container, hub: Hub, sub: Subscriber, expires_at: float) -> Closing:
     """Send and receive until one side ends the session; why it ended."""
-    sender = asyncio.ensure_future(_send_loop(sub))
+    sender = asyncio.ensure_future(sub.send_queued())
     receiver = asyncio.ensure_future(_receive_loop(container, hub, sub, expires_at))
     too_slow = asyncio.ensure_future(sub.too_slow.wait())
     tasks = {sender, receiver, too_slow}
@@ -144,11 +144,6 @@ async def _serve(container: Container, hub: Hub, sub: Subscriber, expires_at: fl
     if error is not None:
         raise error
     return Closing(1000, "")
-
-
-async def _send_loop(sub: Subscriber) -> None:
-    while True:
-        await sub.websocket.send_text(await sub.queue.get())
 
 
 async def _send_backlog(container: Container, sub: Subscriber, since: int, until: int) -> None:

@@ -260,23 +260,26 @@ def drain(sock: socket.socket) -> tuple[int, int | None]:
 
 
 def test_a_slow_client_is_dropped_and_nobody_else_waits(tmp_path: Path) -> None:
-    env = {**FAST, "COURIER_DATA_DIR": str(tmp_path / "var"), "WS_SEND_QUEUE": "4"}
+    env = {**FAST, "COURIER_DATA_DIR": str(tmp_path / "var"), "WS_SEND_QUEUE": "8"}
     runtime = Runtime("embedded", env, tmp_path).start()
+    slow: socket.socket | None = None
+    brisk: WsClient | None = None
     try:
         slow = stalled_socket(runtime.port, "slow")
         brisk = connected(runtime.ws("brisk"))
         bulky = "x" * 60_000  # the kernel takes megabytes before the server has to wait
         sent = 0
         while "dropping a slow WebSocket client" not in runtime.logs():
-            assert sent < 300, "the slow client was never dropped"
+            assert sent < 600, "the slow client was never dropped"
             send(runtime.http, "alice", "slow", bulky)
             send(runtime.http, "alice", "brisk", f"note {sent}")
             sent += 1
         wait_for(lambda: len(brisk.new_message_ids()) == sent, 30, "every frame for brisk")
+        assert not brisk.closed.is_set(), "the brisk client was dropped too"
+        assert runtime.logs().count("dropping a slow WebSocket client") == 1
 
         # Once it reads again it finds the frames that had reached it, then 4408.
         received, code = drain(slow)
-        slow.close()
         assert code == 4408
         assert 0 < received < sent
         # The service carries on for everyone, the dropped user included.
@@ -284,6 +287,9 @@ def test_a_slow_client_is_dropped_and_nobody_else_waits(tmp_path: Path) -> None:
         send(runtime.http, "alice", "slow", "still there?")
         wait_for(lambda: again.new_message_ids(), 10, "a frame on the new socket")
         again.close()
-        brisk.close()
     finally:
+        if slow is not None:
+            slow.close()
+        if brisk is not None:
+            brisk.close()
         runtime.stop()
