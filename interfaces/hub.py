@@ -48,6 +48,7 @@ STATUS_EVENTS = (
     Message.Notified,
     Message.Indexed,
     Message.ProcessingFailed,
+    Message.Read,
 )
 
 
@@ -61,7 +62,8 @@ def new_frame(position: int, message: dict[str, Any]) -> dict[str, Any]:
 
 
 def status_frame(event: Any, body: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """``message.status``: a stage reached, or (``Read``) a recipient's read receipt."""
+    frame = {
         "type": "message.status",
         "messageId": body["id"],
         "conversationId": body["conversationId"],
@@ -72,6 +74,9 @@ def status_frame(event: Any, body: dict[str, Any]) -> dict[str, Any]:
         "indexed": body["indexed"],
         "event": type(event).__name__,
     }
+    if isinstance(event, Message.Read):
+        frame["readBy"] = event.reader_id
+    return frame
 
 
 class Subscriber:

@@ -34,6 +34,16 @@ def test_direct_message_reaches_a_connected_recipient(runtime: Runtime) -> None:
     statuses = wait_for(lambda: alice.of_type("message.status"), 10, "alice's status frames")
     assert any(f["messageId"] == message_id for f in statuses)
 
+    # The read receipt reaches the sender live.
+    read = runtime.http.post(f"/api/messages/{message_id}/read", headers=auth("bob"))
+    assert read.status_code == 200, read.text
+    receipt = wait_for(
+        lambda: [f for f in alice.of_type("message.status") if f["event"] == "Read"],
+        10,
+        "alice's read receipt",
+    )
+    assert receipt[0]["messageId"] == message_id and receipt[0]["readBy"] == "bob"
+
     again = runtime.http.post(
         "/api/messages/direct",
         json={"recipientId": "bob", "content": "hello bob", "clientMessageId": "c-1"},
