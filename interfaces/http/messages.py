@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
+from uuid import UUID
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from application.access import AccessLog
-from application.messaging import SendResult
+from application.messaging import Messaging, SendResult
 from application.views import message_dict
 from domain.access import SEARCH
+from domain.events import Context
 from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import ADMIN, Endpoint, Param, respond, services
 from interfaces.http.errors import ApiError
@@ -63,46 +66,30 @@ async def send_group(request: Request) -> Response:
     return _sent(result)
 
 
-async def mark_read(request: Request) -> Response:
+async def _on_message(
+    request: Request, action: str, call: Callable[[Messaging, Context, UUID], Any]
+) -> Any:
+    """Run a read of one message under the access log (a refusal is recorded too)."""
     ctx = authenticate(request).context
     message_id = path_uuid(request, "message")
     app = services(request).messaging
-    message = await run_in_threadpool(
-        AccessLog(app).on_message,
-        ctx,
-        "message.read",
-        message_id,
-        lambda: app.mark_read(ctx, message_id),
+    return await run_in_threadpool(
+        AccessLog(app).on_message, ctx, action, message_id, lambda: call(app, ctx, message_id)
     )
+
+
+async def mark_read(request: Request) -> Response:
+    message = await _on_message(request, "message.read", Messaging.mark_read)
     return respond(message_dict(message))
 
 
 async def view(request: Request) -> Response:
-    ctx = authenticate(request).context
-    message_id = path_uuid(request, "message")
-    app = services(request).messaging
-    message = await run_in_threadpool(
-        AccessLog(app).on_message,
-        ctx,
-        "message.view",
-        message_id,
-        lambda: app.view_message(ctx, message_id),
-    )
+    message = await _on_message(request, "message.view", Messaging.view_message)
     return respond(message_dict(message))
 
 
 async def envelope(request: Request) -> Response:
-    ctx = authenticate(request).context
-    message_id = path_uuid(request, "message")
-    app = services(request).messaging
-    answer = await run_in_threadpool(
-        AccessLog(app).on_message,
-        ctx,
-        "message.envelope",
-        message_id,
-        lambda: app.envelope(ctx, message_id),
-    )
-    return respond(answer)
+    return respond(await _on_message(request, "message.envelope", Messaging.envelope))
 
 
 async def shred(request: Request) -> Response:

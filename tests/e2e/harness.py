@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +15,8 @@ from typing import Any, TypeVar
 import httpx
 import jwt
 from websockets.sync.client import ClientConnection, connect
+
+from benchmarks.runtime import Process as CourierProcess
 
 T = TypeVar("T")
 JWT_SECRET = "e2e-secret-" + "x" * 40
@@ -55,48 +55,22 @@ def auth(user: str, tenant: str = "t1", roles: list[str] | None = None) -> dict[
     return {"Authorization": f"Bearer {token(user, tenant, roles)}"}
 
 
-class Process:
-    """One `courier` process with its output in a log file."""
+class Process(CourierProcess):
+    """One `courier` process with its output in a log file named after it."""
 
     def __init__(
         self, role: str, env: dict[str, str], log_dir: Path, *args: str, name: str | None = None
     ) -> None:
-        self.role = role
         self.name = name or role
-        self.env = env
-        self.args = args
-        self.log_path = log_dir / f"{self.name}-{int(time.time() * 1000)}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Process:
-        self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "interfaces.cli", self.role, *self.args],
-            env=self.env,
-            cwd=ROOT,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-        )
-        return self
+        super().__init__(role, env, log_dir / f"{self.name}-{int(time.time() * 1000)}.log", args)
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as in a crash."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
-        self.log_file.close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log_file.close()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        if self.log_file is not None:
+            self.log_file.close()
 
 
 class Runtime:
@@ -145,7 +119,8 @@ class Runtime:
         if previous is not None:
             previous.stop()
         process = Process(role, {**self.env, **(env or {})}, self.log_dir, *args, name=key)
-        self.processes[key] = process.start()
+        process.start()
+        self.processes[key] = process
         return process
 
     def _ready(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 
@@ -27,40 +27,7 @@ from domain.message import (
     batches_of,
     message_id_for,
 )
-
-TENANT = "acme"
-META = {"actor_id": "alice", "tenant_id": TENANT, "correlation_id": "c-1"}
-
-
-def people(n: int) -> list[str]:
-    return [f"u{i:03d}" for i in range(n)]
-
-
-def new_message(
-    recipients: list[str] | None = None,
-    *,
-    encrypted: bool = False,
-    notify: bool = True,
-    meta: dict[str, str] = META,
-) -> Message:
-    recipients = ["bob"] if recipients is None else recipients
-    return Message(
-        id=uuid4(),
-        tenant_id=TENANT,
-        conversation_id=uuid4(),
-        sender_id="alice",
-        recipient_ids=recipients,
-        kind=DIRECT if len(recipients) == 1 else GROUP,
-        encrypted=encrypted,
-        notify=notify,
-        index=True,
-        content=None if encrypted else "hello",
-        sealed=None,
-        end_to_end=False,
-        content_digest="d" * 64,
-        client_message_id=None,
-        meta=meta,
-    )
+from tests.unit.factories import META, TENANT, new_message, people
 
 
 def deliver_all(message: Message, meta: dict[str, str] = META) -> None:

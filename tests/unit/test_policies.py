@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 
@@ -23,41 +23,8 @@ from application.jobs import (
     QueueSettings,
 )
 from application.policies import first_jobs, jobs_for, pending_jobs
-from domain.message import DIRECT, GROUP, Message
-
-TENANT = "acme"
-META = {"actor_id": "alice", "tenant_id": TENANT, "correlation_id": "corr-1"}
-
-
-def new_message(
-    recipients: list[str] | None = None,
-    *,
-    encrypted: bool = False,
-    notify: bool = True,
-    index: bool = True,
-) -> Message:
-    recipients = ["bob"] if recipients is None else recipients
-    return Message(
-        id=uuid4(),
-        tenant_id=TENANT,
-        conversation_id=uuid4(),
-        sender_id="alice",
-        recipient_ids=recipients,
-        kind=DIRECT if len(recipients) == 1 else GROUP,
-        encrypted=encrypted,
-        notify=notify,
-        index=index,
-        content=None if encrypted else "hello",
-        sealed=None,
-        end_to_end=False,
-        content_digest="d" * 64,
-        client_message_id=None,
-        meta=META,
-    )
-
-
-def people(n: int) -> list[str]:
-    return [f"u{i:03d}" for i in range(n)]
+from domain.message import Message
+from tests.unit.factories import META, TENANT, new_message, people
 
 
 def last_event(message: Message) -> Any:
