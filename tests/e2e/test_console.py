@@ -129,6 +129,8 @@ def test_two_users_exchange_messages_the_receiving_page_decrypts(
         expect()(mine.locator('[data-stage="delivered"]')).to_have_class("done")
         expect()(mine.locator('[data-stage="indexed"]')).to_have_class("done", timeout=LIVE_MS)
         expect()(mine.locator('[data-stage="notified"]')).to_have_class("done", timeout=LIVE_MS)
+        # Bob's page showed it, so it marked it read; the receipt reached Alice live.
+        expect()(mine.locator('[data-stage="read"]')).to_have_text("✓ Read 1/1", timeout=LIVE_MS)
 
     # The service holds no plaintext of the encrypted ones: what it answers has none.
     for mid in (e2e_id, server_id):

@@ -22,6 +22,7 @@ let openId = null;
 const conversations = new Map(); // id → {id, type, participantIds, title, unread}
 const threads = new Map(); // conversation id → Map(message id → entry)
 const pendingStatus = new Map(); // status frames that came before the send's answer
+const readSent = new Set(); // ids of messages this page has marked read
 
 export function start(signedIn) {
   who = signedIn;
@@ -237,11 +238,20 @@ function addMessage(message, local) {
 
 function place(entry) {
   if (entry.message.conversationId !== openId) return;
+  markRead(entry);
   const list = $("#thread");
   if (entry.node.parentNode === list) return;
   const later = entriesOf(openId).find(
     (e) => e.node.parentNode === list && e.message.createdAt > entry.message.createdAt);
   list.insertBefore(entry.node, later ? later.node : null);
+}
+
+/** A message shown in the open thread is read: tell the service once (a read receipt). */
+function markRead(entry) {
+  const m = entry.message;
+  if (m.senderId === who.user || readSent.has(m.id)) return;
+  readSent.add(m.id);
+  api(`/api/messages/${m.id}/read`, { method: "POST" }).catch(() => readSent.delete(m.id));
 }
 
 async function open(entry) {
@@ -293,6 +303,11 @@ function ticks(message) {
   if (message.status === "failed") {
     items.push(h("li", { class: "failed", dataset: { stage: "failed" } }, "✗ Failed"));
   }
+  const readers = (message.readBy || []).length;
+  if (readers) {
+    items.push(h("li", { class: "done", dataset: { stage: "read" } },
+      h("span", { "aria-hidden": "true" }, "✓"), " ", `Read ${readers}/${message.recipientCount}`));
+  }
   return h("ul", { class: "ticks", "aria-label": "Delivery status" }, items);
 }
 
@@ -332,6 +347,11 @@ function applyStatus(entry, frame) {
     notified: frame.notified,
     indexed: frame.indexed,
   };
+  if (frame.event === "Read" && frame.readBy) {
+    const readers = new Set(entry.message.readBy || []);
+    readers.add(frame.readBy);
+    entry.message.readBy = [...readers];
+  }
 }
 
 function onStatus(frame) {
