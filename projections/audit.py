@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.access import Access
 from domain.conversation import Conversation
@@ -39,6 +38,7 @@ CONTENT_FIELDS = frozenset(
     {"content", "sealed", "content_digest", "search_tokens", "title", "public_key_pem"}
 )
 _ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+_LEFT_OUT = _ENVELOPE | CONTENT_FIELDS | {"meta"}  # the fields an entry's data leaves out
 _CONTEXT = (
     ("correlation_id", "correlationId"),
     ("causation_id", "causationId"),
@@ -54,8 +54,16 @@ def camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """A JSON-ready copy of an event's field value."""
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is list or kind is tuple:
+        return [v if type(v) in _AS_IS else plain(v) for v in value]
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, datetime):
@@ -76,11 +84,7 @@ def kinds(event: Any) -> tuple[str, str]:
 def entry_row(position: int, event: Any) -> dict[str, Any]:
     """The ``audit_events`` row of one event."""
     meta: dict[str, str] = dict(getattr(event, "meta", None) or {})
-    data = {
-        camel(key): plain(value)
-        for key, value in vars(event).items()
-        if key not in _ENVELOPE and key not in CONTENT_FIELDS and key != "meta"
-    }
+    data = {camel(key): plain(value) for key, value in vars(event).items() if key not in _LEFT_OUT}
     context = {out: meta[key] for key, out in _CONTEXT if meta.get(key)}
     if context:
         data["context"] = context
@@ -111,10 +115,6 @@ class _Batch:
     accesses: list[tuple[str, int, str, str]] = field(
         default_factory=list
     )  # tenant, pos, mid, actor
-
-
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 class AuditView:
@@ -212,10 +212,10 @@ class AuditView:
     # ---- writing ---------------------------------------------------------------
 
     def _write(self, conn: Connection, work: _Batch) -> None:
-        if work.messages:
-            conn.execute(
-                _insert(conn)(audit_messages).on_conflict_do_nothing(), list(work.messages.values())
-            )
+        # Each message is created once and each access row belongs to one position: the
+        # view's position moves in the same transaction, so no batch is written twice
+        # and these are plain appends.
+        append_rows(conn, audit_messages, list(work.messages.values()))
         for mid, at in work.shredded:
             conn.execute(
                 update(audit_messages)
@@ -229,9 +229,7 @@ class AuditView:
         append_rows(conn, audit_events, work.entries)
         rows = [{"tenant_id": t, "subject_id": s, "position": p} for t, s, p in work.subjects]
         append_rows(conn, audit_subjects, rows)
-        access = self._access_rows(conn, work)
-        if access:
-            conn.execute(_insert(conn)(audit_access).on_conflict_do_nothing(), access)
+        append_rows(conn, audit_access, self._access_rows(conn, work))
 
     def _access_rows(self, conn: Connection, work: _Batch) -> list[dict[str, Any]]:
         """One row per owner of each message accessed, but the accessor themself."""

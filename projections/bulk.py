@@ -7,12 +7,23 @@ the caller's transaction. Other databases (SQLite) take the ordinary path.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Connection, Table
+
+
+def dumps(value: Any) -> bytes:
+    """JSON for a JSONB column: orjson, or the standard library for what orjson refuses
+    (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
 
 
 def append_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -34,4 +45,4 @@ def append_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     raw: Any = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
-            copy.write_row([Jsonb(row[n]) if n in as_json else row[n] for n in names])
+            copy.write_row([Jsonb(row[n], dumps) if n in as_json else row[n] for n in names])
