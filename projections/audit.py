@@ -59,10 +59,9 @@ _AS_IS = frozenset({str, int, float, bool, type(None)})
 
 def plain(value: Any) -> Any:
     """A JSON-ready copy of an event's field value."""
-    kind = type(value)
-    if kind in _AS_IS:
+    if type(value) in _AS_IS:  # most values: checked first, as replays call this a lot
         return value
-    if kind is list or kind is tuple:
+    if isinstance(value, list | tuple):
         return [v if type(v) in _AS_IS else plain(v) for v in value]
     if isinstance(value, UUID):
         return str(value)
@@ -70,8 +69,6 @@ def plain(value: Any) -> Any:
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -33,6 +34,15 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+async def until(condition: Callable[[], bool], what: str, turns: int = 1000) -> None:
+    """Give the event loop turns until ``condition`` holds; fail after ``turns``."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)  # one turn of the loop, not a timed wait
+    raise AssertionError(f"not within {turns} turns of the event loop: {what}")
+
+
 def test_a_burst_larger_than_the_queue_is_sent_whole_to_a_reading_client() -> None:
     async def scenario() -> list[str]:
         socket = Socket()
@@ -41,8 +51,7 @@ def test_a_burst_larger_than_the_queue_is_sent_whole_to_a_reading_client() -> No
         sender = asyncio.ensure_future(sub.send_queued())
         for n in range(12):  # more than the queue, before the sender gets a turn
             sub.offer(str(n))
-        while len(socket.sent) < 12 and not sub.too_slow.is_set():
-            await asyncio.sleep(0)
+        await until(lambda: len(socket.sent) == 12 or sub.too_slow.is_set(), "12 frames sent")
         sender.cancel()
         assert not sub.too_slow.is_set()
         return socket.sent
@@ -53,14 +62,13 @@ def test_a_burst_larger_than_the_queue_is_sent_whole_to_a_reading_client() -> No
 def test_a_socket_that_takes_nothing_is_dropped_once_its_queue_is_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(hub, "STUCK_SEND_SECONDS", 0.0)
+    monkeypatch.setattr(hub, "STUCK_SEND_SECONDS", -1.0)  # any send under way is stuck
 
     async def scenario() -> Subscriber:
         sub = subscriber(Socket(), 4)
         sender = asyncio.ensure_future(sub.send_queued())
-        await asyncio.sleep(0)
         sub.offer("first")  # the sender takes it and waits on the socket
-        await asyncio.sleep(0)
+        await until(lambda: sub.sending_since is not None, "the first frame with the socket")
         for n in range(4):
             sub.offer(str(n))
         assert not sub.too_slow.is_set()  # full, not over
