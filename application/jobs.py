@@ -116,3 +116,24 @@ class Job:
         except ValueError:
             raise BadJobId(job_id) from None
         return cls(queue=queue, message_id=message_id, part=part, tenant_id=tenant_id)
+
+
+MAX_BATCH = 200  # jobs in one broker message
+
+
+def batch_to_wire(jobs: list[Job]) -> dict[str, Any]:
+    """One broker message for many jobs of one queue."""
+    return {"jobs": [job.to_wire() for job in jobs]}
+
+
+def jobs_from_wire(body: Any) -> list[Job]:
+    """The jobs of a broker message: a batch (``{"jobs": [...]}``) or a single job.
+
+    Raises ``BadJobId`` when the body, or any job in it, is malformed.
+    """
+    if isinstance(body, dict) and "jobs" in body:
+        items = body["jobs"]
+        if not isinstance(items, list):
+            raise BadJobId("malformed job body: jobs is not a list")
+        return [Job.from_wire(item) for item in items]
+    return [Job.from_wire(body)]

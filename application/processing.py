@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from application.jobs import (
     BATCH_MESSAGE_SENDING,
@@ -17,7 +18,7 @@ from application.jobs import (
 )
 from application.messaging import SERVICE_HOLDER, Messaging
 from application.notices import notice_for
-from application.ports import Indexer, Notifier, Presence, VaultEntry
+from application.ports import Indexer, Notifier, Outcomes, Presence, VaultEntry
 from application.retention import Retention
 from application.turns import Turns
 from domain.events import system_context
@@ -103,94 +104,119 @@ class Processor:
 
             self.app.retrying(attempt)
 
-    def _meta(self, job: Job) -> dict[str, str]:
+    def meta(self, job: Job) -> dict[str, str]:
+        """Who (the system, on this job's behalf) an event the job records comes from."""
         return system_context(job.tenant_id, job.correlation_id, job.job_id).as_meta()
 
     def encrypt(self, job: Job) -> Outcome:
         """Wrap the data key for every participant's current RSA key; record Encrypted."""
         message = self._message(job)
         if message.encryption is not None or message.shredded:
+            if message.shredded:
+                # Keys a batch wrapped before it saw the message shredded go too.
+                self.app.crypto.vault.shred(message.id)
             return Outcome([])
-        sealed = message.sealed or {}
-        service = self.app.crypto.vault.get(message.id, f"{SERVICE_HOLDER}:{sealed['dekId']}")
-        if service is None:
-            raise JobNotReady("the message's data key is not in the vault")
-        data_key = self.app.crypto.keyring.unwrap(service.key_id, service.wrapped_key)
-        entries: list[VaultEntry] = []
-        recipient_key_ids: dict[str, str] = {}
-        for user in message.participants():
-            key_id, pem = self.app.current_public_key(message.tenant_id, user)
-            wrapped = self.app.crypto.cipher.wrap_for(pem, data_key)
-            entries.append(VaultEntry(message.id, user, key_id, wrapped))
-            recipient_key_ids[user] = key_id
+        holder = service_holder(message)
+        service = self.app.crypto.vault.get(message.id, holder)
+        tenant = message.tenant_id
+        keys = {u: self.app.current_public_key(tenant, u) for u in message.participants()}
+        entries, metadata = self.wrap_keys(message, service, keys)
         self.app.crypto.vault.put(entries)
-        metadata = {
-            "iv": sealed.get("iv"),
-            "authTag": sealed.get("authTag"),
-            "keyId": service.key_id,
-            "recipientKeyIds": recipient_key_ids,
-        }
 
         def change(current: Message) -> bool:
             if current.shredded:
                 # Shredded while the keys were being wrapped: they must not outlive it.
                 self.app.crypto.vault.shred(current.id)
                 return False
-            return current.record_encryption(metadata, ENVELOPE_VERSION, self._meta(job))
+            return current.record_encryption(metadata, ENVELOPE_VERSION, self.meta(job))
 
         self._change(job, change, loaded=message)
         return Outcome([])
 
+    def wrap_keys(
+        self,
+        message: Message,
+        service: VaultEntry | None,
+        keys: dict[str, tuple[str, str]],
+    ) -> tuple[list[VaultEntry], dict[str, Any]]:
+        """The data key wrapped for each participant (``keys``: user → key id, PEM), and
+        the public metadata ``Encrypted`` records."""
+        if service is None:
+            raise JobNotReady("the message's data key is not in the vault")
+        data_key = self.app.crypto.keyring.unwrap(service.key_id, service.wrapped_key)
+        entries: list[VaultEntry] = []
+        recipient_key_ids: dict[str, str] = {}
+        for user in message.participants():
+            key_id, pem = keys[user]
+            wrapped = self.app.crypto.cipher.wrap_for(pem, data_key)
+            entries.append(VaultEntry(message.id, user, key_id, wrapped))
+            recipient_key_ids[user] = key_id
+        sealed = message.sealed or {}
+        metadata = {
+            "iv": sealed.get("iv"),
+            "authTag": sealed.get("authTag"),
+            "keyId": service.key_id,
+            "recipientKeyIds": recipient_key_ids,
+        }
+        return entries, metadata
+
     def split(self, job: Job) -> Outcome:
-        message = self._message(job)
+        return Outcome(self.split_step(job, self._message(job)))
+
+    def split_step(self, job: Job, message: Message) -> list[Job]:
+        """A group message's delivery jobs, one per batch of recipients not yet reached."""
         if not message.ready_for_delivery:
             raise JobNotReady("the message is not encrypted yet")
-        return Outcome(
-            [
-                Job(MESSAGE_DELIVERY, message.id, f"b{key}", job.tenant_id, 1, job.correlation_id)
-                for key in message.batch_keys()
-                if key not in message.delivered
-            ]
-        )
+        return [
+            Job(MESSAGE_DELIVERY, message.id, f"b{key}", job.tenant_id, 1, job.correlation_id)
+            for key in message.batch_keys()
+            if key not in message.delivered
+        ]
 
     def deliver(self, job: Job) -> Outcome:
-        batch = _batch_key(job)
-
-        def change(message: Message) -> bool:
-            if batch in message.delivered:
-                return False
-            if not message.ready_for_delivery:
-                raise JobNotReady("the message is not encrypted yet")
-            batches = message.batches()
-            if int(batch) >= len(batches):
-                raise UnknownJob(job.job_id)
-            recipients = batches[int(batch)]
-            online = self.presence.online(message.tenant_id, recipients)
-            message.deliver(
-                batch,
-                online=[u for u in recipients if u in online],
-                offline=[u for u in recipients if u not in online],
-                meta=self._meta(job),
-            )
-            return True
-
-        self._change(job, change)
+        self._change(job, lambda message: self.deliver_step(job, message))
         return Outcome([])
+
+    def deliver_step(self, job: Job, message: Message, online: set[str] | None = None) -> bool:
+        """Record ``Delivered`` for the job's batch (``online``: who is connected, if known)."""
+        batch = _batch_key(job)
+        if batch in message.delivered:
+            return False
+        if not message.ready_for_delivery:
+            raise JobNotReady("the message is not encrypted yet")
+        batches = message.batches()
+        if int(batch) >= len(batches):
+            raise UnknownJob(job.job_id)
+        recipients = batches[int(batch)]
+        if online is None:
+            online = self.presence.online(message.tenant_id, recipients)
+        message.deliver(
+            batch,
+            online=[u for u in recipients if u in online],
+            offline=[u for u in recipients if u not in online],
+            meta=self.meta(job),
+        )
+        return True
 
     def notify(self, job: Job) -> Outcome:
         batch = _batch_key(job)
         message = self._message(job)
+        outcomes = self.notify_step(job, message)
+        if outcomes is not None:
+            self._change(job, lambda m: m.mark_notified(batch, outcomes, self.meta(job)), message)
+        return Outcome([])
+
+    def notify_step(self, job: Job, message: Message) -> Outcomes | None:
+        """Send the batch's notifications; what each recipient got, or None if done already."""
+        batch = _batch_key(job)
         if batch in message.notified_batches or not message.notify:
-            return Outcome([])
+            return None
         recipients = message.delivered.get(batch)
         if recipients is None:
             raise JobNotReady("the batch is not delivered yet")
         offline = [u for u in recipients if u in message.offline]
         online = [u for u in recipients if u not in message.offline]
-        outcomes = self.notifier.notify(notice_for(message), offline, online)
-
-        self._change(job, lambda m: m.mark_notified(batch, outcomes, self._meta(job)), message)
-        return Outcome([])
+        return self.notifier.notify(notice_for(message), offline, online)
 
     def index(self, job: Job) -> Outcome:
         message = self._message(job)
@@ -198,7 +224,7 @@ class Processor:
             return Outcome([])
         self.indexer.index(message)
 
-        self._change(job, lambda m: m.mark_indexed(self._meta(job)), message)
+        self._change(job, lambda m: m.mark_indexed(self.meta(job)), message)
         return Outcome([])
 
     def cleanup(self, job: Job) -> Outcome:
@@ -213,10 +239,15 @@ class Processor:
             return  # not about one message; the worker has logged it, the next run retries
 
         def change(message: Message) -> bool:
-            message.fail(job.queue, job.job_id, attempts, error, self._meta(job))
+            message.fail(job.queue, job.job_id, attempts, error, self.meta(job))
             return True
 
         self._change(job, change)
+
+
+def service_holder(message: Message) -> str:
+    """The vault holder of a server-sealed message's data key, wrapped by the keyring."""
+    return f"{SERVICE_HOLDER}:{(message.sealed or {}).get('dekId')}"
 
 
 def _batch_key(job: Job) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 from eventsourcing import persistence
 from sqlalchemy import Engine, create_engine, event, text
 
+from application.batches import BatchProcessor
+from application.loading import Loader
 from application.messaging import Crypto, Messaging
 from application.processing import Processor
 from application.retention import Retention
@@ -23,6 +25,7 @@ from infrastructure.chain import ChainKeeper, signing_key
 from infrastructure.contacts import SqlContactBook, SqlSendLog
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.delayed import DelayedJobs
+from infrastructure.eventreader import event_reader
 from infrastructure.faults import FaultInjector
 from infrastructure.groupcommit import GroupCommitter
 from infrastructure.jobruns import JobRuns
@@ -35,7 +38,7 @@ from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
 from infrastructure.storegate import guard
 from infrastructure.vault import SqlKeyVault
-from infrastructure.worker import JobRunner, QueueConsumer, Workers
+from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
 from projections.catalog import PROJECTIONS as VIEWS
 from projections.messages import MessageQueriesSQL
@@ -293,11 +296,20 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         )
         retention = Retention(messaging, container.audit, settings.retention_days)
         processor = Processor(messaging, presence, notifier, FlagIndexer(), retention)
+        batches = BatchProcessor(processor, Loader(messaging, event_reader(messaging.recorder)))
         job_runner = JobRunner(
-            processor, delayed, settings.queues, FaultInjector(settings.fault_inject), stats, runs
+            processor,
+            delayed,
+            settings.queues,
+            FaultInjector(settings.fault_inject),
+            stats,
+            runs,
+            batches,
         )
+        batch_engine = BatchEngine(job_runner)
         container.workers = Workers(
-            [QueueConsumer(q, broker, job_runner) for q in settings.queues.values()]
+            [QueueConsumer(q, broker, job_runner, batch_engine) for q in settings.queues.values()],
+            batch_engine,
         )
     if everything or role == RELAY:
         container.relay = Relay(

@@ -8,7 +8,7 @@ from typing import Any
 
 from kombu import Connection, Exchange, Queue
 
-from application.jobs import QUEUES, Job
+from application.jobs import MAX_BATCH, MESSAGE_CLEANUP, QUEUES, Job, batch_to_wire
 
 EXCHANGE = Exchange("courier", type="direct", durable=True)
 
@@ -92,22 +92,32 @@ class Broker:
     def publish(self, jobs: list[Job]) -> None:
         """Publish every job (JSON, persistent); reconnect once on a broken connection.
 
-        Jobs go through the default exchange straight to the queue of that name: a
+        The jobs of one queue travel together, up to ``MAX_BATCH`` in a broker message.
+        They go through the default exchange straight to the queue of that name: a
         Redis that lost its keys (exchange bindings included) still takes them, where
         a named exchange would find no binding and drop them as undeliverable.
         """
         if not jobs:
             return
+        by_queue: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_queue.setdefault(job.queue, []).append(job)
+        batches = [
+            group[start : start + size]
+            for queue, group in by_queue.items()
+            for size in [1 if queue == MESSAGE_CLEANUP else MAX_BATCH]
+            for start in range(0, len(group), size)
+        ]
         for attempt in (1, 2):
             try:
                 producer = self._producer()
-                for job in jobs:
+                for batch in batches:
                     producer.publish(
-                        job.to_wire(),
+                        batch[0].to_wire() if len(batch) == 1 else batch_to_wire(batch),
                         exchange="",
-                        routing_key=job.queue,
+                        routing_key=batch[0].queue,
                         delivery_mode=2,
-                        message_id=job.job_id,
+                        message_id=batch[0].job_id,
                         retry=True,
                         retry_policy={"max_retries": 3, "interval_start": 0.1},
                     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -37,6 +38,13 @@ def _oaep() -> padding.OAEP:
     return padding.OAEP(
         mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _wrapping_key(pem: str) -> rsa.RSAPublicKey:
+    """A parsed public key, kept: a group's encryption wraps for the same keys again and
+    again, and parsing a 4096-bit PEM costs more than the wrap itself."""
+    return _load_rsa_public_key(pem)
 
 
 def _load_rsa_public_key(pem: str) -> rsa.RSAPublicKey:
@@ -108,7 +116,7 @@ class AesGcmCipher:
 
     def wrap_for(self, public_key_pem: str, data_key: bytes) -> bytes:
         """RSA-OAEP with SHA-256 and MGF1-SHA-256, no label: what WebCrypto's RSA-OAEP unwraps."""
-        return _load_rsa_public_key(public_key_pem).encrypt(data_key, _oaep())
+        return _wrapping_key(public_key_pem).encrypt(data_key, _oaep())
 
 
 class UnknownMasterKey(KeyError):

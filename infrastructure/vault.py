@@ -52,6 +52,26 @@ class SqlKeyVault:
             return None
         return VaultEntry(message_id, row.holder, row.key_id, bytes(row.wrapped_key))
 
+    def get_many(self, wanted: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], VaultEntry]:
+        """The entries of these ``(message_id, holder)`` pairs that exist, in one query."""
+        if not wanted:
+            return {}
+        ids = {str(message_id): message_id for message_id, _ in wanted}
+        holders = {holder for _, holder in wanted}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(key_vault).where(
+                    key_vault.c.message_id.in_(list(ids)), key_vault.c.holder.in_(list(holders))
+                )
+            ).all()
+        found = {
+            (ids[r.message_id], r.holder): VaultEntry(
+                ids[r.message_id], r.holder, r.key_id, bytes(r.wrapped_key)
+            )
+            for r in rows
+        }
+        return {pair: found[pair] for pair in wanted if pair in found}
+
     def shred(self, message_id: UUID) -> int:
         with self.engine.begin() as conn:
             result = conn.execute(

@@ -1,4 +1,13 @@
-"""Consumers of the six queues: run a job, record its outcome, then acknowledge."""
+"""Consumers of the six queues: run jobs, record their outcomes, then acknowledge.
+
+A broker message carries a batch of jobs of one queue (infrastructure/broker.py). The
+five queues of message processing hand their batches to one ``BatchEngine`` per process,
+which runs whatever has arrived, across queues, as one unit of work
+(application/batches.py): one read of the messages, one event-store transaction, one
+transaction for the outcomes, then every broker message of the unit is acknowledged.
+``MESSAGE_CLEANUP`` (and any processor that cannot run batches) runs job by job on a
+pool of ``concurrency`` threads.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from application.batches import BatchProcessor, JobResult
 from application.errors import CourierError
-from application.jobs import BadJobId, Job, QueueSettings
+from application.jobs import MESSAGE_CLEANUP, BadJobId, Job, QueueSettings, jobs_from_wire
 from application.processing import JobNotReady, Processor, UnknownJob
 from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
@@ -32,12 +42,21 @@ def describe(error: BaseException) -> str:
     return name
 
 
-@dataclass
+@dataclass(eq=False)
+class Delivery:
+    """One broker message and the jobs it carried; acknowledged once all are recorded."""
+
+    message: Any
+    pending: int = 0
+    unrecorded: bool = False
+
+
+@dataclass(eq=False)
 class Running:
     """One received job: its broker message, and what running it led to."""
 
     job: Job
-    message: Any
+    delivery: Delivery
     started: float
     started_at: float = field(default_factory=time.time)
     run_id: str | None = None
@@ -60,6 +79,7 @@ class JobRunner:
         faults: FaultInjector,
         stats: JobStats,
         runs: JobRuns | None = None,
+        batches: BatchProcessor | None = None,
     ) -> None:
         self.processor = processor
         self.delayed = delayed
@@ -67,6 +87,11 @@ class JobRunner:
         self.faults = faults
         self.stats = stats
         self.runs = runs
+        self.batches = batches
+
+    def batched(self, queue: str) -> bool:
+        """Whether this queue's jobs run in units of work (else one by one on a pool)."""
+        return self.batches is not None and queue != MESSAGE_CLEANUP
 
     def begin(self, jobs: list[Job]) -> list[str | None]:
         """Record that these attempts start (they then count as active); their run ids."""
@@ -77,6 +102,10 @@ class JobRunner:
     def execute(self, job: Job) -> list[Job]:
         self.faults.check(job)
         return self.processor.run(job).follow_ups
+
+    def execute_batch(self, jobs: list[Job]) -> list[JobResult]:
+        assert self.batches is not None
+        return self.batches.run(jobs, check=self.faults.check)
 
     def settle(self, ended: list[Running]) -> None:
         """Record the outcomes of ``ended`` in one transaction; mark those recorded.
@@ -107,7 +136,8 @@ class JobRunner:
         for run, outcome, reason in decided:
             if outcome == FAILED:
                 try:
-                    self.processor.record_failure(run.job, run.job.attempt, reason)
+                    record = self.batches or self.processor
+                    record.record_failure(run.job, run.job.attempt, reason)
                 except Exception:
                     log.exception("could not record the failure of %s", run.job.job_id)
                     continue
@@ -140,26 +170,38 @@ class JobRunner:
 
 
 class QueueConsumer(threading.Thread):
-    """One queue: a kombu consumer on this thread, its jobs on a pool of threads.
+    """One queue: a kombu consumer on this thread; its jobs run in units of work on the
+    process's ``BatchEngine``, or (``MESSAGE_CLEANUP``) on a pool of threads.
 
-    kombu connections are not thread-safe, so receiving, recording and acknowledging
-    happen here. Jobs that end together have their outcomes recorded in one
-    transaction, and only then are they acknowledged; jobs still running after
+    kombu connections are not thread-safe, so receiving and acknowledging happen here.
+    A broker message is acknowledged once every job it carried has its outcome
+    recorded; one with a job that could not be recorded goes back to the broker.
+
+    On the pool, up to ``concurrency`` jobs run at once; jobs that end together have
+    their outcomes recorded in one transaction; jobs still running after
     ``ACTIVE_AFTER`` are recorded as active meanwhile, together. A job still running at
-    the queue's timeout is abandoned: it is recorded as a failed attempt and
-    acknowledged, and another thread takes its place in the pool. Up to
-    ``concurrency`` jobs of the queue run at once (the consumer's prefetch).
+    the queue's timeout is abandoned: it is recorded as a failed attempt and another
+    thread takes its place in the pool. For batched queues, ``concurrency`` is the
+    number of broker messages (batches) this process holds at once.
     """
 
-    def __init__(self, settings: QueueSettings, broker: Broker, runner: JobRunner) -> None:
+    def __init__(
+        self,
+        settings: QueueSettings,
+        broker: Broker,
+        runner: JobRunner,
+        engine: BatchEngine | None = None,
+    ) -> None:
         super().__init__(name=f"worker-{settings.name}", daemon=True)
         self.settings = settings
         self.broker = broker
         self.runner = runner
+        self.engine = engine if runner.batched(settings.name) else None
         self.stopping = threading.Event()
         self.incoming: list[Running] = []
         self.running: dict[int, Running] = {}
         self.finished: stdqueue.SimpleQueue[Running] = stdqueue.SimpleQueue()
+        self.settled: stdqueue.SimpleQueue[Running] = stdqueue.SimpleQueue()
         self.tasks: stdqueue.SimpleQueue[Running | None] = stdqueue.SimpleQueue()
         self.pool_lock = threading.Lock()
         self.pool_size = 0
@@ -170,7 +212,8 @@ class QueueConsumer(threading.Thread):
         self.stopping.set()
 
     def run(self) -> None:
-        self._grow_pool()
+        if self.engine is None:
+            self._grow_pool()
         backoff = 0.5
         try:
             while not self.stopping.is_set():
@@ -186,7 +229,10 @@ class QueueConsumer(threading.Thread):
                         )
                         with consumer:
                             backoff = 0.5
-                            self._loop(conn)
+                            if self.engine is None:
+                                self._loop(conn)
+                            else:
+                                self._loop_batched(conn)
                 except Exception as error:
                     self.incoming.clear()
                     self.running.clear()
@@ -206,6 +252,21 @@ class QueueConsumer(threading.Thread):
                 threads = self.pool_size
             for _ in range(threads):
                 self.tasks.put(None)
+
+    def _loop_batched(self, conn: Any) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.02)
+            requeued = False
+            while True:
+                try:
+                    run = self.settled.get_nowait()
+                except stdqueue.Empty:
+                    break
+                requeued |= not self._complete(run)
+            if requeued:
+                # Outcomes could not be recorded: give the store a moment before the next ones.
+                self.stopping.wait(0.5)
 
     def _loop(self, conn: Any) -> None:
         ended: list[Running] = []
@@ -228,12 +289,21 @@ class QueueConsumer(threading.Thread):
 
     def _received(self, body: Any, message: Any) -> None:
         try:
-            job = Job.from_wire(body if isinstance(body, dict) else {})
+            jobs = jobs_from_wire(body)
         except BadJobId:
             log.error("%s: dropping a malformed job body", self.name)
             message.ack()
             return
-        self.incoming.append(Running(job, message, time.monotonic()))
+        if not jobs:
+            message.ack()
+            return
+        delivery = Delivery(message, pending=len(jobs))
+        now = time.monotonic()
+        runs = [Running(job, delivery, now) for job in jobs]
+        if self.engine is not None:
+            self.engine.submit(self, runs)
+        else:
+            self.incoming.extend(runs)
 
     def _start(self) -> None:
         batch, self.incoming = self.incoming, []
@@ -340,22 +410,165 @@ class QueueConsumer(threading.Thread):
             self.stopping.wait(0.5)
 
     def _complete(self, run: Running) -> bool:
-        """Acknowledge a recorded job; hand an unrecorded one back to the broker."""
-        if run.recorded:
-            run.message.ack()
-            return True
-        with contextlib.suppress(Exception):
-            run.message.requeue()
-        return False
+        """Count a settled job; once its broker message has none left, acknowledge the
+        message, or hand it back to the broker if a job of it could not be recorded."""
+        delivery = run.delivery
+        delivery.unrecorded |= not run.recorded
+        delivery.pending -= 1
+        if delivery.pending > 0:
+            return run.recorded
+        if delivery.unrecorded:
+            with contextlib.suppress(Exception):
+                delivery.message.requeue()
+            return False
+        with contextlib.suppress(Exception):  # a connection lost meanwhile: redelivered
+            delivery.message.ack()
+        return True
+
+
+@dataclass(eq=False)
+class Unit:
+    """The jobs the engine runs together, and how they ended."""
+
+    runs: list[tuple[QueueConsumer, Running]]
+    deadline: float
+    done: threading.Event = field(default_factory=threading.Event)
+    results: list[JobResult] | None = None
+    abandoned: bool = False
+
+
+class BatchEngine(threading.Thread):
+    """Runs the batched queues' jobs of this process as units of work, one at a time.
+
+    Whatever the consumers have received (up to ``max_jobs``) forms the next unit; it
+    runs on a thread of its own while this one watches the clock. A unit still running
+    at its earliest queue timeout is abandoned: each of its jobs counts a failed attempt
+    (and is retried with its backoff), and a fresh thread runs the next units. Python
+    runs one thread's code at a time: one unit at a time loses nothing, and every job of
+    a unit shares its reads and writes.
+    """
+
+    def __init__(self, runner: JobRunner, max_jobs: int = 500) -> None:
+        super().__init__(name="worker-batches", daemon=True)
+        self.runner = runner
+        self.max_jobs = max_jobs
+        self.inbox: stdqueue.SimpleQueue[list[tuple[QueueConsumer, Running]]] = (
+            stdqueue.SimpleQueue()
+        )
+        self.stopping = threading.Event()
+        self.units: stdqueue.SimpleQueue[Unit | None] = stdqueue.SimpleQueue()
+        self.unit_thread: threading.Thread | None = None
+
+    def submit(self, consumer: QueueConsumer, runs: list[Running]) -> None:
+        self.inbox.put([(consumer, run) for run in runs])
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.units.put(None)
+
+    def run(self) -> None:
+        self._new_unit_thread()
+        while not self.stopping.is_set():
+            try:
+                taken = self.inbox.get(timeout=0.1)
+            except stdqueue.Empty:
+                continue
+            while len(taken) < self.max_jobs:
+                try:
+                    taken.extend(self.inbox.get_nowait())
+                except stdqueue.Empty:
+                    break
+            self._run(taken)
+
+    def _run(self, taken: list[tuple[QueueConsumer, Running]]) -> None:
+        queues = self.runner.queues
+        timeout = min(
+            (queues[r.job.queue].timeout_seconds for _, r in taken if r.job.queue in queues),
+            default=60.0,
+        )
+        now = time.monotonic()
+        for _, run in taken:
+            run.started = now
+            run.started_at = time.time()
+        unit = Unit(taken, now + timeout)
+        self.units.put(unit)
+        marked = False
+        while not unit.done.wait(0.05):
+            if self.stopping.is_set():
+                return  # unacknowledged: the broker hands these jobs out again
+            if time.monotonic() > unit.deadline:
+                self._abandon(unit, timeout)
+                break
+            if not marked and time.monotonic() - now > ACTIVE_AFTER:
+                marked = True
+                self._mark_active(unit)
+        self._settle(unit)
+
+    def _work(self) -> None:
+        while True:
+            unit = self.units.get()
+            if unit is None:
+                return
+            try:
+                results = self.runner.execute_batch([run.job for _, run in unit.runs])
+            except BaseException as error:  # a bug, or the store failing as a whole
+                results = [JobResult(error=error) for _ in unit.runs]
+            if unit.abandoned:
+                return  # the engine has a new thread for the next units
+            unit.results = results
+            unit.done.set()
+
+    def _new_unit_thread(self) -> None:
+        self.unit_thread = threading.Thread(target=self._work, name="worker-unit", daemon=True)
+        self.unit_thread.start()
+
+    def _mark_active(self, unit: Unit) -> None:
+        """A unit running for a while shows its jobs as active in the queue metrics."""
+        try:
+            run_ids = self.runner.begin([run.job for _, run in unit.runs])
+        except Exception:
+            log.exception("could not record %d jobs as active", len(unit.runs))
+            return
+        for (_, run), run_id in zip(unit.runs, run_ids, strict=True):
+            run.run_id = run_id
+
+    def _abandon(self, unit: Unit, timeout: float) -> None:
+        unit.abandoned = True
+        unit.results = [
+            JobResult(error=TimeoutError(f"ran past its {timeout:g}s timeout")) for _ in unit.runs
+        ]
+        if self.runner.batches is not None:
+            self.runner.batches.kept.clear()
+        log.error("a unit of %d jobs ran past its %gs timeout; abandoned", len(unit.runs), timeout)
+        self._new_unit_thread()
+
+    def _settle(self, unit: Unit) -> None:
+        results = unit.results or [JobResult(error=RuntimeError("no result")) for _ in unit.runs]
+        now = time.monotonic()
+        for (_, run), result in zip(unit.runs, results, strict=True):
+            run.error = result.error
+            run.follow_ups = result.follow_ups
+            run.elapsed = now - run.started
+            run.done = True
+        runs = [run for _, run in unit.runs]
+        try:
+            self.runner.settle(runs)
+        except Exception:
+            log.exception("could not record the outcome of %d jobs", len(runs))
+        for consumer, run in unit.runs:
+            consumer.settled.put(run)
 
 
 class Workers:
-    """Every queue's consumer in this process."""
+    """Every queue's consumer in this process, and the engine of the batched ones."""
 
-    def __init__(self, consumers: list[QueueConsumer]) -> None:
+    def __init__(self, consumers: list[QueueConsumer], engine: BatchEngine | None = None) -> None:
         self.consumers = consumers
+        self.engine = engine
 
     def start(self) -> None:
+        if self.engine is not None:
+            self.engine.start()
         for consumer in self.consumers:
             consumer.start()
 
@@ -363,5 +576,9 @@ class Workers:
         for consumer in self.consumers:
             consumer.stop()
             consumer.runner.faults.release()
+        if self.engine is not None:
+            self.engine.stop()
         for consumer in self.consumers:
             consumer.join(timeout=5)
+        if self.engine is not None:
+            self.engine.join(timeout=5)
