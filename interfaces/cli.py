@@ -60,7 +60,14 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    envvar="HTTP_ACCESS_LOG",
+    show_default=True,
+    help="Log one line per request (tokens redacted). Env: HTTP_ACCESS_LOG=1.",
+)
+def serve(host: str, port: int, access_log: bool) -> None:
     """Run the HTTP API and WebSocket server.
 
     On the embedded default this one process also runs the relay, the workers and
@@ -69,7 +76,7 @@ def serve(host: str, port: int) -> None:
     from interfaces.server import run
 
     _setup_logging()
-    run(_settings(), host, port)
+    run(_settings(), host, port, access_log=access_log)
 
 
 @main.command()

@@ -63,7 +63,8 @@ def create_server_app(settings: Settings) -> Starlette:
     )
 
 
-def run(settings: Settings, host: str, port: int) -> None:
+def run(settings: Settings, host: str, port: int, *, access_log: bool = False) -> None:
+    """Serve on uvloop and httptools; ``access_log`` adds one log line per request."""
     from interfaces.http.app import install_log_redaction
     from interfaces.http.protocol import WebSocketProtocol, guarded_protocol
 
@@ -73,14 +74,15 @@ def run(settings: Settings, host: str, port: int) -> None:
         app,
         host=host,
         port=port,
+        loop="uvloop",
         log_level="info",
-        http=guarded_protocol(limits.header_timeout, limits.body_timeout),
+        access_log=access_log,
+        http=guarded_protocol(limits.header_timeout, limits.body_timeout, limits.max_header_bytes),
         ws=WebSocketProtocol,
         ws_max_size=limits.ws_max_frame_bytes,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         timeout_keep_alive=5,
-        h11_max_incomplete_event_size=limits.max_header_bytes,
         server_header=False,
         lifespan="on",
     )

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -69,5 +70,12 @@ def services(request: Request) -> Services:
     return container
 
 
+class OrjsonResponse(JSONResponse):
+    """A JSON answer encoded by orjson (the same compact UTF-8 JSON, several times faster)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def respond(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(data, status_code=status)
+    return OrjsonResponse(data, status_code=status)

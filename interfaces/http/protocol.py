@@ -1,22 +1,24 @@
-"""uvicorn's HTTP/1.1 protocol (h11) with deadlines for slow clients and JSON refusals.
+"""uvicorn's HTTP/1.1 protocol (httptools) with deadlines for slow clients and JSON refusals.
 
 uvicorn times out idle keep-alive connections, but not a client that sends its request
 a byte at a time (slowloris): one that has not finished its headers within
 ``HTTP_HEADER_TIMEOUT_SECONDS`` of its first byte (or of connecting), or its body within
-``HTTP_BODY_TIMEOUT_SECONDS`` of its headers, is answered 408 and cut off. Requests h11
-cannot parse (headers over ``HTTP_MAX_HEADER_BYTES``: 431; otherwise 400) are refused in
-the API's error format instead of uvicorn's plain text.
+``HTTP_BODY_TIMEOUT_SECONDS`` of its headers, is answered 408 and cut off. A request line
+and headers still unfinished past ``HTTP_MAX_HEADER_BYTES`` are refused with 431 (llhttp
+sets no limit of its own; finished headers over the cap are refused by
+``interfaces.http.middleware.RequestLimits``), and requests the parser cannot read with
+400, both in the API's error format instead of uvicorn's plain text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import enum
 import logging
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from interfaces.http.middleware import SECURITY_HEADERS
@@ -24,34 +26,30 @@ from interfaces.http.middleware import SECURITY_HEADERS
 log = logging.getLogger("courier.http")
 
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+_SECURITY = b"".join(
+    k.lower().encode() + b": " + v.encode() + b"\r\n" for k, v in SECURITY_HEADERS.items()
+)
 
 
-class _Connection(h11.Connection):
-    """Remembers why the last request could not be parsed (h11 knows 400 from 431)."""
+class Phase(enum.Enum):
+    """Where the client is in its current request."""
 
-    def __init__(self, max_incomplete_event_size: int) -> None:
-        super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
-        self.last_error: h11.RemoteProtocolError | None = None
-
-    def next_event(self) -> Any:
-        try:
-            return super().next_event()
-        except h11.RemoteProtocolError as error:
-            self.last_error = error
-            raise
+    HEAD = "head"  # connected, or between requests, or sending its request line and headers
+    BODY = "body"  # headers complete, body still coming
+    DONE = "done"  # the whole request arrived
 
 
-class GuardedH11Protocol(H11Protocol):
+class GuardedProtocol(HttpToolsProtocol):
     """One connection; subclasses made by ``guarded_protocol`` carry the limits."""
 
     header_timeout = 10.0
     body_timeout = 30.0
+    max_header_bytes = DEFAULT_MAX_HEADER_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        size = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_HEADER_BYTES
-        self.max_header_bytes = size
-        self.conn = _Connection(size)
+        self.phase = Phase.HEAD
+        self.head_bytes = 0
         self._headers_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
 
@@ -59,47 +57,67 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._follow()
+        self._arm_headers()
 
     def data_received(self, data: bytes) -> None:
+        if self.phase is not Phase.BODY:
+            self.head_bytes += len(data)
         super().data_received(data)
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            self._cancel()  # closed, or handed over to the WebSocket protocol
+            return
         self._follow()
+
+    def _follow(self) -> None:
+        """Arm or disarm the deadlines for where the client is in its request."""
+        if self.phase is Phase.HEAD:
+            if self.head_bytes > self.max_header_bytes:
+                message = (
+                    f"the request line and headers are larger than {self.max_header_bytes} bytes"
+                )
+                self._refuse(431, "headers_too_large", message)
+                return
+            self._arm_headers()
+        elif self.phase is Phase.BODY:
+            self._cancel_headers()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.body_timeout, self._too_slow)
+        else:
+            self._cancel()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
         super().connection_lost(exc)
 
-    def _follow(self) -> None:
-        """Arm or disarm the deadlines for where the client is in its request."""
-        if self.transport.is_closing() or self.transport.get_protocol() is not self:
-            self._cancel()  # closed, or handed over to the WebSocket protocol
-            return
-        state = self.conn.their_state
-        if state is h11.IDLE and self._waiting_for_request():
-            if self._headers_timer is None:
-                self._headers_timer = self.loop.call_later(self.header_timeout, self._too_slow)
-            return
-        self._cancel_headers()
-        if state is h11.SEND_BODY:
-            if self._body_timer is None:
-                self._body_timer = self.loop.call_later(self.body_timeout, self._too_slow)
-        else:
-            self._cancel_body()
+    # ---- parser callbacks: the request's phases -------------------------------------
 
-    def _waiting_for_request(self) -> bool:
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
         # Between the requests of a keep-alive connection uvicorn's idle timeout rules
-        # until the next request's first byte arrives.
-        return self.cycle is None or bool(self.conn.trailing_data[0])
+        # until the next request's first byte arrives; from then on, the header deadline.
+        self.phase = Phase.HEAD
+
+    def on_headers_complete(self) -> None:
+        self.phase = Phase.BODY
+        self.head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.phase = Phase.DONE
+        super().on_message_complete()
+
+    def _arm_headers(self) -> None:
+        if self._headers_timer is None:
+            self._headers_timer = self.loop.call_later(self.header_timeout, self._too_slow)
 
     def _too_slow(self) -> None:
         self._headers_timer = self._body_timer = None
-        state = self.conn.their_state
-        if self.transport.is_closing() or state not in (h11.IDLE, h11.SEND_BODY):
+        if self.transport.is_closing() or self.phase is Phase.DONE:
             return
-        what = "headers" if state is h11.IDLE else "body"
+        what = "headers" if self.phase is Phase.HEAD else "body"
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         log.warning("closing the connection of %s: its request %s came too slowly", client, what)
-        if self.cycle is not None and state is h11.SEND_BODY:
+        if self.cycle is not None and self.phase is Phase.BODY:
             # The application may be waiting for the rest of the body: it is not coming.
             started = self.cycle.response_started
             self.cycle.disconnected = True
@@ -107,7 +125,7 @@ class GuardedH11Protocol(H11Protocol):
             if started:
                 self.transport.close()
                 return
-        timeout = self.header_timeout if state is h11.IDLE else self.body_timeout
+        timeout = self.header_timeout if self.phase is Phase.HEAD else self.body_timeout
         self._refuse(408, "request_timeout", f"the request {what} took longer than {timeout:g} s")
 
     # ---- refusals ---------------------------------------------------------------
@@ -116,39 +134,33 @@ class GuardedH11Protocol(H11Protocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # The headers were fine and the application is running; the body is broken.
-            # Whatever the application still sends must go nowhere (uvicorn would hand
-            # it to h11 after this refusal, and fail with a traceback).
+            # Whatever the application still sends must go nowhere.
             cycle.disconnected = True
             cycle.message_event.set()
             if cycle.response_started:
                 self._cancel()
                 self.transport.close()
                 return
-        error = self.conn.last_error if isinstance(self.conn, _Connection) else None
-        if error is not None and error.error_status_hint == 431:
-            message = f"the request line and headers are larger than {self.max_header_bytes} bytes"
-            self._refuse(431, "headers_too_large", message)
-        else:
-            self._refuse(400, "bad_request", "the request is not valid HTTP/1.1")
+        self._refuse(400, "bad_request", "the request is not valid HTTP/1.1")
 
     def _refuse(self, status: int, code: str, message: str) -> None:
-        body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()),
-        ]
-        try:
-            for event in (
-                h11.Response(status_code=status, headers=headers),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            ):
-                self.transport.write(self.conn.send(event) or b"")
-        except h11.LocalProtocolError:
-            pass  # a response was under way: closing is all that is left
         self._cancel()
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps({"error": {"code": code, "message": message, "details": []}})
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[status],
+                    b"content-type: application/json\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n",
+                    _SECURITY,
+                    b"\r\n",
+                    body,
+                )
+            )
+        )
         self.transport.close()
 
     def _cancel_headers(self) -> None:
@@ -166,12 +178,18 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel_body()
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float) -> type[GuardedH11Protocol]:
-    """The protocol class for uvicorn's ``http=`` with these deadlines."""
+def guarded_protocol(
+    header_timeout: float, body_timeout: float, max_header_bytes: int
+) -> type[GuardedProtocol]:
+    """The protocol class for uvicorn's ``http=`` with these deadlines and header cap."""
     return type(
-        "CourierH11Protocol",
-        (GuardedH11Protocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+        "CourierHttpProtocol",
+        (GuardedProtocol,),
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_header_bytes": max_header_bytes,
+        },
     )
 
 

@@ -147,6 +147,7 @@ def sealed_runtime(
 ) -> Iterator[Runtime]:
     """The services runtime, with Redis or RabbitMQ as its broker."""
     env = services_env(pg_schema, redis_url)
+    env["HTTP_ACCESS_LOG"] = "1"  # request lines in the log, to be searched for plaintext
     if request.param == "rabbitmq":
         env["BROKER_URL"] = request.getfixturevalue("amqp_url")
     runtime = Runtime("services", env, tmp_path)

@@ -129,6 +129,7 @@ def test_tokens_never_reach_any_log(tmp_path: Path) -> None:
         "RATE_LIMIT_PER_USER": "2",
         "HTTP_HEADER_TIMEOUT_SECONDS": "1",
         "HTTP_MAX_HEADER_BYTES": "8192",
+        "HTTP_ACCESS_LOG": "1",  # off by default: the request lines are what is checked
     }
     runtime = Runtime("embedded", env, tmp_path).start()
     tokens = {name: token(name) for name in ("kai", "lee", "max", "ned", "oli", "pat")}
