@@ -35,6 +35,7 @@ from application.ports import (
     VaultEntry,
 )
 from application.search import blind_words
+from domain.access import ENVELOPE, MESSAGE, Access
 from domain.conversation import (
     DIRECT,
     GROUP,
@@ -87,6 +88,15 @@ class Outgoing:
     notify: bool = True
     index: bool = True
     client_message_id: str | None = None
+
+
+@dataclass
+class Pending:
+    """A new message not saved yet: its data keys, and the direct conversation it starts."""
+
+    message: Message
+    vault: list[VaultEntry]
+    conversation: tuple[UUID, list[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -255,20 +265,29 @@ class Messaging(Application[UUID]):
             raise Invalid("a direct message needs a recipient other than the sender")
         target = f"direct:{recipient_id}"
 
-        def build(mid: UUID, digest: str) -> list[Any]:
+        def build(mid: UUID, digest: str) -> Pending:
             cid = direct_conversation_id(ctx.tenant_id, ctx.actor_id, recipient_id)
-            if cid not in self._known_direct:
-                self.start_conversation(ctx, DIRECT, [recipient_id], None)
-                self._known_direct.remember(cid)
             pair = Participants(cid, [ctx.actor_id, recipient_id])
-            return self._new_message(ctx, mid, pair, "direct", outgoing, digest)
+            pending = self._new_message(ctx, mid, pair, "direct", outgoing, digest)
+            if cid not in self._known_direct:
+                # Started in the same transaction as the message; should it exist
+                # already (its id is the pair's), the message is saved alone.
+                conversation = Conversation(
+                    tenant_id=ctx.tenant_id,
+                    kind=DIRECT,
+                    participant_ids=pair.participant_ids,
+                    title=None,
+                    meta=ctx.as_meta(),
+                )
+                pending.conversation = (cid, list(conversation.collect_events()))
+            return pending
 
         return self._send(ctx, target, outgoing, build)
 
     def send_group(self, ctx: Context, conversation_id: UUID, outgoing: Outgoing) -> SendResult:
         target = f"group:{conversation_id}"
 
-        def build(mid: UUID, digest: str) -> list[Any]:
+        def build(mid: UUID, digest: str) -> Pending:
             conversation = self.get_conversation(ctx, conversation_id)
             if conversation.kind != GROUP:
                 raise Invalid("this conversation is direct: send with /api/messages/direct")
@@ -281,7 +300,7 @@ class Messaging(Application[UUID]):
         ctx: Context,
         target: str,
         outgoing: Outgoing,
-        build: Callable[[UUID, str], list[Any]],
+        build: Callable[[UUID, str], Pending],
     ) -> SendResult:
         digest = self._digest(target, outgoing)
         if outgoing.client_message_id is None:
@@ -292,15 +311,32 @@ class Messaging(Application[UUID]):
             if existing is not None:
                 return existing
         pending = build(mid, digest)
+        if pending.vault:
+            self.crypto.vault.put(pending.vault)
+        events = list(pending.message.collect_events())
         try:
-            self.save(*pending)
+            self._save_new(events, pending.conversation)
         except IntegrityError:
             existing = self._existing_send(ctx, mid, digest)
             if existing is None:
                 raise
             return existing
-        message = pending[0]
+        message = pending.message
         return SendResult(message, first_jobs(message, ctx.correlation_id), created=True)
+
+    def _save_new(self, events: list[Any], conversation: tuple[UUID, list[Any]] | None) -> None:
+        """Save a new message's events, with those of its new conversation if any."""
+        if conversation is None:
+            self.save(*events)
+            return
+        cid, started = conversation
+        try:
+            self.save(*started, *events)
+        except IntegrityError:
+            # The conversation exists, or the message does (a repeated clientMessageId):
+            # saved alone, the message tells which.
+            self.save(*events)
+        self._known_direct.remember(cid)
 
     def _existing_send(self, ctx: Context, mid: UUID, digest: str) -> SendResult | None:
         try:
@@ -333,7 +369,7 @@ class Messaging(Application[UUID]):
         kind: str,
         outgoing: Outgoing,
         digest: str,
-    ) -> list[Any]:
+    ) -> Pending:
         if ctx.actor_id not in conversation.participant_ids:
             raise NotFound("conversation not found")
         recipients = [p for p in conversation.participant_ids if p != ctx.actor_id]
@@ -374,9 +410,7 @@ class Messaging(Application[UUID]):
             message.record_encryption(public, ENVELOPE_VERSION, meta=meta)
         elif encrypted:
             message.queue_encryption(meta=meta)
-        if vault:
-            self.crypto.vault.put(vault)
-        return [message]
+        return Pending(message, vault)
 
     def _search_tokens(self, tenant_id: str, outgoing: Outgoing) -> list[str] | None:
         """Blind-index tokens of a server-sealed message, made while its plaintext is here."""
@@ -561,16 +595,16 @@ class Messaging(Application[UUID]):
             raise NotFound("message not found")
         return message
 
-    def view_message(self, ctx: Context, message_id: UUID, what: str = "message") -> Message:
-        """Fetch a message for its sender or a recipient, and record that they saw it."""
+    def view_message(self, ctx: Context, message_id: UUID, what: str = MESSAGE) -> Message:
+        """Fetch a message for its sender or a recipient, and record that they saw it.
 
-        def attempt() -> Message:
-            message = self.visible_message(ctx, message_id)
-            message.record_view(viewer_id=ctx.actor_id, what=what, meta=ctx.as_meta())
-            self.save(message)
-            return message
-
-        return self.retrying(attempt)
+        The view is an ``Access`` record of its own, not an event of the message: reads
+        never contend with the message's processing, and concurrent views share a
+        transaction of the group commit.
+        """
+        message = self.visible_message(ctx, message_id)
+        self.save(Access.viewed(ctx.as_meta(), what, None, [str(message.id)]))
+        return message
 
     def mark_read(self, ctx: Context, message_id: UUID) -> Message:
         def attempt() -> Message:
@@ -587,7 +621,7 @@ class Messaging(Application[UUID]):
         """The sealed content with its data key wrapped for the caller (SPEC §4, §6).
 
         Only the message's sender and recipients hold a wrapped key; fetching one is
-        recorded as a ``Viewed`` of the envelope.
+        recorded as an ``Access`` record (``Viewed``) of the envelope.
         """
         message = self.visible_message(ctx, message_id)
         if not message.encrypted:
@@ -600,7 +634,7 @@ class Messaging(Application[UUID]):
                 )
             # Keys are written before Encrypted is recorded: none now means destroyed.
             raise ContentShredded(SHREDDED)
-        message = self.view_message(ctx, message_id, what="envelope")
+        self.save(Access.viewed(ctx.as_meta(), ENVELOPE, None, [str(message.id)]))
         sealed = message.sealed or {}
         return {
             "messageId": str(message.id),

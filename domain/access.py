@@ -1,9 +1,9 @@
 """The Access record: one audited request that changed nothing but must be accounted for.
 
-Reading a page of a conversation, a refused attempt on someone else's message and an
-auditor's query each leave one record. A record is an aggregate of its own, born and
-finished with one event: writing it reads nothing first and cannot conflict with any
-other writer, so auditing a request costs one insert.
+Reading a message, its envelope or a page of a conversation, a refused attempt on
+someone else's message and an auditor's query each leave one record. A record is an
+aggregate of its own, born and finished with one event: writing it reads nothing first
+and cannot conflict with any other writer, so auditing a request costs one insert.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ _T = "courier.access:"
 
 PAGE = "conversation.page"
 SEARCH = "search"
+MESSAGE = "message"  # GET /api/messages/{id}
+ENVELOPE = "envelope"  # GET /api/messages/{id}/envelope
 
 
 class Access(Aggregate):
@@ -34,7 +36,8 @@ class Access(Aggregate):
         tenant_id: str
 
     class Viewed(Created):
-        """A listing showed these messages to the actor (one event per page)."""
+        """A read showed these messages to the actor: one event per page of a listing,
+        search answer, message or envelope fetched."""
 
         TOPIC = _T + "Viewed"
         what: str

@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from application.ports import VaultEntry
+from infrastructure.groupcommit import GroupCommitter
 from projections.tables import key_vault
 
 
 class SqlKeyVault:
-    """Implements ``application.ports.KeyVault`` on the read-side database."""
+    """Implements ``application.ports.KeyVault`` on the read-side database.
+
+    Concurrent ``put`` calls share one transaction (a group commit, as for events): each
+    returns once its rows are committed.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.committer = GroupCommitter(self._write)
 
     def put(self, entries: list[VaultEntry]) -> None:
-        if not entries:
-            return
+        if entries:
+            self.committer.submit(entries)
+
+    def close(self) -> None:
+        self.committer.close()
+
+    def _write(self, entries: Sequence[VaultEntry]) -> list[Any]:
         now = datetime.now(UTC)
+        # One statement may not touch a row twice: the last write of a key wins.
+        latest = {(e.message_id, e.holder): e for e in entries}
         rows = [
             {
                 "message_id": str(e.message_id),
@@ -30,7 +45,7 @@ class SqlKeyVault:
                 "wrapped_key": e.wrapped_key,
                 "created_at": now,
             }
-            for e in entries
+            for e in latest.values()
         ]
         insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         stmt = insert(key_vault)
@@ -40,6 +55,7 @@ class SqlKeyVault:
         )
         with self.engine.begin() as conn:
             conn.execute(stmt, rows)
+        return []
 
     def get(self, message_id: UUID, holder: str) -> VaultEntry | None:
         with self.engine.connect() as conn:

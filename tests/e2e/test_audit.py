@@ -63,8 +63,8 @@ def test_a_message_trail_lists_its_lifecycle_views_and_a_denied_attempt(runtime:
     assert stages.index("Delivered") < stages.index("Notified")
     assert steps.index(("Message", "Notified", "system")) < steps.index(("Message", "Read", "bob"))
     bob = [s for s in steps if s[2] == "bob"]
-    assert bob == [
-        ("Message", "Viewed", "bob"),
+    assert bob == [  # the view of the message, its read, the page that showed it
+        ("Access", "Viewed", "bob"),
         ("Message", "Read", "bob"),
         ("Access", "Viewed", "bob"),
     ]
@@ -78,8 +78,12 @@ def test_a_message_trail_lists_its_lifecycle_views_and_a_denied_attempt(runtime:
     assert created["data"]["context"]["userAgent"] == "ward-tablet/7"
     assert created["data"]["context"]["sourceIp"] == "127.0.0.1"
     assert denied["data"]["status"] == 404 and denied["data"]["subjectId"] == message_id
-    viewed_page = next(i for i in items if i["aggregateType"] == "Access" and i["type"] == "Viewed")
-    assert viewed_page["data"]["messageIds"] == [message_id]
+    views = [i for i in items if i["aggregateType"] == "Access" and i["type"] == "Viewed"]
+    bobs = [v["data"] for v in views if v["actorId"] == "bob"]
+    assert [(v["what"], v["messageIds"]) for v in bobs] == [
+        ("message", [message_id]),
+        ("conversation.page", [message_id]),
+    ]
     assert set(created) == {
         "position",
         "aggregateId",
