@@ -31,7 +31,7 @@ from application.jobs import (
     Job,
 )
 from application.loading import Kept, Loader
-from application.ports import VaultEntry
+from application.ports import Delivered, Outcomes, VaultEntry
 from application.processing import JobNotReady, Processor, UnknownJob, service_holder
 from domain.keys import NoKeyRegistered, UserKeys, user_keys_id
 from domain.message import ENVELOPE_VERSION, Message
@@ -53,6 +53,7 @@ class _Prepared:
     services: dict[tuple[UUID, str], VaultEntry] = field(default_factory=dict)
     keys: dict[UUID, UserKeys] = field(default_factory=dict)
     vault: list[VaultEntry] = field(default_factory=list)  # to store before the events
+    notified: dict[str, Outcomes | Exception | None] = field(default_factory=dict)  # by job id
 
 
 class BatchProcessor:
@@ -134,6 +135,7 @@ class BatchProcessor:
                 presence.setdefault(message.tenant_id, set()).update(message.recipient_ids)
             elif job.queue == MESSAGE_ENCRYPTION and not (message.encryption or message.shredded):
                 sealing.append(message)
+        self._notify(jobs, messages, prepared)
         for tenant, users in presence.items():
             prepared.online[tenant] = self.processor.presence.online(tenant, sorted(users))
         if sealing:
@@ -145,6 +147,26 @@ class BatchProcessor:
             }
         return prepared
 
+    def _notify(self, jobs: list[Job], messages: dict[UUID, Message], prepared: _Prepared) -> None:
+        """Send the notifications of every delivered batch the jobs are about, at once."""
+        asked: list[tuple[str, Delivered]] = []
+        for job in jobs:
+            message = messages.get(job.message_id)
+            if job.queue != MESSAGE_NOTIFICATION or message is None:
+                continue
+            try:
+                request = self.processor.notice_request(job, message)
+            except Exception as error:
+                prepared.notified[job.job_id] = error
+                continue
+            prepared.notified[job.job_id] = None
+            if request is not None:
+                asked.append((job.job_id, request))
+        if asked:
+            answers = self.processor.notifier.notify_many([request for _, request in asked])
+            for (job_id, _), answer in zip(asked, answers, strict=True):
+                prepared.notified[job_id] = answer
+
     # ---- running ------------------------------------------------------------
 
     def _apply(self, job: Job, message: Message, prepared: _Prepared) -> list[Job]:
@@ -154,10 +176,11 @@ class BatchProcessor:
         elif job.queue == BATCH_MESSAGE_SENDING:
             return processor.split_step(job, message)
         elif job.queue == MESSAGE_NOTIFICATION:
-            outcomes = processor.notify_step(job, message)
+            outcomes = prepared.notified.get(job.job_id)
+            if isinstance(outcomes, Exception):
+                raise outcomes
             if outcomes is not None:
-                batch = job.part[1:]
-                message.mark_notified(batch, outcomes, processor.meta(job))
+                message.mark_notified(job.part[1:], outcomes, processor.meta(job))
         elif job.queue == MESSAGE_INDEXING:
             if not message.indexed:
                 processor.indexer.index(message)
@@ -197,14 +220,7 @@ class BatchProcessor:
         try:
             # Keys are stored before Encrypted is: an envelope never lacks its key.
             self.app.crypto.vault.put(prepared.vault)
-            if changed:
-                self.app.save(*changed)
-        except IntegrityError:
-            for message in changed:
-                self.kept.forget(message.id)
-                for i in ran[message.id]:
-                    results[i] = self._alone(jobs[i])
-            return
+            conflicted = self._store(changed)
         except Exception as error:
             for message in changed:
                 self.kept.forget(message.id)
@@ -213,7 +229,38 @@ class BatchProcessor:
                         results[i] = JobResult(error=error)
             return
         for message in messages.values():
-            self.kept.keep(message)
+            if message.id not in conflicted:
+                self.kept.keep(message)
+        for message_id in conflicted:
+            self.kept.forget(message_id)
+            for i in ran[message_id]:
+                results[i] = self._alone(jobs[i])
+
+    def _store(self, changed: list[Message]) -> set[UUID]:
+        """Store the events of ``changed`` at once; the ids of those that conflicted.
+
+        When a writer elsewhere got to some of them first, the others are stored in a
+        second transaction and the conflicting ones are left to the caller.
+        """
+        if not changed:
+            return set()
+        pending = {m.id: m.collect_events() for m in changed}
+        try:
+            self.app.save(*(e for events in pending.values() for e in events))
+            return set()
+        except IntegrityError:
+            stored = self.loader.get_many(list(pending))
+        clean = {
+            mid
+            for mid, events in pending.items()
+            if mid in stored and stored[mid].version == events[0].originator_version - 1
+        }
+        try:
+            if clean:
+                self.app.save(*(e for mid in clean for e in pending[mid]))
+        except IntegrityError:
+            return set(pending)
+        return set(pending) - clean
 
     def _alone(self, job: Job) -> JobResult:
         try:

@@ -99,6 +99,9 @@ class Notice:
 Outcomes = dict[str, dict[str, str]]  # user id → {channel: outcome}
 
 
+Delivered = tuple[Notice, list[str], list[str]]  # a delivered batch: notice, offline, online
+
+
 class Notifier(Protocol):
     def notify(self, notice: Notice, offline: list[str], online: list[str]) -> Outcomes:
         """Notify the recipients of one delivered batch; their outcomes, per channel.
@@ -106,6 +109,10 @@ class Notifier(Protocol):
         Raises when a provider failed for a reason that may pass (the job is retried);
         what was already sent is not sent again.
         """
+        ...
+
+    def notify_many(self, batch: list[Delivered]) -> list[Outcomes | Exception]:
+        """``notify`` for many delivered batches at once: each one's outcomes or error."""
         ...
 
 

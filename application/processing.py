@@ -18,7 +18,7 @@ from application.jobs import (
 )
 from application.messaging import SERVICE_HOLDER, Messaging
 from application.notices import notice_for
-from application.ports import Indexer, Notifier, Outcomes, Presence, VaultEntry
+from application.ports import Delivered, Indexer, Notifier, Outcomes, Presence, VaultEntry
 from application.retention import Retention
 from application.turns import Turns
 from domain.events import system_context
@@ -208,6 +208,11 @@ class Processor:
 
     def notify_step(self, job: Job, message: Message) -> Outcomes | None:
         """Send the batch's notifications; what each recipient got, or None if done already."""
+        request = self.notice_request(job, message)
+        return None if request is None else self.notifier.notify(*request)
+
+    def notice_request(self, job: Job, message: Message) -> Delivered | None:
+        """What the job's delivered batch is to be told, or None if it was already."""
         batch = _batch_key(job)
         if batch in message.notified_batches or not message.notify:
             return None
@@ -216,7 +221,7 @@ class Processor:
             raise JobNotReady("the batch is not delivered yet")
         offline = [u for u in recipients if u in message.offline]
         online = [u for u in recipients if u not in message.offline]
-        return self.notifier.notify(notice_for(message), offline, online)
+        return notice_for(message), offline, online
 
     def index(self, job: Job) -> Outcome:
         message = self._message(job)

@@ -85,6 +85,20 @@ class SqlSendLog:
         with self.engine.connect() as conn:
             return {(r.user_id, r.channel): r.outcome for r in conn.execute(query)}
 
+    def settled_many(self, message_ids: list[str]) -> dict[str, dict[tuple[str, str], str]]:
+        """``settled`` for every recipient of many messages: message → (user, channel)."""
+        if not message_ids:
+            return {}
+        t = notification_sends
+        query = select(t.c.message_id, t.c.user_id, t.c.channel, t.c.outcome).where(
+            t.c.message_id.in_(message_ids)
+        )
+        found: dict[str, dict[tuple[str, str], str]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(query):
+                found.setdefault(r.message_id, {})[(r.user_id, r.channel)] = r.outcome
+        return found
+
     def record(self, message_id: str, user_id: str, channel: str, outcome: str) -> None:
         stmt = (
             _insert(self.engine)(notification_sends)

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import httpx
 
-from application.ports import ContactBook, Notice, NotificationPreferences, Outcomes
+from application.ports import ContactBook, Delivered, Notice, NotificationPreferences, Outcomes
 from infrastructure.contacts import SqlSendLog
 from infrastructure.settings import NotificationSettings
 
@@ -251,6 +251,41 @@ class ChannelNotifier:
         people = [*offline, *online]
         preferences = self.contacts.many(notice.tenant_id, people)
         settled = self.sends.settled(str(notice.message_id), people)
+        return self._notify(notice, offline, online, preferences, settled)
+
+    def notify_many(self, batch: list[Delivered]) -> list[Outcomes | Exception]:
+        """``notify`` for many delivered batches, reading preferences and what was already
+        sent once for all of them; each batch's outcomes, or the error it failed with."""
+        people: dict[str, set[str]] = {}
+        for notice, offline, online in batch:
+            people.setdefault(notice.tenant_id, set()).update(offline, online)
+        preferences = {t: self.contacts.many(t, sorted(users)) for t, users in people.items()}
+        settled = self.sends.settled_many(list({str(n.message_id) for n, _, _ in batch}))
+        results: list[Outcomes | Exception] = []
+        for notice, offline, online in batch:
+            try:
+                results.append(
+                    self._notify(
+                        notice,
+                        offline,
+                        online,
+                        preferences[notice.tenant_id],
+                        settled.get(str(notice.message_id), {}),
+                    )
+                )
+            except Exception as error:
+                results.append(error)
+        return results
+
+    def _notify(
+        self,
+        notice: Notice,
+        offline: list[str],
+        online: list[str],
+        preferences: dict[str, NotificationPreferences],
+        settled: dict[tuple[str, str], str],
+    ) -> Outcomes:
+        people = [*offline, *online]
         outcomes: Outcomes = {}
         work: dict[str, list[tuple[str, str]]] = {}
         for user in people:
