@@ -6,7 +6,7 @@ import base64
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -145,12 +145,34 @@ class Messaging(Application[UUID]):
         self._listeners: list[Callable[[int], None]] = []
         self._listeners_lock = threading.Lock()
         self._put: Callable[[list[Any]], list[Recording[UUID]]] | None = None
+        self._put_async: (
+            tuple[
+                Callable[[list[Any]], Awaitable[list[Recording[UUID]]]],
+                Callable[[list[VaultEntry]], Awaitable[None]],
+            ]
+            | None
+        ) = None
         self._known_direct = KnownIds()
         self._known_key_holders = KnownIds()
 
     def record_with(self, put: Callable[[list[Any]], list[Recording[UUID]]]) -> None:
         """Route every save through ``put`` (e.g. a group committer)."""
         self._put = put
+
+    def record_async_with(
+        self,
+        put_events: Callable[[list[Any]], Awaitable[list[Recording[UUID]]]],
+        put_keys: Callable[[list[VaultEntry]], Awaitable[None]],
+    ) -> None:
+        """Let ``send_direct_async`` store on the caller's event loop: ``put_events`` and
+        ``put_keys`` are awaited instead of a thread waiting for the group commits."""
+        self._put_async = (put_events, put_keys)
+
+    async def _save_async(self, *events: Any) -> list[Recording[UUID]]:
+        assert self._put_async is not None
+        recordings = await self._put_async[0](list(events))
+        self._notify(recordings)
+        return recordings
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         if self._put is None or processing_event.tracking is not None:
@@ -261,28 +283,80 @@ class Messaging(Application[UUID]):
     # ---- sending -------------------------------------------------------------
 
     def send_direct(self, ctx: Context, recipient_id: str, outgoing: Outgoing) -> SendResult:
-        if recipient_id == ctx.actor_id:
-            raise Invalid("a direct message needs a recipient other than the sender")
-        target = f"direct:{recipient_id}"
+        self._check_direct(ctx, recipient_id)
 
         def build(mid: UUID, digest: str) -> Pending:
-            cid = direct_conversation_id(ctx.tenant_id, ctx.actor_id, recipient_id)
-            pair = Participants(cid, [ctx.actor_id, recipient_id])
-            pending = self._new_message(ctx, mid, pair, "direct", outgoing, digest)
-            if cid not in self._known_direct:
-                # Started in the same transaction as the message; should it exist
-                # already (its id is the pair's), the message is saved alone.
-                conversation = Conversation(
-                    tenant_id=ctx.tenant_id,
-                    kind=DIRECT,
-                    participant_ids=pair.participant_ids,
-                    title=None,
-                    meta=ctx.as_meta(),
-                )
-                pending.conversation = (cid, list(conversation.collect_events()))
-            return pending
+            return self._direct(ctx, recipient_id, outgoing, mid, digest)
 
-        return self._send(ctx, target, outgoing, build)
+        return self._send(ctx, f"direct:{recipient_id}", outgoing, build)
+
+    async def send_direct_async(
+        self, ctx: Context, recipient_id: str, outgoing: Outgoing
+    ) -> SendResult:
+        """``send_direct`` on the caller's event loop, for a send that
+        ``direct_needs_thread`` finds has nothing to read first: the message is built on
+        the loop, its key-vault rows and then its events are awaited, each in a group
+        commit, and no thread waits for them."""
+        self._check_direct(ctx, recipient_id)
+        if self.direct_needs_thread(ctx, recipient_id, outgoing):
+            raise RuntimeError("this send reads the event store: run send_direct on a thread")
+        assert self._put_async is not None
+        mid = uuid4()
+        pending = self._direct(
+            ctx, recipient_id, outgoing, mid, self._digest(f"direct:{recipient_id}", outgoing)
+        )
+        if pending.vault:
+            await self._put_async[1](pending.vault)
+        events = list(pending.message.collect_events())
+        if pending.conversation is None:
+            await self._save_async(*events)
+        else:
+            cid, started = pending.conversation
+            try:
+                await self._save_async(*started, *events)
+            except IntegrityError:
+                await self._save_async(*events)  # the conversation exists
+            self._known_direct.remember(cid)
+        message = pending.message
+        return SendResult(message, first_jobs(message, ctx.correlation_id), created=True)
+
+    def _check_direct(self, ctx: Context, recipient_id: str) -> None:
+        if recipient_id == ctx.actor_id:
+            raise Invalid("a direct message needs a recipient other than the sender")
+
+    def direct_needs_thread(self, ctx: Context, recipient_id: str, outgoing: Outgoing) -> bool:
+        """Whether this direct send must read first (a ``clientMessageId`` to look up,
+        client-sealed keys, a key holder not yet known), or no async store is set: then
+        ``send_direct`` runs on a thread, else ``send_direct_async`` on the loop."""
+        if self._put_async is None:
+            return True
+        if outgoing.client_message_id is not None or outgoing.sealed is not None:
+            return True
+        if not outgoing.encrypted:
+            return False
+        return any(
+            user_keys_id(ctx.tenant_id, user) not in self._known_key_holders
+            for user in (ctx.actor_id, recipient_id)
+        )
+
+    def _direct(
+        self, ctx: Context, recipient_id: str, outgoing: Outgoing, mid: UUID, digest: str
+    ) -> Pending:
+        cid = direct_conversation_id(ctx.tenant_id, ctx.actor_id, recipient_id)
+        pair = Participants(cid, [ctx.actor_id, recipient_id])
+        pending = self._new_message(ctx, mid, pair, "direct", outgoing, digest)
+        if cid not in self._known_direct:
+            # Started in the same transaction as the message; should it exist already
+            # (its id is the pair's), the message is saved alone.
+            conversation = Conversation(
+                tenant_id=ctx.tenant_id,
+                kind=DIRECT,
+                participant_ids=pair.participant_ids,
+                title=None,
+                meta=ctx.as_meta(),
+            )
+            pending.conversation = (cid, list(conversation.collect_events()))
+        return pending
 
     def send_group(self, ctx: Context, conversation_id: UUID, outgoing: Outgoing) -> SendResult:
         target = f"group:{conversation_id}"

@@ -1,20 +1,22 @@
-"""Group commit: concurrent saves share one event-store transaction.
+"""Group commit: concurrent saves share one transaction.
 
 eventsourcing serialises writers with a table lock on PostgreSQL, so throughput comes
 from putting many commands' events into one transaction, not from more threads. A
-caller hands its events over and waits; one writer thread takes everything that is
-waiting (up to ``max_batch``) and stores it at once. If the batch conflicts (two
-commands raced on one aggregate), each command is stored alone, so only the one that
-really conflicts sees the error and retries.
+caller hands its events over and waits (``submit``, from any thread) or awaits
+(``submit_async``, on an event loop: no thread is held while the transaction runs); one
+writer thread takes everything that is waiting (up to ``max_batch``) and stores it at
+once. If the batch conflicts (two commands raced on one aggregate), each command is
+stored alone, so only the one that really conflicts sees the error and retries. The key
+vault writes its rows the same way (``infrastructure.vault``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
@@ -24,12 +26,19 @@ log = logging.getLogger("courier.groupcommit")
 Put = Callable[[Sequence[Any]], list[Any]]
 
 
-@dataclass
 class _Pending:
-    events: Sequence[Any]
-    done: threading.Event = field(default_factory=threading.Event)
-    result: list[Any] = field(default_factory=list)
-    error: BaseException | None = None
+    """One command's items, and how its caller learns the outcome."""
+
+    __slots__ = ("done", "error", "future", "items", "result")
+
+    def __init__(
+        self, items: Sequence[Any], future: asyncio.Future[list[Any]] | None = None
+    ) -> None:
+        self.items = items
+        self.future = future
+        self.done = threading.Event() if future is None else None
+        self.result: list[Any] = []
+        self.error: BaseException | None = None
 
 
 class GroupCommitter:
@@ -47,10 +56,18 @@ class GroupCommitter:
         self._ensure_started()
         item = _Pending(events)
         self.pending.put(item)
+        assert item.done is not None
         item.done.wait()
         if item.error is not None:
             raise item.error
         return item.result
+
+    def submit_async(self, events: Sequence[Any]) -> asyncio.Future[list[Any]]:
+        """``submit`` for a caller on an event loop: a future of the recordings."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._ensure_started()
+        self.pending.put(_Pending(events, future))
+        return future
 
     def close(self) -> None:
         if self.thread is not None:
@@ -83,6 +100,7 @@ class GroupCommitter:
                     break
                 batch.append(item)
             self._store(batch)
+            _finish(batch)
 
     def _store(self, batch: list[_Pending]) -> None:
         self.batches += 1
@@ -91,7 +109,7 @@ class GroupCommitter:
             self._store_alone(batch[0])
             return
         try:
-            recordings = self.put([e for item in batch for e in item.events])
+            recordings = self.put([e for item in batch for e in item.items])
         except IntegrityError:
             for item in batch:
                 self._store_alone(item)
@@ -99,17 +117,40 @@ class GroupCommitter:
         except BaseException as error:
             for item in batch:
                 item.error = error
-                item.done.set()
             return
         start = 0
         for item in batch:
-            item.result = recordings[start : start + len(item.events)]
-            start += len(item.events)
-            item.done.set()
+            item.result = recordings[start : start + len(item.items)]
+            start += len(item.items)
 
     def _store_alone(self, item: _Pending) -> None:
         try:
-            item.result = self.put(item.events)
+            item.result = self.put(item.items)
         except BaseException as error:
             item.error = error
-        item.done.set()
+
+
+def _finish(batch: list[_Pending]) -> None:
+    """Wake the waiting threads; settle the futures, one hand-over per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+    for item in batch:
+        if item.done is not None:
+            item.done.set()
+        elif item.future is not None:
+            by_loop.setdefault(item.future.get_loop(), []).append(item)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:
+            log.warning("an event loop closed before %d saves could be answered", len(items))
+
+
+def _settle(items: list[_Pending]) -> None:
+    for item in items:
+        future = item.future
+        if future is None or future.done():
+            continue  # the caller gave up (its request was cancelled)
+        if item.error is not None:
+            future.set_exception(item.error)
+        else:
+            future.set_result(item.result)

@@ -30,6 +30,11 @@ class SqlKeyVault:
         if entries:
             self.committer.submit(entries)
 
+    async def put_async(self, entries: list[VaultEntry]) -> None:
+        """``put`` for a caller on an event loop: returns once the rows are committed."""
+        if entries:
+            await self.committer.submit_async(entries)
+
     def close(self) -> None:
         self.committer.close()
 

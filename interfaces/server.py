@@ -13,6 +13,7 @@ from starlette.types import Lifespan
 
 from infrastructure.bootstrap import SERVE, Container, build
 from infrastructure.settings import Settings
+from infrastructure.vault import SqlKeyVault
 from interfaces.ws import Hub
 
 log = logging.getLogger("courier")
@@ -55,6 +56,13 @@ def create_server_app(settings: Settings) -> Starlette:
     from interfaces.http.metrics import metrics_route
 
     container = build(settings, SERVE)
+    if container.committer is not None and isinstance(
+        container.messaging.crypto.vault, SqlKeyVault
+    ):
+        # Sends await their commits on the event loop instead of holding a thread each.
+        container.messaging.record_async_with(
+            container.committer.submit_async, container.messaging.crypto.vault.put_async
+        )
     return create_app(
         container,
         lifespan=make_lifespan(container),

@@ -54,7 +54,11 @@ async def send_direct(request: Request) -> Response:
     ctx = authenticate(request).context
     body = await _read_send(request, SendDirect)
     app = services(request).messaging
-    result = await run_in_threadpool(app.send_direct, ctx, body.recipient_id, body.outgoing())
+    outgoing = body.outgoing()
+    if app.direct_needs_thread(ctx, body.recipient_id, outgoing):
+        result = await run_in_threadpool(app.send_direct, ctx, body.recipient_id, outgoing)
+    else:
+        result = await app.send_direct_async(ctx, body.recipient_id, outgoing)
     return _sent(result)
 
 
