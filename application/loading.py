@@ -17,7 +17,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
 
-KEPT = 20_000
+KEPT = 4096  # a message's jobs follow each other within seconds: enough, and bounded
 
 
 class StoredEventReader(Protocol):
