@@ -32,16 +32,19 @@ from kombu import Connection, Queue
 from rich.console import Console
 from rich.table import Table
 
+from application.batches import BatchProcessor
 from application.jobs import MESSAGE_CLEANUP, MESSAGE_DELIVERY, Job
+from application.loading import Loader
 from application.messaging import Outgoing
 from application.processing import Outcome, Processor
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import generate_master_key_spec
+from infrastructure.eventreader import event_reader
 from infrastructure.faults import FaultInjector
 from infrastructure.notifiers import FlagIndexer
 from infrastructure.settings import load
-from infrastructure.worker import JobRunner, QueueConsumer
+from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 
 BENCH_QUEUE = "courier_bench_floor"
 
@@ -100,8 +103,14 @@ def completed(container: Container, queue: str) -> float:
 
 
 @contextlib.contextmanager
-def consuming(container: Container, queue: str, processor: Processor) -> Iterator[None]:
+def consuming(
+    container: Container, queue: str, processor: Processor, batched: bool = False
+) -> Iterator[None]:
     settings = replace(container.settings.queues[queue], concurrency=10)
+    batches = None
+    if batched:
+        loader = Loader(container.messaging, event_reader(container.messaging.recorder))
+        batches = BatchProcessor(processor, loader)
     runner = JobRunner(
         processor,
         container.delayed,
@@ -109,21 +118,25 @@ def consuming(container: Container, queue: str, processor: Processor) -> Iterato
         FaultInjector(""),
         container.stats,
         container.runs,
+        batches,
     )
-    consumer = QueueConsumer(settings, container.broker, runner)
-    consumer.start()
+    engine = BatchEngine(runner) if batched else None
+    consumer = QueueConsumer(settings, container.broker, runner, engine)
+    workers = Workers([consumer], engine)
+    workers.start()
     try:
         yield
     finally:
-        consumer.stop()
-        consumer.join(timeout=10)
+        workers.stop()
 
 
-def drain(container: Container, queue: str, jobs: int, processor: Processor) -> float:
+def drain(
+    container: Container, queue: str, jobs: int, processor: Processor, batched: bool = False
+) -> float:
     """Seconds for one consumer of ``queue`` to complete ``jobs`` already published."""
     before = completed(container, queue)
     started = time.perf_counter()
-    with consuming(container, queue, processor):
+    with consuming(container, queue, processor, batched):
         while completed(container, queue) - before < jobs:
             time.sleep(0.01)
         return time.perf_counter() - started
@@ -151,9 +164,10 @@ def courier_delivery(container: Container, jobs: int) -> float:
         container.messaging.send_direct(sender, f"r{i % 100}", Outgoing(content="x")).message.id
         for i in range(jobs)
     ]
+    # As the relay publishes a page of the log: the jobs of one queue travel together.
     container.broker.publish([Job(MESSAGE_DELIVERY, mid, "b0", "t1") for mid in ids])
     processor = Processor(container.messaging, container.presence, None, FlagIndexer())  # type: ignore[arg-type]
-    return drain(container, MESSAGE_DELIVERY, jobs, processor)
+    return drain(container, MESSAGE_DELIVERY, jobs, processor, batched=True)
 
 
 def main() -> None:
@@ -206,7 +220,11 @@ def main() -> None:
         ("courier publish (relay's publisher, 1 job per call)", courier_published, publish_floor),
         ("kombu consume+ack, prefetch 10 (first)", consumed, consume_floor),
         ("courier worker, no-op jobs (concurrency 10)", noop, consume_floor),
-        ("courier worker, delivery jobs (concurrency 10)", delivery, consume_floor),
+        (
+            "courier worker, delivery jobs (batched, units of work)",
+            delivery,
+            consume_floor,
+        ),
         ("kombu publish (last)", published_after, publish_floor),
         ("kombu consume+ack, prefetch 10 (last)", consumed_after, consume_floor),
     )
