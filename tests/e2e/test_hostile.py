@@ -142,6 +142,21 @@ def test_headers_over_the_cap_are_431_in_the_error_format(server: Runtime) -> No
     assert response.status_code == 401
 
 
+def test_headers_arriving_in_pieces_past_the_cap_are_431_before_they_end(
+    server: Runtime,
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        # Never finished (no blank line); only the last piece takes it past the cap, so
+        # nothing is sent after the refusal (which could reset the connection).
+        for n in range(HEADER_CAP // 1024 + 1):
+            sock.sendall(f"X-Part-{n}: {'a' * 1000}\r\n".encode())
+        status, head, body = parse(read_until_closed(sock))
+    assert status == 431
+    assert error_of(status, body) == "headers_too_large"
+    assert b"content-security-policy: default-src 'none'" in head.lower()
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [

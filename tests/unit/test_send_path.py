@@ -1,0 +1,205 @@
+"""The command path of a send: what one save holds, the async path, views as access
+records, the group commit's futures, remembered tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from application.messaging import Crypto, Messaging, Outgoing
+from application.ports import VaultEntry
+from domain.access import MESSAGE, Access
+from domain.conversation import DIRECT, Conversation, direct_conversation_id
+from domain.events import Context
+from domain.message import Message
+from infrastructure.groupcommit import GroupCommitter
+from interfaces.http import auth
+from interfaces.http.auth import AuthError, decode_token, mint_token
+from tests.unit.test_http import DictVault, FakeCipher, FakeKeyring, make_settings
+
+ALICE = Context("alice", "t1")
+
+
+class Saves:
+    """Every batch of events the application stores, as stored."""
+
+    def __init__(self, app: Messaging) -> None:
+        self.app = app
+        self.batches: list[list[str]] = []
+
+    def put(self, events: Sequence[Any]) -> list[Any]:
+        self.batches.append([type(e).__qualname__ for e in events])
+        return list(self.app.events.put(events))
+
+
+def messaging() -> tuple[Messaging, Saves]:
+    crypto = Crypto(cipher=FakeCipher(), keyring=FakeKeyring(), vault=DictVault())
+    app = Messaging(crypto=crypto, env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    saves = Saves(app)
+    app.record_with(saves.put)
+    return app, saves
+
+
+def test_a_first_direct_send_starts_its_conversation_in_the_same_save() -> None:
+    app, saves = messaging()
+    first = app.send_direct(ALICE, "bob", Outgoing(content="one"))
+    second = app.send_direct(Context("bob", "t1"), "alice", Outgoing(content="two"))
+    assert saves.batches == [["Conversation.Started", "Message.Created"], ["Message.Created"]]
+    cid = direct_conversation_id("t1", "alice", "bob")
+    assert first.message.conversation_id == second.message.conversation_id == cid
+    conversation = app.repository.get(cid)
+    assert isinstance(conversation, Conversation)
+    assert (conversation.kind, conversation.participant_ids) == (DIRECT, ["alice", "bob"])
+
+
+def test_a_direct_conversation_started_elsewhere_is_not_started_again() -> None:
+    app, saves = messaging()
+    app.start_conversation(Context("bob", "t1"), DIRECT, ["alice"], None)
+    sent = app.send_direct(ALICE, "bob", Outgoing(content="hi"))
+    app.send_direct(ALICE, "bob", Outgoing(content="again"))
+    # The combined save conflicts on the conversation; the message goes alone, and the
+    # conversation is known from then on.
+    assert saves.batches[1:] == [
+        ["Conversation.Started", "Message.Created"],
+        ["Message.Created"],
+        ["Message.Created"],
+    ]
+    assert app.repository.get(sent.message.id).version == 1
+    assert app.repository.get(sent.message.conversation_id).version == 1
+
+
+def test_a_repeated_client_message_id_answers_the_first_send() -> None:
+    app, _ = messaging()
+    outgoing = Outgoing(content="dose", client_message_id="c-1")
+    first = app.send_direct(ALICE, "bob", outgoing)
+    again = app.send_direct(ALICE, "bob", outgoing)
+    assert (first.created, again.created) == (True, False)
+    assert again.message.id == first.message.id
+
+
+def access_records(app: Messaging) -> list[Access.Viewed]:
+    return [
+        e
+        for n in app.recorder.select_notifications(start=1, limit=100)
+        if isinstance(e := app.mapper.to_domain_event(n), Access.Viewed)
+    ]
+
+
+def test_a_view_is_an_access_record_and_leaves_the_message_alone() -> None:
+    app, saves = messaging()
+    sent = app.send_direct(ALICE, "bob", Outgoing(content="x"))
+    bob = Context("bob", "t1")
+    assert app.view_message(bob, sent.message.id).id == sent.message.id
+    assert app.view_message(bob, sent.message.id).id == sent.message.id
+    assert app.repository.get(sent.message.id).version == 1
+    assert saves.batches[1:] == [["Access.Viewed"], ["Access.Viewed"]]
+    [first, _] = access_records(app)
+    assert (first.what, first.message_ids, first.conversation_id) == (
+        MESSAGE,
+        [str(sent.message.id)],
+        None,
+    )
+    assert first.meta["actor_id"] == "bob"
+
+
+# ---- the async path -------------------------------------------------------------------
+
+
+class AsyncVault(DictVault):
+    async def put_async(self, entries: list[VaultEntry]) -> None:
+        self.put(entries)
+
+
+def test_a_send_on_the_event_loop_awaits_the_group_commit() -> None:
+    app, saves = messaging()
+    committer = GroupCommitter(saves.put)
+    vault = AsyncVault()
+    app.record_async_with(committer.submit_async, vault.put_async)
+    saved: list[int] = []
+    app.on_saved(saved.append)
+
+    async def send_all() -> list[Message]:
+        people = [f"u{i}" for i in range(20)]
+        assert not app.direct_needs_thread(ALICE, people[0], Outgoing(content="x"))
+        results = await asyncio.gather(
+            *(app.send_direct_async(ALICE, p, Outgoing(content=p)) for p in people)
+        )
+        return [r.message for r in results]
+
+    try:
+        messages = asyncio.run(send_all())
+    finally:
+        committer.close()
+    assert len({m.id for m in messages}) == 20
+    for message in messages:
+        stored = app.repository.get(message.id)
+        assert isinstance(stored, Message) and stored.content == message.content
+        assert isinstance(app.repository.get(message.conversation_id), Conversation)
+    assert sum(len(b) for b in saves.batches) == 40  # one conversation and one message each
+    assert saved  # listeners hear of the saves, as on the threaded path
+
+
+def test_a_send_that_must_read_first_is_left_to_a_thread() -> None:
+    app, saves = messaging()
+    committer = GroupCommitter(saves.put)
+    app.record_async_with(committer.submit_async, AsyncVault().put_async)
+    assert app.direct_needs_thread(ALICE, "bob", Outgoing(content="x", client_message_id="c"))
+    assert app.direct_needs_thread(ALICE, "bob", Outgoing(content="x", encrypted=True))
+    with pytest.raises(RuntimeError):
+        asyncio.run(app.send_direct_async(ALICE, "bob", Outgoing(content="x", encrypted=True)))
+    committer.close()
+
+
+def test_futures_of_a_conflicting_batch_get_each_their_own_outcome() -> None:
+    stored: list[list[str]] = []
+
+    def put(items: Sequence[Any]) -> list[Any]:
+        if "clash" in items and len(items) > 1:
+            raise IntegrityError("batch")
+        if list(items) == ["clash"]:
+            raise IntegrityError("alone")
+        stored.append(list(items))
+        return [f"r-{i}" for i in items]
+
+    committer = GroupCommitter(put)
+
+    async def submit() -> list[Any]:
+        futures = [committer.submit_async(items) for items in (["a"], ["clash"], ["b", "c"])]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    try:
+        a, clash, bc = asyncio.run(submit())
+    finally:
+        committer.close()
+    assert a == ["r-a"] and bc == ["r-b", "r-c"]
+    assert isinstance(clash, IntegrityError)
+
+
+# ---- tokens ----------------------------------------------------------------------------
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings()
+    token = mint_token(settings, "kai", "t1", ["user"], 60)
+    principal = decode_token(token, settings, correlation_id="r-1")
+    again = decode_token(token, settings, correlation_id="r-2", source_ip="10.0.0.9")
+    assert again.user_id == principal.user_id == "kai"
+    assert (again.context.correlation_id, again.context.source_ip) == ("r-2", "10.0.0.9")
+    later = time.time() + 60 + settings.limits.jwt_leeway + 1
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+    with pytest.raises(AuthError, match="expired"):
+        decode_token(token, settings)
+
+
+def test_a_token_is_remembered_only_for_the_key_that_verified_it() -> None:
+    settings = make_settings()
+    token = mint_token(settings, "kai", "t1", ["user"], 60)
+    decode_token(token, settings)
+    other = make_settings(jwt_secret="another-secret-0123456789abcdef-0123")
+    with pytest.raises(AuthError):
+        decode_token(token, other)
