@@ -25,6 +25,13 @@ class SqlKeyVault:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.committer = GroupCommitter(self._write)
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        upsert = insert(key_vault)
+        # Built once: SQLAlchemy then compiles it once, not on every write.
+        self._upsert = upsert.on_conflict_do_update(
+            index_elements=["message_id", "holder"],
+            set_={"key_id": upsert.excluded.key_id, "wrapped_key": upsert.excluded.wrapped_key},
+        )
 
     def put(self, entries: list[VaultEntry]) -> None:
         if entries:
@@ -52,14 +59,8 @@ class SqlKeyVault:
             }
             for e in latest.values()
         ]
-        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(key_vault)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["message_id", "holder"],
-            set_={"key_id": stmt.excluded.key_id, "wrapped_key": stmt.excluded.wrapped_key},
-        )
         with self.engine.begin() as conn:
-            conn.execute(stmt, rows)
+            conn.execute(self._upsert, rows)
         return []
 
     def get(self, message_id: UUID, holder: str) -> VaultEntry | None:
