@@ -42,7 +42,8 @@ from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
 from projections.catalog import PROJECTIONS as VIEWS
 from projections.messages import MessageQueriesSQL
-from projections.runner import ApplicationLog, ProjectionRunner, RawLog
+from projections.runner import ApplicationLog, Following, ProjectionRunner
+from projections.shared import SharedFollower
 
 log = logging.getLogger("courier")
 
@@ -154,9 +155,13 @@ class Container:
                 checks["redis"] = False
         return checks
 
+    def projection_followers(self) -> list[Following]:
+        """The threads that feed the projections (one, shared, unless built otherwise)."""
+        return list(dict.fromkeys(runner.follower for runner in self.projections))
+
     def start(self) -> None:
-        for runner in self.projections:
-            runner.follower.start()
+        for follower in self.projection_followers():
+            follower.start()
         if self.workers is not None:
             self.workers.start()
         if self.relay is not None:
@@ -173,12 +178,12 @@ class Container:
             self.relay.stop()
         if self.workers is not None:
             self.workers.stop()
-        for runner in self.projections:
-            runner.follower.stop()
+        for follower in self.projection_followers():
+            follower.stop()
         if self.relay is not None:
             self.relay.join(timeout=5)
-        for runner in self.projections:
-            runner.follower.join(timeout=5)
+        for follower in self.projection_followers():
+            follower.join(timeout=5)
         self.broker.close()
         if self.redis is not None:
             self.redis.close()
@@ -281,15 +286,10 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
     everything = role == ALL or (settings.embedded and role == SERVE)
     log_ = ApplicationLog(messaging)
     if everything or role == PROJECTIONS:
+        shared = SharedFollower(log_, engine, poll_interval=settings.poll_interval)
         for projection in VIEWS:
-            runner = ProjectionRunner(
-                projection.view(),
-                engine,
-                RawLog(messaging) if projection.raw else log_,
-                poll_interval=settings.poll_interval,
-            )
-            container.projections.append(runner)
-            messaging.on_saved(runner.follower.wake)
+            container.projections.append(shared.add(projection.view(), raw=projection.raw))
+        messaging.on_saved(shared.wake)
     if everything or role == WORKER:
         notifier = ChannelNotifier(
             container.contacts, SqlSendLog(engine), channels_from(settings.notifications)

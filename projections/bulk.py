@@ -1,20 +1,25 @@
-"""Many new rows at once: PostgreSQL's COPY instead of one INSERT per row.
+"""Many rows at once, in one statement of fixed text, inside the caller's transaction.
 
-``conn.execute(table.insert(), rows)`` runs the INSERT once per row. For plain
-appends (no conflict handling) COPY does the same work several times faster, inside
-the caller's transaction. Other databases (SQLite) take the ordinary path.
+``conn.execute(table.insert(), rows)`` runs the INSERT once per row (or builds a new
+statement for each number of rows). On PostgreSQL, plain appends go through COPY;
+upserts and reads by key pass one array per column (``unnest``, ``= ANY``), so that
+the statement is the same whatever the number of rows and is prepared once per
+connection. Other databases (SQLite) take the ordinary path.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import cache
 from typing import Any
 
 import orjson
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Connection, Table
+from sqlalchemy import JSON, Column, Connection, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 
 def dumps(value: Any) -> bytes:
@@ -34,15 +39,109 @@ def append_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         conn.execute(table.insert(), list(rows))
         return
     names = list(rows[0])
-    as_json = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    # A replay writes through a schema translation into its shadow schema: honour it.
-    translate = conn.get_execution_options().get("schema_translate_map") or {}
-    schema = translate.get(table.schema, table.schema)
-    target = sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
+    as_json = _json_columns(table)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        target, sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        _target(conn, table), sql.SQL(", ").join(sql.Identifier(n) for n in names)
     )
-    raw: Any = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+    with _raw(conn).cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([Jsonb(row[n], dumps) if n in as_json else row[n] for n in names])
+
+
+def upsert_rows(
+    conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows`` (each with every column of ``table``), replacing those whose
+    ``keys`` are taken."""
+    if not rows:
+        return
+    names = [c.name for c in table.columns]
+    if conn.dialect.name != "postgresql":
+        stmt = sqlite.insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={n: stmt.excluded[n] for n in names if n not in keys},
+        )
+        conn.execute(stmt, list(rows))
+        return
+    as_json = _json_columns(table)
+    columns = [
+        [None if (v := row[n]) is None else Jsonb(v, dumps) for row in rows]
+        if n in as_json
+        else [row[n] for row in rows]
+        for n in names
+    ]
+    with _raw(conn).cursor() as cursor:
+        cursor.execute(_upsert_sql(_schema(conn, table), table, tuple(keys)), columns)
+
+
+def rows_where_in(
+    conn: Connection, table: Table, column: str, values: Iterable[Any]
+) -> list[dict[str, Any]]:
+    """Every row of ``table`` whose ``column`` is one of ``values``."""
+    wanted = list(values)
+    if not wanted:
+        return []
+    if conn.dialect.name != "postgresql":
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), 500):
+            query = select(table).where(table.c[column].in_(wanted[start : start + 500]))
+            found.extend(dict(row) for row in conn.execute(query).mappings())
+        return found
+    statement = sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(
+        _target(conn, table), sql.Identifier(column)
+    )
+    with _raw(conn).cursor(row_factory=dict_row) as cursor:
+        rows: list[dict[str, Any]] = cursor.execute(statement, [wanted]).fetchall()
+    return rows
+
+
+def _raw(conn: Connection) -> Any:
+    return conn.connection.driver_connection
+
+
+def _schema(conn: Connection, table: Table) -> str | None:
+    # A replay writes through a schema translation into its shadow schema: honour it.
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    schema: str | None = translate.get(table.schema, table.schema)
+    return schema
+
+
+def _target(conn: Connection, table: Table) -> sql.Identifier:
+    return _identifier(_schema(conn, table), table)
+
+
+def _identifier(schema: str | None, table: Table) -> sql.Identifier:
+    return sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
+
+
+_POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+@cache
+def _json_columns(table: Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+
+
+def _pg_type(column: Column[Any]) -> str:
+    return str(column.type.compile(dialect=_POSTGRES))
+
+
+@cache
+def _upsert_sql(schema: str | None, table: Table, keys: tuple[str, ...]) -> sql.Composed:
+    names = [c.name for c in table.columns]
+    arrays = sql.SQL(", ").join(
+        sql.SQL("%s::{}[]").format(sql.SQL(_pg_type(c))) for c in table.columns
+    )
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n not in keys
+    )
+    return sql.SQL(
+        "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT ({}) DO UPDATE SET {}"
+    ).format(
+        _identifier(schema, table),
+        sql.SQL(", ").join(sql.Identifier(n) for n in names),
+        arrays,
+        sql.SQL(", ").join(sql.Identifier(k) for k in keys),
+        updates,
+    )

@@ -18,3 +18,10 @@ def handler_of(owner: type, name: str) -> Callable[[Any], Callable[..., Any]]:
     assert isinstance(method, singledispatchmethod)
     dispatch = method.dispatcher.dispatch
     return lambda event: dispatch(type(event))
+
+
+def registered(owner: type, name: str) -> tuple[type, ...]:
+    """The event classes ``owner.name`` (a singledispatchmethod) has a handler for."""
+    method = owner.__dict__[name]
+    assert isinstance(method, singledispatchmethod)
+    return tuple(cls for cls in method.dispatcher.registry if cls is not object)

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from functools import singledispatchmethod
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select, tuple_
+from sqlalchemy import Connection, Table, delete, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
-from projections.dispatch import handler_of
+from projections.bulk import rows_where_in, upsert_rows
+from projections.dispatch import handler_of, registered
 from projections.messages import DELIVERY_QUEUE, ENCRYPTION_QUEUE, derive_status
 from projections.tables import (
     conversation_participants,
@@ -74,6 +75,8 @@ class MessagesView:
     """Applies conversation and message events to the read tables, a batch at a time."""
 
     name = "messages"
+    # The event classes it applies (set below, from its handlers); others never reach it.
+    handles: tuple[type, ...] = ()
 
     def apply(self, event: Any, conn: Connection, position: int) -> None:
         self.apply_many([(position, event)], conn)
@@ -87,19 +90,36 @@ class MessagesView:
     # ---- reading what the batch touches ---------------------------------------------
 
     def _load(self, conn: Connection, batch: Sequence[tuple[int, Any]]) -> _Rows:
+        """The rows the batch changes that exist already.
+
+        A message or conversation the batch starts has no rows yet; only deliveries and
+        reads change a message's recipient rows.
+        """
         rows = _Rows()
-        mids = {str(e.originator_id) for _, e in batch if isinstance(e, Message.Event)}
-        cids = {str(e.originator_id) for _, e in batch if isinstance(e, Conversation.Event)}
-        for chunk in _chunks(mids):
-            for row in conn.execute(select(messages).where(messages.c.id.in_(chunk))).mappings():
-                rows.messages[row["id"]] = dict(row)
-            query = select(message_recipients).where(message_recipients.c.message_id.in_(chunk))
-            for row in conn.execute(query).mappings():
-                rows.recipients[(row["message_id"], row["recipient_id"])] = dict(row)
-        for chunk in _chunks(cids):
-            query = select(conversations).where(conversations.c.id.in_(chunk))
-            for row in conn.execute(query).mappings():
-                rows.conversations[row["id"]] = dict(row)
+        new: set[str] = set()
+        mids: set[str] = set()
+        recipients_of: set[str] = set()
+        cids: set[str] = set()
+        for _, event in batch:
+            aggregate = str(event.originator_id)
+            if aggregate in new:
+                continue
+            if isinstance(event, Message.Created | Conversation.Started):
+                new.add(aggregate)
+            elif isinstance(event, Message.Delivered | Message.Read):
+                recipients_of.add(aggregate)
+                if isinstance(event, Message.Delivered):
+                    mids.add(aggregate)
+            elif isinstance(event, Message.Event):
+                mids.add(aggregate)
+            elif isinstance(event, Conversation.Event):
+                cids.add(aggregate)
+        for row in rows_where_in(conn, messages, "id", mids):
+            rows.messages[row["id"]] = row
+        for row in rows_where_in(conn, message_recipients, "message_id", recipients_of):
+            rows.recipients[(row["message_id"], row["recipient_id"])] = row
+        for row in rows_where_in(conn, conversations, "id", cids):
+            rows.conversations[row["id"]] = row
         return rows
 
     # ---- one handler per event type ----------------------------------------------------
@@ -324,8 +344,8 @@ class MessagesView:
                     tuple_(c.conversation_id, c.user_id).in_(chunk)
                 )
             )
-        self._upsert(conn, messages, ["id"], [rows.messages[k] for k in rows.changed["messages"]])
-        self._upsert(
+        upsert_rows(conn, messages, ["id"], [rows.messages[k] for k in rows.changed["messages"]])
+        upsert_rows(
             conn,
             message_recipients,
             ["message_id", "recipient_id"],
@@ -350,3 +370,4 @@ class MessagesView:
 
 
 _on = handler_of(MessagesView, "on")
+MessagesView.handles = registered(MessagesView, "on")

@@ -32,10 +32,19 @@ class ApplicationLog:
         self.app = app
 
     def read(self, after: int, limit: int) -> list[Positioned]:
-        notifications = self.app.recorder.select_notifications(
-            start=after, limit=limit, inclusive_of_start=False
+        decode = self.app.mapper.to_domain_event
+        return [(n.id, decode(n)) for n in self.stored(after, limit)]
+
+    def stored(self, after: int, limit: int) -> list[Any]:
+        """The notifications after ``after`` as stored: not decoded."""
+        return list(
+            self.app.recorder.select_notifications(
+                start=after, limit=limit, inclusive_of_start=False
+            )
         )
-        return [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+
+    def decode(self, notification: Any) -> Any:
+        return self.app.mapper.to_domain_event(notification)
 
     def last_position(self) -> int:
         return int(self.app.recorder.max_notification_id() or 0)
@@ -45,10 +54,7 @@ class RawLog(ApplicationLog):
     """The notification log as stored, not decoded (for the audit chain)."""
 
     def read(self, after: int, limit: int) -> list[Positioned]:
-        notifications = self.app.recorder.select_notifications(
-            start=after, limit=limit, inclusive_of_start=False
-        )
-        return [(n.id, n) for n in notifications]
+        return [(n.id, n) for n in self.stored(after, limit)]
 
 
 def read_position(conn: Connection, name: str, *, lock: bool = False) -> int:
@@ -158,8 +164,23 @@ def apply_batch_to(view: View, batch: Sequence[Positioned], conn: Connection) ->
         view.apply(event, conn, position)
 
 
+class Following(Protocol):
+    """The thread that feeds a runner: its own ``Follower`` or a process's shared one."""
+
+    @property
+    def log(self) -> EventLog: ...
+    def wake(self, _position: int = 0) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+
+
 class ProjectionRunner:
-    """Runs one view exactly once per event: rows and position in one transaction."""
+    """Runs one view exactly once per event: rows and position in one transaction.
+
+    Alone it follows the log on a thread of its own; given ``follower`` (see
+    ``projections.shared.SharedFollower``) it is fed by that one instead.
+    """
 
     def __init__(
         self,
@@ -170,11 +191,13 @@ class ProjectionRunner:
         after_commit: Callable[[Sequence[Positioned]], None] | None = None,
         poll_interval: float = 0.05,
         batch_size: int = 500,
+        follower: Following | None = None,
     ) -> None:
         self.view = view
         self.engine = engine
+        self.log = log_
         self.after_commit = after_commit
-        self.follower = Follower(
+        self.follower: Following = follower or Follower(
             view.name,
             log_,
             self.apply_batch,
@@ -200,7 +223,7 @@ class ProjectionRunner:
     def catch_up(self, until: int | None = None, timeout: float = 30.0) -> bool:
         """Wait (with a deadline) until the view has applied the log up to ``until``."""
         deadline = time.monotonic() + timeout
-        target = until if until is not None else self.follower.log.last_position()
+        target = until if until is not None else self.log.last_position()
         while time.monotonic() < deadline:
             if self.committed_position() >= target:
                 return True

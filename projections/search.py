@@ -72,6 +72,7 @@ class SearchView:
     """Applies message events to the search tables, a batch at a time."""
 
     name = "search"
+    handles: tuple[type, ...] = (Message.Created, Message.Indexed, Message.Shredded)
 
     def apply(self, event: Any, conn: Connection, position: int) -> None:
         self.apply_many([(position, event)], conn)
