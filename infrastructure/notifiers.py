@@ -35,6 +35,7 @@ log = logging.getLogger("courier.notify")
 SECURE_TITLE = "New secure message"
 SECURE_BODY = "You have a new secure message"
 SENT, REFUSED = "sent", "refused"
+CONCURRENT_SENDS = 15  # delivered batches of one unit of work notified at once
 
 
 class ProviderUnavailable(Exception):
@@ -251,44 +252,56 @@ class ChannelNotifier:
         people = [*offline, *online]
         preferences = self.contacts.many(notice.tenant_id, people)
         settled = self.sends.settled(str(notice.message_id), people)
-        return self._notify(notice, offline, online, preferences, settled)
+        outcomes, work = self._plan(offline, online, preferences, settled)
+        return self._deliver(notice, work, outcomes)
 
     def notify_many(self, batch: list[Delivered]) -> list[Outcomes | Exception]:
-        """``notify`` for many delivered batches, reading preferences and what was already
-        sent once for all of them; each batch's outcomes, or the error it failed with."""
+        """``notify`` for many delivered batches: preferences and what was already sent are
+        read once for all of them, and the batches that have something to send send it
+        concurrently. Each batch's outcomes, or the error it failed with."""
         people: dict[str, set[str]] = {}
         for notice, offline, online in batch:
             people.setdefault(notice.tenant_id, set()).update(offline, online)
         preferences = {t: self.contacts.many(t, sorted(users)) for t, users in people.items()}
         settled = self.sends.settled_many(list({str(n.message_id) for n, _, _ in batch}))
-        results: list[Outcomes | Exception] = []
-        for notice, offline, online in batch:
+        plans = [
+            self._plan(
+                offline,
+                online,
+                preferences[notice.tenant_id],
+                settled.get(str(notice.message_id), {}),
+            )
+            for notice, offline, online in batch
+        ]
+        results: list[Outcomes | Exception] = [outcomes for outcomes, _ in plans]
+        sending = [i for i, (_, work) in enumerate(plans) if work]
+        if not sending:
+            return results
+
+        def deliver(i: int) -> Outcomes | Exception:
             try:
-                results.append(
-                    self._notify(
-                        notice,
-                        offline,
-                        online,
-                        preferences[notice.tenant_id],
-                        settled.get(str(notice.message_id), {}),
-                    )
-                )
+                return self._deliver(batch[i][0], plans[i][1], plans[i][0])
             except Exception as error:
-                results.append(error)
+                return error
+
+        with ThreadPoolExecutor(
+            max_workers=min(len(sending), CONCURRENT_SENDS), thread_name_prefix="notify"
+        ) as pool:
+            for i, result in zip(sending, pool.map(deliver, sending), strict=True):
+                results[i] = result
         return results
 
-    def _notify(
+    def _plan(
         self,
-        notice: Notice,
         offline: list[str],
         online: list[str],
         preferences: dict[str, NotificationPreferences],
         settled: dict[tuple[str, str], str],
-    ) -> Outcomes:
-        people = [*offline, *online]
+    ) -> tuple[Outcomes, dict[str, list[tuple[str, str]]]]:
+        """Each recipient's outcome where nothing is to be sent, and what is to be sent."""
         outcomes: Outcomes = {}
         work: dict[str, list[tuple[str, str]]] = {}
-        for user in people:
+        for user in [*offline, *online]:
             chosen = preferences.get(user)
             if user in online and not (chosen and chosen.when_online):
                 outcomes[user] = {"none": "online"}
@@ -308,6 +321,11 @@ class ChannelNotifier:
                     outcomes[user][name] = "no_address"
                 else:
                     work.setdefault(name, []).append((user, address))
+        return outcomes, work
+
+    def _deliver(
+        self, notice: Notice, work: dict[str, list[tuple[str, str]]], outcomes: Outcomes
+    ) -> Outcomes:
         errors = self._send(notice, work, outcomes)
         if work:
             sent = sum(1 for result in outcomes.values() for o in result.values() if o == SENT)

@@ -187,3 +187,36 @@ def test_an_unreachable_smtp_server_is_retried_later(engine: Engine) -> None:
 
     with pytest.raises(ProviderUnavailable, match="email: ConnectionRefusedError"):
         notifier.notify(notice(True), ["a"], [])
+
+
+def test_many_delivered_batches_at_once_each_get_their_own_outcome(
+    engine: Engine, local: tuple[SmtpServer, HttpProvider, HttpProvider]
+) -> None:
+    smtp, push, sms = local
+    notifier, contacts = notifier_for(engine, provider_env(smtp, push, sms))
+    for user in ("a", "b", "c"):
+        contacts.put(TENANT, user, NotificationPreferences(channels=("sms",), phone="+4412345"))
+    sms.fail(503)  # the first send fails: exactly one of the batches is to be retried
+    quiet, sending, loud = uuid4(), uuid4(), uuid4()
+
+    results = notifier.notify_many(
+        [
+            (notice(False, quiet), [], ["a"]),  # online, asked for nothing then
+            (notice(False, sending), ["b"], []),
+            (notice(True, loud), ["c"], []),
+        ]
+    )
+
+    assert results[0] == {"a": {"none": "online"}}
+    failed = [r for r in results[1:] if isinstance(r, ProviderUnavailable)]
+    sent = [r for r in results[1:] if isinstance(r, dict)]
+    assert len(failed) == 1 and "sms: HTTP 503" in str(failed[0])
+    assert len(sent) == 1 and next(iter(sent[0].values())) == {"sms": "sent"}
+    assert len(sms.received()) == 1
+
+    again = notifier.notify_many(
+        [(notice(False, sending), ["b"], []), (notice(True, loud), ["c"], [])]
+    )
+
+    assert again == [{"b": {"sms": "sent"}}, {"c": {"sms": "sent"}}]
+    assert len(sms.received()) == 2  # the batch that had been sent is not sent again
