@@ -124,7 +124,7 @@ def build_chain(container: Container) -> tuple[int, float]:
         AUDIT_CHAIN.view(), container.engine, RawLog(container.messaging), batch_size=2000
     )
     started, position, count = time.monotonic(), runner.committed_position(), 0
-    while batch := runner.follower.log.read(position, 2000):
+    while batch := runner.log.read(position, 2000):
         runner.apply_batch(batch)
         position, count = batch[-1][0], count + len(batch)
     return count, time.monotonic() - started

@@ -23,14 +23,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, Index, MetaData, delete, insert, select, text
 
 from projections.catalog import Projection
-from projections.runner import (
-    EventLog,
-    Positioned,
-    View,
-    apply_batch_to,
-    read_position,
-    write_position,
-)
+from projections.runner import EventLog, View, apply_batch_to, read_position, write_position
+from projections.shared import Slice, reader_for
 from projections.tables import followers
 
 Progress = Callable[[int, int, int], None]  # position reached, head of the log, events applied
@@ -81,6 +75,8 @@ class _Job:
         self.log = log_
         self.projection = projection
         self.view: View = projection.view()
+        # Reads the log in pages, decoding only the events this view applies.
+        self.read = reader_for(log_, self.view)
         self.start = start
         self.batch = batch
         self.progress = progress
@@ -92,18 +88,18 @@ class _Job:
         return Rebuilt(self.projection.name, self.start, position, self.events, elapsed)
 
     def _step(self, conn: Connection, after: int, head: int) -> int | None:
-        """Apply the next batch after ``after`` through ``conn``; None when none is left."""
-        return self._apply(conn, self.log.read(after, self.batch), head)
+        """Apply the next page after ``after`` through ``conn``; None when none is left."""
+        return self._apply(conn, self.read(after, self.batch), head)
 
-    def _apply(self, conn: Connection, batch: list[Positioned], head: int) -> int | None:
-        if not batch:
+    def _apply(self, conn: Connection, page: Slice, head: int) -> int | None:
+        if not page.read:
             return None
-        apply_batch_to(self.view, batch, conn)
-        position = batch[-1][0]
-        write_position(conn, self.projection.name, position)
-        self.events += len(batch)
-        self.progress(position, max(head, position), self.events)
-        return position
+        if page.events:
+            apply_batch_to(self.view, page.events, conn)
+        write_position(conn, self.projection.name, page.last)
+        self.events += page.read
+        self.progress(page.last, max(head, page.last), self.events)
+        return page.last
 
     # ---- PostgreSQL: a shadow schema, then a swap -------------------------------------
 
@@ -132,9 +128,9 @@ class _Job:
         # began, then once more up to where the log has got to meanwhile.
         for lap in range(2):
             head = self.log.last_position()
-            for batch in self._read_ahead(position, head):
+            for page in self._read_ahead(position, head):
                 with self.engine.begin() as conn:
-                    reached = self._apply(conn.execution_options(**translated), batch, head)
+                    reached = self._apply(conn.execution_options(**translated), page, head)
                 position = reached if reached is not None else position
             if lap == 0:
                 with self.engine.begin() as conn:
@@ -163,13 +159,13 @@ class _Job:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {q_shadow} CASCADE"))
         return self._done(position)
 
-    def _read_ahead(self, after: int, head: int) -> Iterator[list[Positioned]]:
-        """The log's batches after ``after`` up to ``head``, read and decoded on a
-        thread of their own while the previous batch is being written."""
-        batches: queue.Queue[list[Positioned] | BaseException | None] = queue.Queue(maxsize=2)
+    def _read_ahead(self, after: int, head: int) -> Iterator[Slice]:
+        """The log's pages after ``after`` up to ``head``, read and decoded on a
+        thread of their own while the previous page is being written."""
+        batches: queue.Queue[Slice | BaseException | None] = queue.Queue(maxsize=2)
         stopping = threading.Event()
 
-        def offer(item: list[Positioned] | BaseException | None) -> None:
+        def offer(item: Slice | BaseException | None) -> None:
             while not stopping.is_set():
                 try:
                     batches.put(item, timeout=0.1)
@@ -181,11 +177,11 @@ class _Job:
             position = after
             try:
                 while position < head and not stopping.is_set():
-                    batch = self.log.read(position, self.batch)
-                    if not batch:
+                    page = self.read(position, self.batch)
+                    if not page.read:
                         break
-                    offer(batch)
-                    position = batch[-1][0]
+                    offer(page)
+                    position = page.last
                 offer(None)
             except BaseException as error:
                 offer(error)

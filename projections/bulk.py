@@ -18,7 +18,7 @@ import orjson
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Column, Connection, Table, select
+from sqlalchemy import JSON, Column, Connection, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -41,9 +41,9 @@ def append_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     names = list(rows[0])
     as_json = _json_columns(table)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        _target(conn, table), sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        qualified(conn, table), sql.SQL(", ").join(sql.Identifier(n) for n in names)
     )
-    with _raw(conn).cursor() as cursor, cursor.copy(statement) as copy:
+    with driver(conn).cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([Jsonb(row[n], dumps) if n in as_json else row[n] for n in names])
 
@@ -52,16 +52,19 @@ def upsert_rows(
     conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> None:
     """Insert ``rows`` (each with every column of ``table``), replacing those whose
-    ``keys`` are taken."""
+    ``keys`` are taken; with no ``keys``, leaving out those that conflict."""
     if not rows:
         return
     names = [c.name for c in table.columns]
     if conn.dialect.name != "postgresql":
         stmt = sqlite.insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={n: stmt.excluded[n] for n in names if n not in keys},
-        )
+        if keys:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={n: stmt.excluded[n] for n in names if n not in keys},
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing()
         conn.execute(stmt, list(rows))
         return
     as_json = _json_columns(table)
@@ -71,7 +74,7 @@ def upsert_rows(
         else [row[n] for row in rows]
         for n in names
     ]
-    with _raw(conn).cursor() as cursor:
+    with driver(conn).cursor() as cursor:
         cursor.execute(_upsert_sql(_schema(conn, table), table, tuple(keys)), columns)
 
 
@@ -89,14 +92,35 @@ def rows_where_in(
             found.extend(dict(row) for row in conn.execute(query).mappings())
         return found
     statement = sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(
-        _target(conn, table), sql.Identifier(column)
+        qualified(conn, table), sql.Identifier(column)
     )
-    with _raw(conn).cursor(row_factory=dict_row) as cursor:
+    with driver(conn).cursor(row_factory=dict_row) as cursor:
         rows: list[dict[str, Any]] = cursor.execute(statement, [wanted]).fetchall()
     return rows
 
 
-def _raw(conn: Connection) -> Any:
+def set_where_in(
+    conn: Connection, table: Table, values: dict[str, Any], column: str, keys: Sequence[Any]
+) -> None:
+    """``UPDATE table SET values WHERE column IN keys``, in one statement of fixed text."""
+    if not keys:
+        return
+    if conn.dialect.name != "postgresql":
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            conn.execute(update(table).where(table.c[column].in_(chunk)).values(**values))
+        return
+    statement = sql.SQL("UPDATE {} SET {} WHERE {} = ANY(%s)").format(
+        qualified(conn, table),
+        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(n)) for n in values),
+        sql.Identifier(column),
+    )
+    with driver(conn).cursor() as cursor:
+        cursor.execute(statement, [*values.values(), list(keys)])
+
+
+def driver(conn: Connection) -> Any:
+    """The psycopg connection under ``conn`` (in the same transaction)."""
     return conn.connection.driver_connection
 
 
@@ -107,7 +131,8 @@ def _schema(conn: Connection, table: Table) -> str | None:
     return schema
 
 
-def _target(conn: Connection, table: Table) -> sql.Identifier:
+def qualified(conn: Connection, table: Table) -> sql.Identifier:
+    """The table's name as ``conn`` writes it (a replay: in its shadow schema)."""
     return _identifier(_schema(conn, table), table)
 
 
@@ -133,15 +158,19 @@ def _upsert_sql(schema: str | None, table: Table, keys: tuple[str, ...]) -> sql.
     arrays = sql.SQL(", ").join(
         sql.SQL("%s::{}[]").format(sql.SQL(_pg_type(c))) for c in table.columns
     )
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n not in keys
-    )
-    return sql.SQL(
-        "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT ({}) DO UPDATE SET {}"
-    ).format(
+    conflict: sql.Composable = sql.SQL("DO NOTHING")
+    if keys:
+        conflict = sql.SQL("({}) DO UPDATE SET {}").format(
+            sql.SQL(", ").join(sql.Identifier(k) for k in keys),
+            sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
+                for n in names
+                if n not in keys
+            ),
+        )
+    return sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT {}").format(
         _identifier(schema, table),
         sql.SQL(", ").join(sql.Identifier(n) for n in names),
         arrays,
-        sql.SQL(", ").join(sql.Identifier(k) for k in keys),
-        updates,
+        conflict,
     )

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from psycopg import sql
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
-    Text,
     and_,
     bindparam,
     cast,
@@ -32,13 +32,13 @@ from sqlalchemy import (
     select,
     table,
     text,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import REGCONFIG
 
 from application.search import words
 from domain.message import Message
+from projections.bulk import driver, qualified, set_where_in, upsert_rows
 from projections.tables import message_recipients, search_documents, search_tokens
 
 # Stemmed English on both backends ("clinics" finds "clinic"); the blind index has
@@ -48,14 +48,6 @@ PG_CONFIG = "english"
 FTS_TABLE = "search_fts"
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 search_fts = table(FTS_TABLE, column("rowid"), column("message_id"), column("document"))
-
-
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
-def _tsvector(document: Any) -> Any:
-    return func.to_tsvector(cast(literal(PG_CONFIG), REGCONFIG), document)
 
 
 @dataclass
@@ -122,27 +114,12 @@ class SearchView:
     def _write(self, conn: Connection, pending: _Pending) -> None:
         postgres = conn.dialect.name == "postgresql"
         if pending.documents:
-            # On PostgreSQL the words become a tsvector in the statement itself.
-            document = _tsvector(cast(bindparam("text"), Text)) if postgres else None
-            stmt = (
-                _insert(conn)(search_documents)
-                .values(
-                    message_id=bindparam("message_id"),
-                    tenant_id=bindparam("tenant_id"),
-                    conversation_id=bindparam("conversation_id"),
-                    sender_id=bindparam("sender_id"),
-                    is_encrypted=bindparam("is_encrypted"),
-                    searchable=bindparam("searchable"),
-                    document=document,
-                    created_at=bindparam("created_at"),
-                    position=bindparam("position"),
-                )
-                .on_conflict_do_nothing()
-                .returning(search_documents.c.message_id)
-            )
             # Only messages new to the view get their words and tokens (a replay from a
             # position meets messages it already holds).
-            inserted = set(conn.execute(stmt, pending.documents).scalars())
+            if postgres:
+                inserted = _insert_documents_pg(conn, pending.documents)
+            else:
+                inserted = _insert_documents(conn, pending.documents)
             fts = [
                 {"rowid": row["position"], "message_id": mid, "document": pending.texts[mid]}
                 for row in pending.documents
@@ -152,18 +129,44 @@ class SearchView:
                 # A replay empties the view's tables but not this virtual one: replace.
                 conn.execute(search_fts.insert().prefix_with("OR REPLACE"), fts)
             tokens = [t for mid, rows in pending.tokens.items() if mid in inserted for t in rows]
-            if tokens:
-                conn.execute(_insert(conn)(search_tokens).on_conflict_do_nothing(), tokens)
-        for chunk in _chunks(pending.indexed):
-            conn.execute(
-                update(search_documents)
-                .where(search_documents.c.message_id.in_(chunk))
-                .values(searchable=True)
-            )
+            upsert_rows(conn, search_tokens, (), tokens)
+        set_where_in(conn, search_documents, {"searchable": True}, "message_id", pending.indexed)
 
 
-def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _insert_documents(conn: Connection, documents: list[dict[str, Any]]) -> set[str]:
+    stmt = (
+        sqlite.insert(search_documents)
+        .values({name: bindparam(name) for name in _DOCUMENT_COLUMNS})
+        .on_conflict_do_nothing()
+        .returning(search_documents.c.message_id)
+    )
+    return set(conn.execute(stmt, documents).scalars())
+
+
+def _insert_documents_pg(conn: Connection, documents: list[dict[str, Any]]) -> set[str]:
+    """One statement whatever the number of documents; the words become a tsvector in it."""
+    names = sql.SQL(", ").join(sql.Identifier(name) for name in _DOCUMENT_COLUMNS)
+    statement = sql.SQL(
+        "INSERT INTO {} ({}, document) SELECT {}, to_tsvector({}::regconfig, d.text) "
+        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], "
+        "%s::boolean[], %s::timestamptz[], %s::bigint[], %s::text[]) "
+        "AS d({}, text) ON CONFLICT DO NOTHING RETURNING message_id"
+    ).format(qualified(conn, search_documents), names, names, sql.Literal(PG_CONFIG), names)
+    columns = [[row[name] for row in documents] for name in (*_DOCUMENT_COLUMNS, "text")]
+    with driver(conn).cursor() as cursor:
+        return {mid for (mid,) in cursor.execute(statement, columns).fetchall()}
+
+
+_DOCUMENT_COLUMNS = (
+    "message_id",
+    "tenant_id",
+    "conversation_id",
+    "sender_id",
+    "is_encrypted",
+    "searchable",
+    "created_at",
+    "position",
+)
 
 
 def forget(conn: Connection, message_ids: list[str]) -> None:

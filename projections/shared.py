@@ -16,13 +16,21 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from eventsourcing.utils import resolve_topic
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from projections.runner import ApplicationLog, Positioned, ProjectionRunner, View, apply_batch_to
+from projections.runner import (
+    ApplicationLog,
+    EventLog,
+    Positioned,
+    ProjectionRunner,
+    RawLog,
+    View,
+    apply_batch_to,
+)
 from projections.tables import followers
 
 log = logging.getLogger("courier.projections")
@@ -48,6 +56,38 @@ def wanted_by(view: View) -> Callable[[str], bool] | None:
             return answer
 
     return wants
+
+
+class Slice(NamedTuple):
+    """What one read of the log gave a view: up to where, how many events were read,
+    and the ones the view applies."""
+
+    last: int
+    read: int
+    events: list[Positioned]
+
+
+def reader_for(log_: EventLog, view: View) -> Callable[[int, int], Slice]:
+    """``(after, limit)`` -> the next slice of the log for ``view`` (``read`` is 0 at the
+    end of the log). Events the view has no use for are not decoded."""
+    wants = wanted_by(view)
+    if wants is None or not isinstance(log_, ApplicationLog) or isinstance(log_, RawLog):
+
+        def read_all(after: int, limit: int) -> Slice:
+            batch = log_.read(after, limit)
+            return Slice(batch[-1][0] if batch else after, len(batch), batch)
+
+        return read_all
+    stored, decode = log_.stored, log_.decode
+
+    def read(after: int, limit: int) -> Slice:
+        notifications = stored(after, limit)
+        if not notifications:
+            return Slice(after, 0, [])
+        batch = [(n.id, decode(n)) for n in notifications if wants(n.topic)]
+        return Slice(int(notifications[-1].id), len(notifications), batch)
+
+    return read
 
 
 def _id(notification: Any) -> int:
