@@ -6,9 +6,12 @@ worker) stored it, and a restart loses nothing that a cursor cannot recover. A
 frame is made after its event is stored; a job that runs twice stores nothing new,
 so no client sees one delivery twice.
 
-Frames are serialised once per event and shared by every socket they go to; each
-socket has a bounded queue of its own, so a slow client is dropped instead of
-slowing anyone else down.
+Frames are serialised once per event, down to their bytes on the wire, and shared by
+every socket they go to. Where the server lets the hub write a frame straight to a
+socket's transport (see ``FRAMES_EXTENSION``), a socket that is keeping up gets it
+at once, in the same turn of the event loop as every other recipient; otherwise, and
+whenever a socket is behind, the frame waits in that socket's bounded queue, so a slow
+client is dropped instead of slowing anyone else down.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 from starlette.websockets import WebSocket
+from websockets.frames import Frame, Opcode
 
 from application.errors import CourierError
 from application.views import message_dict
@@ -52,8 +56,44 @@ STATUS_EVENTS = (
 )
 
 
+# The ASGI scope extension through which the server's WebSocket protocol lets the hub
+# write a finished frame to the socket's transport: ``{"write": write}``, where
+# ``write(wire) -> bool`` writes the bytes of one complete, unmasked server frame as
+# they are, or writes nothing and answers False when the connection cannot take them
+# so right now (not open, closing, paused by flow control, or a negotiated extension
+# such as permessage-deflate would have to re-encode them).
+FRAMES_EXTENSION = "courier.websocket.frames"
+WriteFrame = Callable[[bytes], bool]
+
+
 def dumps(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"))
+
+
+class Outgoing:
+    """A frame made once for an event: its text and its bytes on the wire.
+
+    A server's frames are not masked, so the bytes of one text frame are the same for
+    every socket that gets it.
+    """
+
+    __slots__ = ("text", "wire")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.wire = wire_frame(text)
+
+
+def wire_frame(text: str) -> bytes:
+    """One complete, unmasked text frame (what the server would write without extensions)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+def frame_writer(websocket: WebSocket) -> WriteFrame | None:
+    """The server's direct frame writer for this socket, if it offers one."""
+    entry = websocket.scope.get("extensions", {}).get(FRAMES_EXTENSION)
+    write = entry.get("write") if isinstance(entry, dict) else None
+    return write if callable(write) else None
 
 
 def new_frame(position: int, message: dict[str, Any]) -> dict[str, Any]:
@@ -82,30 +122,48 @@ def status_frame(event: Any, body: dict[str, Any]) -> dict[str, Any]:
 class Subscriber:
     """One connected socket: who it is, its bounded send queue, its subscriptions."""
 
-    def __init__(self, websocket: WebSocket, ctx: Context, queue_size: int) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        ctx: Context,
+        queue_size: int,
+        write: WriteFrame | None = None,
+    ) -> None:
         self.websocket = websocket
         self.ctx = ctx
         self.queue_size = queue_size
-        self.queue: deque[str] = deque()
+        self.queue: deque[str | Outgoing] = deque()
         self.pending = asyncio.Event()
         self.sending_since: float | None = None  # set while a frame is with the socket
         self.conversations: set[str] = set()
         self.too_slow = asyncio.Event()
+        self.write = write
+        # Live once ``send_queued`` runs: before that (backlog, ``ready``) frames only queue.
+        self.live = False
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.ctx.tenant_id, self.ctx.actor_id)
 
-    def offer(self, text: str) -> None:
-        """Queue a frame (on the event loop); a client that cannot keep up is dropped."""
+    def offer(self, frame: str | Outgoing) -> None:
+        """Send or queue a frame (on the event loop); a client that cannot keep up is dropped."""
         if self.too_slow.is_set():
+            return
+        # Straight to the socket when nothing is ahead of it and the socket takes it now:
+        # no queue, no task to wake.
+        if self.live and not self.queue and self.sending_since is None and self._write(frame):
             return
         if len(self.queue) >= self.queue_size and self._stuck():
             log.warning("dropping a slow WebSocket client (send queue full)")
             self.too_slow.set()
             return
-        self.queue.append(text)
+        self.queue.append(frame)
         self.pending.set()
+
+    def _write(self, frame: str | Outgoing) -> bool:
+        if self.write is None:
+            return False
+        return self.write(frame.wire if isinstance(frame, Outgoing) else wire_frame(frame))
 
     def _stuck(self) -> bool:
         """Whether the socket, not the burst, is why the queue is full."""
@@ -114,24 +172,29 @@ class Subscriber:
         since = self.sending_since
         return since is not None and time.monotonic() - since > STUCK_SEND_SECONDS
 
-    async def next_frame(self) -> str:
+    async def next_frame(self) -> str | Outgoing:
         while not self.queue:
             self.pending.clear()
             await self.pending.wait()
         return self.queue.popleft()
 
     async def send_queued(self) -> None:
-        """Send queued frames in order until the session ends."""
+        """Send queued frames in order until the session ends; from now on frames are live."""
+        self.live = True
         while True:
-            text = await self.next_frame()
+            frame = await self.next_frame()
             self.sending_since = time.monotonic()
-            await self.websocket.send_text(text)
+            if not self._write(frame):
+                # Through the ASGI send: it waits while the transport is paused, and
+                # fails once the connection is gone.
+                text = frame.text if isinstance(frame, Outgoing) else frame
+                await self.websocket.send_text(text)
             self.sending_since = None
 
 
-def _offer_all(frames: list[tuple[Subscriber, str]]) -> None:
-    for sub, text in frames:
-        sub.offer(text)
+def _offer_all(frames: list[tuple[Subscriber, Outgoing]]) -> None:
+    for sub, frame in frames:
+        sub.offer(frame)
 
 
 class Hub:
@@ -222,13 +285,16 @@ class Hub:
         loop = self.loop
         if loop is None:
             return
+        frames: list[tuple[Subscriber, Outgoing]] = []
         for position, event in batch:
             message = self._message_for(event)
             with self.lock:
-                frames = self.frames_for(position, event, message) if message else []
+                if message is not None:
+                    frames.extend(self.frames_for(position, event, message))
                 self.position = position
-            if frames:
-                loop.call_soon_threadsafe(_offer_all, frames)
+        if frames:
+            # One hand-over for the whole batch: the event loop wakes once, not per event.
+            loop.call_soon_threadsafe(_offer_all, frames)
 
     def _message_for(self, event: Any) -> Message | None:
         """The message an event is about, if it makes frames and anyone here may get them.
@@ -276,15 +342,20 @@ class Hub:
 
     def frames_for(
         self, position: int, event: Any, message: Message
-    ) -> list[tuple[Subscriber, str]]:
-        """Who gets which frame (called with ``lock`` held)."""
+    ) -> list[tuple[Subscriber, Outgoing]]:
+        """Who gets which frame (called with ``lock`` held); each frame is made once."""
         tenant = message.tenant_id
         body = message_dict(message)
-        out: list[tuple[Subscriber, str]] = []
+        out: list[tuple[Subscriber, Outgoing]] = []
         if isinstance(event, Message.Delivered):
-            text = dumps(new_frame(position, body))
-            for user in [*event.online, *event.offline]:
-                out.extend((sub, text) for sub in self.users.get((tenant, user), ()))
+            recipients = [
+                sub
+                for user in (*event.online, *event.offline)
+                for sub in self.users.get((tenant, user), ())
+            ]
+            if recipients:
+                new = Outgoing(dumps(new_frame(position, body)))
+                out.extend((sub, new) for sub in recipients)
         watchers = set(self.users.get((tenant, message.sender_id), ()))
         watchers.update(
             sub
@@ -292,6 +363,6 @@ class Hub:
             if sub.ctx.tenant_id == tenant and message.may_see(sub.ctx.actor_id)
         )
         if watchers:
-            text = dumps(status_frame(event, body))
-            out.extend((sub, text) for sub in watchers)
+            status = Outgoing(dumps(status_frame(event, body)))
+            out.extend((sub, status) for sub in watchers)
         return out

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from application.errors import CourierError
 from infrastructure.bootstrap import Container
-from interfaces.hub import Hub, Subscriber, dumps, new_frame
+from interfaces.hub import Hub, Subscriber, dumps, frame_writer, new_frame
 from projections.runner import read_position
 
 __all__ = ["Hub", "ws_endpoint"]
@@ -85,7 +85,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
     if hub.connections_of(ctx) >= settings.ws_max_per_user:
         await websocket.close(CLOSE_TOO_MANY, "too many connections for this user")
         return
-    sub = Subscriber(websocket, ctx, settings.ws_send_queue)
+    sub = Subscriber(websocket, ctx, settings.ws_send_queue, frame_writer(websocket))
     live_from = hub.register(sub)
     await _presence(container.presence.connected, sub)
     closing: Closing | None = None
