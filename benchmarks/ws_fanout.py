@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -34,7 +35,10 @@ from typing import Any
 
 import httpx
 import jwt
-from websockets.asyncio.client import ClientConnection, connect
+import orjson
+import uvloop
+
+from benchmarks.ws_client import Listener, listen
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "ws-fanout-benchmark-" + "x" * 40
@@ -183,34 +187,58 @@ async def wait_ready(base: str) -> None:
     raise RuntimeError("the API did not become ready")
 
 
+class Arrivals:
+    """How many subscribers got each message; wakes whoever waits for them all."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.changed = asyncio.Event()
+
+    def add(self, mid: str) -> None:
+        self.counts[mid] = self.counts.get(mid, 0) + 1
+        self.changed.set()
+
+    async def wait(self, mid: str, count: int, deadline: float) -> None:
+        while self.counts.get(mid, 0) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
+
+
 class Subscriber:
-    def __init__(self, user: str) -> None:
+    # The client's own work per frame is kept small (a lean protocol, uvloop, orjson,
+    # no polling of every subscriber): it shares the cores with the server it measures.
+    def __init__(self, user: str, seen: Arrivals) -> None:
         self.user = user
+        self.seen = seen
         self.arrivals: dict[str, tuple[float, float]] = {}  # id → (perf_counter, wall)
         self.ready = asyncio.Event()
-        self.socket: ClientConnection | None = None
+        self.socket: Listener | None = None
 
-    async def run(self, url: str) -> None:
-        async with connect(url, open_timeout=60, ping_interval=None, max_queue=None) as ws:
-            self.socket = ws
-            async for raw in ws:
-                frame = json.loads(raw)
-                if frame["type"] == "ready":
-                    self.ready.set()
-                elif frame["type"] == "message.new":
-                    mid = frame["message"]["id"]
-                    self.arrivals.setdefault(mid, (time.perf_counter(), time.time()))
+    async def open(self, port: int) -> None:
+        path = f"/ws?token={token(self.user)}"
+        self.socket = await listen("127.0.0.1", port, path, self.on_text)
+
+    def on_text(self, raw: bytes) -> None:
+        at = (time.perf_counter(), time.time())
+        frame = orjson.loads(raw)
+        if frame["type"] == "ready":
+            self.ready.set()
+        elif frame["type"] == "message.new":
+            mid = frame["message"]["id"]
+            if mid not in self.arrivals:
+                self.arrivals[mid] = at
+                self.seen.add(mid)
 
 
-async def open_all(port: int, subscribers: list[Subscriber], batch: int) -> list[Any]:
-    tasks: list[Any] = []
+async def open_all(port: int, subscribers: list[Subscriber], batch: int) -> None:
     for start in range(0, len(subscribers), batch):
         group = subscribers[start : start + batch]
-        for sub in group:
-            url = f"ws://127.0.0.1:{port}/ws?token={token(sub.user)}"
-            tasks.append(asyncio.ensure_future(sub.run(url)))
+        await asyncio.gather(*(sub.open(port) for sub in group))
         await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in group)), 120)
-    return tasks
 
 
 async def measure(args: argparse.Namespace, server: Server) -> dict[str, Any]:
@@ -226,9 +254,10 @@ async def measure(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         created.raise_for_status()
         conversation = created.json()["id"]
         rss_before = rss_mib(server.api_pid)
-        subscribers = [Subscriber(user) for user in people]
+        seen = Arrivals()
+        subscribers = [Subscriber(user, seen) for user in people]
         opened = time.perf_counter()
-        tasks = await open_all(server.port, subscribers, args.connect_batch)
+        await open_all(server.port, subscribers, args.connect_batch)
         connect_seconds = time.perf_counter() - opened
         rss_connected = rss_mib(server.api_pid)
         samples: list[Sample] = []
@@ -240,11 +269,7 @@ async def measure(args: argparse.Namespace, server: Server) -> dict[str, Any]:
             )
             sent.raise_for_status()
             mid = sent.json()["message"]["id"]
-            deadline = time.monotonic() + args.timeout
-            while sum(1 for s in subscribers if mid in s.arrivals) < len(subscribers):
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.01)
+            await seen.wait(mid, len(subscribers), time.monotonic() + args.timeout)
             if n < args.warmup:
                 continue
             got = [s for s in subscribers if mid in s.arrivals]
@@ -268,10 +293,7 @@ async def measure(args: argparse.Namespace, server: Server) -> dict[str, Any]:
                 )
             )
         rss_after = rss_mib(server.api_pid)
-        for sub in subscribers:
-            if sub.socket is not None:
-                await sub.socket.close()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(s.socket.close() for s in subscribers if s.socket is not None))
     return {
         "runtime": args.runtime,
         "subscribers": args.subscribers,
@@ -346,7 +368,8 @@ def main() -> None:
         print(f"server logs in {workdir}")
     server = Server(args, workdir)
     try:
-        result = asyncio.run(measure(args, server))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            result = runner.run(measure(args, server))
     finally:
         server.stop()
     print_report(result)
