@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -10,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Recording
@@ -47,6 +48,7 @@ from domain.conversation import (
     direct_conversation_id,
 )
 from domain.events import Context
+from domain.ids import new_id
 from domain.keys import NoKeyRegistered, UserKeys, user_keys_id
 from domain.message import ENVELOPE_VERSION, Message, message_id_for
 
@@ -153,11 +155,18 @@ class Messaging(Application[UUID]):
             | None
         ) = None
         self._known_direct = KnownIds()
+        self._get_async: Callable[[list[UUID]], Awaitable[list[Any]]] | None = None
+        self._unheard: int | None = None  # newest position saved on the loop, not yet told
         self._known_key_holders = KnownIds()
 
     def record_with(self, put: Callable[[list[Any]], list[Recording[UUID]]]) -> None:
         """Route every save through ``put`` (e.g. a group committer)."""
         self._put = put
+
+    def read_async_with(self, get_many: Callable[[list[UUID]], Awaitable[list[Any]]]) -> None:
+        """Let ``send_group_async`` read on the caller's event loop: ``get_many(ids)`` is
+        awaited for the aggregates of ``ids`` (None where there is none), in order."""
+        self._get_async = get_many
 
     def record_async_with(
         self,
@@ -171,8 +180,20 @@ class Messaging(Application[UUID]):
     async def _save_async(self, *events: Any) -> list[Recording[UUID]]:
         assert self._put_async is not None
         recordings = await self._put_async[0](list(events))
-        self._notify(recordings)
+        positions = [r.notification.id for r in recordings if r.notification is not None]
+        if positions:
+            # Listeners hear once per turn of the loop, of the newest position saved.
+            if self._unheard is None:
+                asyncio.get_running_loop().call_soon(self._tell_listeners)
+                self._unheard = 0
+            self._unheard = max(self._unheard, *positions)
         return recordings
+
+    def _tell_listeners(self) -> None:
+        position, self._unheard = self._unheard, None
+        if position:
+            for listener in list(self._listeners):
+                listener(position)
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         if self._put is None or processing_event.tracking is not None:
@@ -300,11 +321,71 @@ class Messaging(Application[UUID]):
         self._check_direct(ctx, recipient_id)
         if self.direct_needs_thread(ctx, recipient_id, outgoing):
             raise RuntimeError("this send reads the event store: run send_direct on a thread")
-        assert self._put_async is not None
-        mid = uuid4()
+        if outgoing.encrypted and self._get_async is not None:
+            await self._learn_key_holders(ctx.tenant_id, [ctx.actor_id, recipient_id])
         pending = self._direct(
-            ctx, recipient_id, outgoing, mid, self._digest(f"direct:{recipient_id}", outgoing)
+            ctx,
+            recipient_id,
+            outgoing,
+            new_id(),
+            self._digest(f"direct:{recipient_id}", outgoing),
         )
+        return await self._commit_async(ctx, pending)
+
+    async def send_group_async(
+        self, ctx: Context, conversation_id: UUID, outgoing: Outgoing
+    ) -> SendResult:
+        """``send_group`` on the caller's event loop, for a send that
+        ``group_needs_thread`` leaves to it: the conversation (and the key registries not
+        known yet) are read by the batched reader, the message is built on the loop and
+        its key-vault rows and events are awaited in the group commits."""
+        if self.group_needs_thread(outgoing):
+            raise RuntimeError("this send reads the event store: run send_group on a thread")
+        assert self._get_async is not None
+        [found] = await self._get_async([conversation_id])
+        if (
+            not isinstance(found, Conversation)
+            or found.tenant_id != ctx.tenant_id
+            or ctx.actor_id not in found.participant_ids
+        ):
+            raise NotFound("conversation not found")
+        if found.kind != GROUP:
+            raise Invalid("this conversation is direct: send with /api/messages/direct")
+        if outgoing.encrypted:
+            await self._learn_key_holders(ctx.tenant_id, found.participant_ids)
+        digest = self._digest(f"group:{conversation_id}", outgoing)
+        pending = self._new_message(ctx, new_id(), found, "group", outgoing, digest)
+        return await self._commit_async(ctx, pending)
+
+    def group_needs_thread(self, outgoing: Outgoing) -> bool:
+        """Whether a group send must run ``send_group`` on a thread (a ``clientMessageId``
+        to look up, client-sealed keys, or no async store and reader set)."""
+        return (
+            self._put_async is None
+            or self._get_async is None
+            or outgoing.client_message_id is not None
+            or outgoing.sealed is not None
+        )
+
+    async def _learn_key_holders(self, tenant_id: str, user_ids: list[str]) -> None:
+        """Read the key registries of ``user_ids`` not known to hold a key; raise
+        ``MissingKeys`` naming whoever has none."""
+        assert self._get_async is not None
+        unknown = [u for u in user_ids if user_keys_id(tenant_id, u) not in self._known_key_holders]
+        if not unknown:
+            return
+        ids = [user_keys_id(tenant_id, u) for u in unknown]
+        missing = []
+        for user, holder, keys in zip(unknown, ids, await self._get_async(ids), strict=True):
+            if isinstance(keys, UserKeys) and keys.current_key_id is not None:
+                self._known_key_holders.remember(holder)
+            else:
+                missing.append(user)
+        if missing:
+            raise _missing_keys(missing)
+
+    async def _commit_async(self, ctx: Context, pending: Pending) -> SendResult:
+        assert self._put_async is not None
         if pending.vault:
             await self._put_async[1](pending.vault)
         events = list(pending.message.collect_events())
@@ -332,7 +413,7 @@ class Messaging(Application[UUID]):
             return True
         if outgoing.client_message_id is not None or outgoing.sealed is not None:
             return True
-        if not outgoing.encrypted:
+        if not outgoing.encrypted or self._get_async is not None:
             return False
         return any(
             user_keys_id(ctx.tenant_id, user) not in self._known_key_holders
@@ -378,7 +459,7 @@ class Messaging(Application[UUID]):
     ) -> SendResult:
         digest = self._digest(target, outgoing)
         if outgoing.client_message_id is None:
-            mid = uuid4()
+            mid = new_id()
         else:
             mid = message_id_for(ctx.tenant_id, ctx.actor_id, outgoing.client_message_id)
             existing = self._existing_send(ctx, mid, digest)
@@ -496,7 +577,7 @@ class Messaging(Application[UUID]):
     def _server_seal(self, mid: UUID, content: str) -> tuple[dict[str, Any], list[VaultEntry]]:
         sealed = self.crypto.cipher.seal(content.encode("utf-8"), aad_for(mid))
         key_id, wrapped = self.crypto.keyring.wrap(sealed.data_key)
-        dek_id = uuid4().hex
+        dek_id = new_id().hex
         entry = VaultEntry(mid, f"{SERVICE_HOLDER}:{dek_id}", key_id, wrapped)
         envelope = {
             "ciphertext": b64(sealed.ciphertext),
@@ -649,14 +730,7 @@ class Messaging(Application[UUID]):
             else:
                 self._known_key_holders.remember(holder)
         if missing:
-            raise MissingKeys(
-                "an encrypted message needs a registered public key for every participant; "
-                f"missing for: {', '.join(missing)}",
-                [
-                    {"field": "userId", "issue": f"no public key registered for {u}"}
-                    for u in missing
-                ],
-            )
+            raise _missing_keys(missing)
 
     # ---- reading a message ---------------------------------------------------
 
@@ -763,6 +837,14 @@ class Messaging(Application[UUID]):
             "reason": reason,
             "keysDestroyed": destroyed,
         }
+
+
+def _missing_keys(missing: list[str]) -> MissingKeys:
+    return MissingKeys(
+        "an encrypted message needs a registered public key for every participant; "
+        f"missing for: {', '.join(missing)}",
+        [{"field": "userId", "issue": f"no public key registered for {u}"} for u in missing],
+    )
 
 
 def _conversation_rule(error: ConversationError) -> str:

@@ -9,9 +9,11 @@ and cannot conflict with any other writer, so auditing a request costs one inser
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+
+from domain.ids import new_id
 
 _T = "courier.access:"
 
@@ -104,4 +106,4 @@ class Access(Aggregate):
 
     @classmethod
     def _record(cls, kind: type[Created], meta: dict[str, str], **facts: Any) -> Access:
-        return cls._create(kind, id=uuid4(), tenant_id=meta["tenant_id"], meta=meta, **facts)
+        return cls._create(kind, id=new_id(), tenant_id=meta["tenant_id"], meta=meta, **facts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -33,6 +34,11 @@ class TooManyParticipants(ConversationError):
 def direct_conversation_id(tenant_id: str, user_a: str, user_b: str) -> UUID:
     """Two people share one direct conversation, whoever starts it."""
     first, second = sorted((user_a, user_b))
+    return _direct_id(tenant_id, first, second)
+
+
+@functools.lru_cache(maxsize=65_536)  # asked on every direct send: pairs write again soon
+def _direct_id(tenant_id: str, first: str, second: str) -> UUID:
     return uuid5(NAMESPACE_URL, json.dumps(["courier:direct", tenant_id, first, second]))
 
 

@@ -45,7 +45,10 @@ class GroupCommitter:
     def __init__(self, put: Put, max_batch: int = 256) -> None:
         self.put = put
         self.max_batch = max_batch
-        self.pending: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self.pending: queue.SimpleQueue[list[_Pending] | None] = queue.SimpleQueue()
+        # What callers on an event loop submitted during the loop's current turn: handed
+        # over at once at its end, one wake-up of the writer for all of them.
+        self._turns: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
         self.batches = 0
@@ -55,7 +58,7 @@ class GroupCommitter:
         """Store ``events`` (one command's) and return their recordings, or raise."""
         self._ensure_started()
         item = _Pending(events)
-        self.pending.put(item)
+        self.pending.put([item])
         assert item.done is not None
         item.done.wait()
         if item.error is not None:
@@ -64,10 +67,18 @@ class GroupCommitter:
 
     def submit_async(self, events: Sequence[Any]) -> asyncio.Future[list[Any]]:
         """``submit`` for a caller on an event loop: a future of the recordings."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
         self._ensure_started()
-        self.pending.put(_Pending(events, future))
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        turn.append(_Pending(events, future))
         return future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pending.put(self._turns.pop(loop))
 
     def close(self) -> None:
         if self.thread is not None:
@@ -89,16 +100,16 @@ class GroupCommitter:
             first = self.pending.get()
             if first is None:
                 return
-            batch = [first]
+            batch = list(first)
             while len(batch) < self.max_batch:
                 try:
-                    item = self.pending.get_nowait()
+                    items = self.pending.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
+                if items is None:
                     self.pending.put(None)
                     break
-                batch.append(item)
+                batch.extend(items)
             self._store(batch)
             _finish(batch)
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.types import Lifespan
 
+from application.loading import Loader
+from application.messaging import Messaging
 from infrastructure.bootstrap import SERVE, Container, build
+from infrastructure.eventreader import event_reader
+from infrastructure.groupcommit import GroupCommitter
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
 from interfaces.ws import Hub
@@ -51,6 +56,18 @@ async def _refresh_presence(container: Container) -> None:
             log.warning("could not refresh presence in Redis")
 
 
+def batched_reads(app: Messaging) -> GroupCommitter:
+    """Reads of aggregates by id, batched like the saves: what concurrent requests ask
+    for in one query, on one thread, each answer awaited on the event loop."""
+    loader = Loader(app, event_reader(app.recorder))
+
+    def get_many(ids: Sequence[Any]) -> list[Any]:
+        found = loader.get_many(ids)
+        return [found.get(i) for i in ids]
+
+    return GroupCommitter(get_many)
+
+
 def create_server_app(settings: Settings) -> Starlette:
     from interfaces.http.app import create_app
     from interfaces.http.metrics import metrics_route
@@ -63,6 +80,7 @@ def create_server_app(settings: Settings) -> Starlette:
         container.messaging.record_async_with(
             container.committer.submit_async, container.messaging.crypto.vault.put_async
         )
+        container.messaging.read_async_with(batched_reads(container.messaging).submit_async)
     return create_app(
         container,
         lifespan=make_lifespan(container),

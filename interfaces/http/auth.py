@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ import jwt
 from starlette.requests import HTTPConnection
 
 from domain.events import Context
+from domain.ids import new_id
 from infrastructure.settings import Settings
 
 ROLES = ("user", "auditor", "admin")
@@ -158,7 +158,7 @@ def request_id(conn: HTTPConnection) -> str:
     if isinstance(known, str):
         return known
     given = conn.headers.get(REQUEST_ID_HEADER, "")
-    rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    rid = given if _REQUEST_ID.fullmatch(given) else new_id().hex
     conn.scope[REQUEST_ID_SCOPE_KEY] = rid
     return rid
 

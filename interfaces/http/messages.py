@@ -66,7 +66,11 @@ async def send_group(request: Request) -> Response:
     ctx = authenticate(request).context
     body = await _read_send(request, SendGroup)
     app = services(request).messaging
-    result = await run_in_threadpool(app.send_group, ctx, body.uuid(), body.outgoing())
+    outgoing = body.outgoing()
+    if app.group_needs_thread(outgoing):
+        result = await run_in_threadpool(app.send_group, ctx, body.uuid(), outgoing)
+    else:
+        result = await app.send_group_async(ctx, body.uuid(), outgoing)
     return _sent(result)
 
 
