@@ -300,9 +300,14 @@ class Hub:
         """The message an event is about, if it makes frames and anyone here may get them.
 
         Messages seen lately are kept and moved on by each of their events, so that a
-        group message's many ``Delivered`` events do not each load it from the store.
+        group message's many ``Delivered`` events do not each load it from the store;
+        a message created while anyone of its tenant is here is kept from its
+        ``Created`` event (already read and decoded), so it is not loaded at all.
         """
         if not isinstance(event, Message.Event):
+            return None
+        if isinstance(event, Message.Created):
+            self._seed(event)
             return None
         message = self._advance(event)
         if not isinstance(event, STATUS_EVENTS):
@@ -321,6 +326,14 @@ class Hub:
             message = copy.deepcopy(loaded)
             self._keep(message)
         return message
+
+    def _seed(self, event: Message.Created) -> None:
+        with self.lock:
+            if not self.tenants.get(event.meta.get("tenant_id", "")):
+                return
+        message = event.mutate(None)
+        if isinstance(message, Message):
+            self._keep(message)
 
     def _advance(self, event: Any) -> Message | None:
         """The kept message, brought up to ``event`` (None if not kept or out of step)."""
