@@ -7,14 +7,17 @@ import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import pytest
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from application.errors import MissingKeys, NotFound
 from application.messaging import Crypto, Messaging, Outgoing
 from application.ports import VaultEntry
 from domain.access import MESSAGE, Access
-from domain.conversation import DIRECT, Conversation, direct_conversation_id
+from domain.conversation import DIRECT, GROUP, Conversation, direct_conversation_id
 from domain.events import Context
 from domain.message import Message
 from infrastructure.groupcommit import GroupCommitter
@@ -203,3 +206,73 @@ def test_a_token_is_remembered_only_for_the_key_that_verified_it() -> None:
     other = make_settings(jwt_secret="another-secret-0123456789abcdef-0123")
     with pytest.raises(AuthError):
         decode_token(token, other)
+
+
+class Reads:
+    """The batched reader's part: aggregates by id, None where there is none."""
+
+    def __init__(self, app: Messaging) -> None:
+        self.app = app
+        self.asked: list[list[UUID]] = []
+
+    def get_many(self, ids: Sequence[Any]) -> list[Any]:
+        self.asked.append(list(ids))
+        found = []
+        for i in ids:
+            try:
+                found.append(self.app.repository.get(i))
+            except AggregateNotFoundError:
+                found.append(None)
+        return found
+
+
+def async_messaging() -> tuple[Messaging, Saves, Reads, list[GroupCommitter]]:
+    app, saves = messaging()
+    reads = Reads(app)
+    writer, reader = GroupCommitter(saves.put), GroupCommitter(reads.get_many)
+    app.record_async_with(writer.submit_async, AsyncVault().put_async)
+    app.read_async_with(reader.submit_async)
+    return app, saves, reads, [writer, reader]
+
+
+def test_group_sends_on_the_event_loop_read_their_conversation_in_one_batch() -> None:
+    app, saves, reads, committers = async_messaging()
+    room = app.start_conversation(ALICE, GROUP, ["bob", "carol"], "ward 4")
+    outgoing = Outgoing(content="rounds at 9")
+    assert not app.group_needs_thread(outgoing)
+    assert app.group_needs_thread(Outgoing(content="x", client_message_id="c-1"))
+
+    async def send_all() -> list[Any]:
+        return await asyncio.gather(
+            *(app.send_group_async(ALICE, room.id, outgoing) for _ in range(10)),
+            app.send_group_async(Context("mallory", "t1"), room.id, outgoing),
+            return_exceptions=True,
+        )
+
+    try:
+        *sent, refused = asyncio.run(send_all())
+    finally:
+        for committer in committers:
+            committer.close()
+    assert isinstance(refused, NotFound)
+    assert all(r.message.recipient_ids == ["bob", "carol"] for r in sent)
+    assert reads.asked == [[room.id] * 11]  # one batch for every send of the turn
+    assert sum(batch.count("Message.Created") for batch in saves.batches) == 10
+
+
+def test_an_encrypted_send_on_the_loop_names_whoever_has_no_key() -> None:
+    app, _, reads, committers = async_messaging()
+    app.register_key(Context("bob", "t1"), "-----BEGIN PUBLIC KEY----- bob")
+    outgoing = Outgoing(content="x", encrypted=True)
+    assert not app.direct_needs_thread(ALICE, "bob", outgoing)
+    try:
+        with pytest.raises(MissingKeys, match="alice"):
+            asyncio.run(app.send_direct_async(ALICE, "bob", outgoing))
+        app.register_key(ALICE, "-----BEGIN PUBLIC KEY----- alice")
+        sent = asyncio.run(app.send_direct_async(ALICE, "bob", outgoing))
+        again = asyncio.run(app.send_direct_async(ALICE, "bob", outgoing))
+    finally:
+        for committer in committers:
+            committer.close()
+    assert sent.message.encrypted and again.message.encrypted
+    assert len(reads.asked) == 2  # key holders are read until known, then remembered
