@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import threading
 from collections import OrderedDict
@@ -49,7 +50,8 @@ from domain.conversation import (
 )
 from domain.events import Context
 from domain.ids import new_id
-from domain.keys import NoKeyRegistered, UserKeys, user_keys_id
+from domain.keys import NoKeyRegistered, UserKeys
+from domain.keys import user_keys_id as _user_keys_id
 from domain.message import ENVELOPE_VERSION, Message, message_id_for
 
 T = TypeVar("T")
@@ -59,6 +61,11 @@ SHREDDED = (
     "this message's content key was destroyed (shredded): its content cannot be read any more"
 )
 CONFLICT_RETRIES = 20
+LISTENERS_EVERY = 0.002
+
+
+# Asked for every participant of every encrypted send: a uuid5 of JSON each time.
+user_keys_id = functools.lru_cache(maxsize=65_536)(_user_keys_id)
 
 
 def b64(data: bytes) -> str:
@@ -182,9 +189,10 @@ class Messaging(Application[UUID]):
         recordings = await self._put_async[0](list(events))
         positions = [r.notification.id for r in recordings if r.notification is not None]
         if positions:
-            # Listeners hear once per turn of the loop, of the newest position saved.
+            # Listeners (threads, woken at a cost) hear of the newest position saved at
+            # most every LISTENERS_EVERY seconds, not of every save.
             if self._unheard is None:
-                asyncio.get_running_loop().call_soon(self._tell_listeners)
+                asyncio.get_running_loop().call_later(LISTENERS_EVERY, self._tell_listeners)
                 self._unheard = 0
             self._unheard = max(self._unheard, *positions)
         return recordings

@@ -132,6 +132,9 @@ def test_a_send_on_the_event_loop_awaits_the_group_commit() -> None:
         results = await asyncio.gather(
             *(app.send_direct_async(ALICE, p, Outgoing(content=p)) for p in people)
         )
+        deadline = time.monotonic() + 5
+        while not saved and time.monotonic() < deadline:  # told within milliseconds
+            await asyncio.sleep(0.001)
         return [r.message for r in results]
 
     try:
@@ -145,6 +148,7 @@ def test_a_send_on_the_event_loop_awaits_the_group_commit() -> None:
         assert isinstance(app.repository.get(message.conversation_id), Conversation)
     assert sum(len(b) for b in saves.batches) == 40  # one conversation and one message each
     assert saved  # listeners hear of the saves, as on the threaded path
+    assert saved[-1] == max(saved)  # of the newest position
 
 
 def test_a_send_that_must_read_first_is_left_to_a_thread() -> None:
