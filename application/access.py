@@ -6,7 +6,7 @@ leaves the service, so a read that cannot be recorded is not served either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TypeVar
@@ -55,6 +55,18 @@ class AccessLog:
             # (or one that does not exist) is an attempt on someone else's message.
             if not self._may_see(ctx, message_id):
                 self.denied(ctx, action, "message", str(message_id), 404)
+            raise
+
+    async def on_message_async(
+        self, ctx: Context, action: str, message_id: UUID, run: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``on_message`` for a read that runs on the event loop and refuses only what
+        the caller may not see (every ``NotFound`` of it is such an attempt)."""
+        try:
+            return await run()
+        except NotFound:
+            denied = Access.denied(ctx.as_meta(), action, "message", str(message_id), 404)
+            await self.app.save_async(denied)
             raise
 
     @contextmanager

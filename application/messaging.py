@@ -762,6 +762,32 @@ class Messaging(Application[UUID]):
         self.save(Access.viewed(ctx.as_meta(), what, None, [str(message.id)]))
         return message
 
+    @property
+    def reads_async(self) -> bool:
+        """Whether ``view_message_async`` and ``save_async`` may be used (the batched
+        reader and the async store are set)."""
+        return self._get_async is not None and self._put_async is not None
+
+    async def view_message_async(
+        self, ctx: Context, message_id: UUID, what: str = MESSAGE
+    ) -> Message:
+        """``view_message`` on the caller's event loop: the message comes from the
+        batched reader, the ``Access`` record goes through the group commit."""
+        assert self._get_async is not None
+        [message] = await self._get_async([message_id])
+        if (
+            not isinstance(message, Message)
+            or message.tenant_id != ctx.tenant_id
+            or not message.may_see(ctx.actor_id)
+        ):
+            raise NotFound("message not found")
+        await self.save_async(Access.viewed(ctx.as_meta(), what, None, [str(message.id)]))
+        return message
+
+    async def save_async(self, *aggregates: Any) -> None:
+        """Save new aggregates' events through the async store, awaiting the commit."""
+        await self._save_async(*(e for a in aggregates for e in a.collect_events()))
+
     def mark_read(self, ctx: Context, message_id: UUID) -> Message:
         def attempt() -> Message:
             message = self.visible_message(ctx, message_id)

@@ -92,7 +92,15 @@ async def mark_read(request: Request) -> Response:
 
 
 async def view(request: Request) -> Response:
-    message = await _on_message(request, "message.view", Messaging.view_message)
+    app = services(request).messaging
+    if not app.reads_async:
+        message = await _on_message(request, "message.view", Messaging.view_message)
+        return respond(message_dict(message))
+    ctx = authenticate(request).context
+    message_id = path_uuid(request, "message")
+    message = await AccessLog(app).on_message_async(
+        ctx, "message.view", message_id, lambda: app.view_message_async(ctx, message_id)
+    )
     return respond(message_dict(message))
 
 

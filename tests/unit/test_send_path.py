@@ -13,6 +13,7 @@ import pytest
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from application.access import AccessLog
 from application.errors import MissingKeys, NotFound
 from application.messaging import Crypto, Messaging, Outgoing
 from application.ports import VaultEntry
@@ -280,3 +281,35 @@ def test_an_encrypted_send_on_the_loop_names_whoever_has_no_key() -> None:
             committer.close()
     assert sent.message.encrypted and again.message.encrypted
     assert len(reads.asked) == 2  # key holders are read until known, then remembered
+
+
+def test_a_view_on_the_event_loop_is_an_access_record_and_a_refusal_is_recorded() -> None:
+    app, saves, _, committers = async_messaging()
+    sent = app.send_direct(ALICE, "bob", Outgoing(content="x"))
+    access = AccessLog(app)
+    assert app.reads_async
+
+    async def views() -> list[Any]:
+        return await asyncio.gather(
+            app.view_message_async(Context("bob", "t1"), sent.message.id),
+            access.on_message_async(
+                Context("mallory", "t1"),
+                "message.view",
+                sent.message.id,
+                lambda: app.view_message_async(Context("mallory", "t1"), sent.message.id),
+            ),
+            return_exceptions=True,
+        )
+
+    try:
+        seen, refused = asyncio.run(views())
+    finally:
+        for committer in committers:
+            committer.close()
+    assert isinstance(seen, Message) and seen.id == sent.message.id
+    assert isinstance(refused, NotFound)
+    assert app.repository.get(sent.message.id).version == 1
+    assert sorted(e for batch in saves.batches[1:] for e in batch) == [
+        "Access.Denied",
+        "Access.Viewed",
+    ]
