@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eventsourcing import persistence
 from sqlalchemy import Engine, create_engine, event, text
 
 from application.batches import BatchProcessor
+from application.jobs import QueueSettings
 from application.loading import Loader
 from application.messaging import Crypto, Messaging
 from application.processing import Processor
@@ -215,6 +217,25 @@ def open_messaging(crypto: Crypto, settings: Settings, attempts: int = 5) -> Mes
     raise AssertionError("unreachable")
 
 
+def consumed_queues(
+    settings: Settings, names: Sequence[str] | None, concurrency: int | None
+) -> list[QueueSettings]:
+    """The queues a worker consumes, with the concurrency it was told to use."""
+    unknown = [n for n in names or () if n not in settings.queues]
+    if unknown:
+        raise ValueError(
+            f"unknown queue(s): {', '.join(unknown)}; the queues are {', '.join(settings.queues)}"
+        )
+    chosen = (
+        [settings.queues[n] for n in dict.fromkeys(names)] if names else settings.queues.values()
+    )
+    if concurrency is None:
+        return list(chosen)
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    return [replace(q, concurrency=concurrency) for q in chosen]
+
+
 def rate_limiter(settings: Settings) -> RateLimiter:
     """Per-user and per-address limits, counted in Redis when ``REDIS_URL`` is set."""
     windows: Windows = LocalWindows()
@@ -234,8 +255,19 @@ def rate_limiter(settings: Settings) -> RateLimiter:
     )
 
 
-def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = True) -> Container:
-    """Build a process of the given role. Embedded ``serve`` hosts every role at once."""
+def build(
+    settings: Settings,
+    role: str = SERVE,
+    *,
+    apply_migrations: bool = True,
+    worker_queues: Sequence[str] | None = None,
+    worker_concurrency: int | None = None,
+) -> Container:
+    """Build a process of the given role. Embedded ``serve`` hosts every role at once.
+
+    A worker consumes ``worker_queues`` (default: all six), each at
+    ``worker_concurrency`` when given, else at its queue's setting.
+    """
     engine = make_engine(settings)
     if apply_migrations:
         migrate(settings, engine)
@@ -308,7 +340,10 @@ def build(settings: Settings, role: str = SERVE, *, apply_migrations: bool = Tru
         )
         batch_engine = BatchEngine(job_runner)
         container.workers = Workers(
-            [QueueConsumer(q, broker, job_runner, batch_engine) for q in settings.queues.values()],
+            [
+                QueueConsumer(q, broker, job_runner, batch_engine)
+                for q in consumed_queues(settings, worker_queues, worker_concurrency)
+            ],
             batch_engine,
         )
     if everything or role == RELAY:

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import click
 
+from application.jobs import QUEUES
 from benchmarks.command import bench as bench_command
 from infrastructure.settings import SettingsError, load
 
@@ -33,11 +34,11 @@ def _settings() -> Any:
         raise click.ClickException(str(error)) from None
 
 
-def _run_until_signalled(role: str) -> None:
+def _run_until_signalled(role: str, **options: Any) -> None:
     from infrastructure.bootstrap import build
 
     _setup_logging()
-    container = build(_settings(), role)
+    container = build(_settings(), role, **options)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -80,9 +81,28 @@ def serve(host: str, port: int, access_log: bool) -> None:
 
 
 @main.command()
-def worker() -> None:
-    """Run the workers of all six queues (services runtime)."""
-    _run_until_signalled("worker")
+@click.option(
+    "--queues",
+    default="",
+    metavar="NAME,NAME",
+    help=f"Consume only these queues (comma-separated; default all: {', '.join(QUEUES)}).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Broker messages each of its queues holds at once (default: QUEUE_<NAME>_CONCURRENCY).",
+)
+def worker(queues: str, concurrency: int | None) -> None:
+    """Run the workers (services runtime): all six queues, or those of --queues."""
+    names = [q.strip().upper() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in names if q not in QUEUES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown queue {', '.join(unknown)}; choose from {', '.join(QUEUES)}",
+            param_hint="--queues",
+        )
+    _run_until_signalled("worker", worker_queues=names or None, worker_concurrency=concurrency)
 
 
 @main.command()
