@@ -2,7 +2,7 @@
 
 ``conn.execute(table.insert(), rows)`` runs the INSERT once per row (or builds a new
 statement for each number of rows). On PostgreSQL, plain appends go through COPY;
-upserts and reads by key pass one array per column (``unnest``, ``= ANY``), so that
+upserts pass their rows as one JSON document and reads by key one array, so that
 the statement is the same whatever the number of rows and is prepared once per
 connection. Other databases (SQLite) take the ordinary path.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -18,17 +19,23 @@ import orjson
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Column, Connection, Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, Connection, Table, select, update
+from sqlalchemy.dialects import sqlite
 
 
 def dumps(value: Any) -> bytes:
-    """JSON for a JSONB column: orjson, or the standard library for what orjson refuses
+    """JSON for a JSONB value: orjson, or the standard library for what orjson refuses
     (integers beyond 64 bits)."""
     try:
         return orjson.dumps(value)
     except TypeError:
-        return json.dumps(value).encode()
+        return json.dumps(value, default=_isoformat).encode()
+
+
+def _isoformat(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def append_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -67,15 +74,10 @@ def upsert_rows(
             stmt = stmt.on_conflict_do_nothing()
         conn.execute(stmt, list(rows))
         return
-    as_json = _json_columns(table)
-    columns = [
-        [None if (v := row[n]) is None else Jsonb(v, dumps) for row in rows]
-        if n in as_json
-        else [row[n] for row in rows]
-        for n in names
-    ]
+    # The rows travel as one JSON document (orjson), which PostgreSQL turns back into
+    # rows of the table's type: far cheaper here than one array parameter per column.
     with driver(conn).cursor() as cursor:
-        cursor.execute(_upsert_sql(_schema(conn, table), table, tuple(keys)), columns)
+        cursor.execute(_upsert_sql(_schema(conn, table), table, tuple(keys)), [Jsonb(rows, dumps)])
 
 
 def rows_where_in(
@@ -140,37 +142,26 @@ def _identifier(schema: str | None, table: Table) -> sql.Identifier:
     return sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
 
 
-_POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
 @cache
 def _json_columns(table: Table) -> frozenset[str]:
     return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
 
 
-def _pg_type(column: Column[Any]) -> str:
-    return str(column.type.compile(dialect=_POSTGRES))
-
-
 @cache
 def _upsert_sql(schema: str | None, table: Table, keys: tuple[str, ...]) -> sql.Composed:
-    names = [c.name for c in table.columns]
-    arrays = sql.SQL(", ").join(
-        sql.SQL("%s::{}[]").format(sql.SQL(_pg_type(c))) for c in table.columns
-    )
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    keys_ = set(keys)
     conflict: sql.Composable = sql.SQL("DO NOTHING")
     if keys:
         conflict = sql.SQL("({}) DO UPDATE SET {}").format(
             sql.SQL(", ").join(sql.Identifier(k) for k in keys),
             sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
-                for n in names
-                if n not in keys
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c.name))
+                for c in table.columns
+                if c.name not in keys_
             ),
         )
-    return sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT {}").format(
-        _identifier(schema, table),
-        sql.SQL(", ").join(sql.Identifier(n) for n in names),
-        arrays,
-        conflict,
-    )
+    target = _identifier(schema, table)
+    return sql.SQL(
+        "INSERT INTO {} ({}) SELECT {} FROM jsonb_populate_recordset(NULL::{}, %s) ON CONFLICT {}"
+    ).format(target, names, names, target, conflict)

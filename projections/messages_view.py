@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from functools import singledispatchmethod
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, delete, tuple_
 
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
@@ -59,10 +58,6 @@ class _Rows:
             return self.conversations[cid]
         except KeyError:
             raise LookupError(f"conversation {cid} is not in the view") from None
-
-
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
@@ -327,15 +322,10 @@ class MessagesView:
     # ---- writing back what changed ------------------------------------------------------
 
     def _write(self, conn: Connection, rows: _Rows) -> None:
-        self._upsert(
-            conn,
-            conversations,
-            ["id"],
-            [rows.conversations[k] for k in rows.changed["conversations"]],
-        )
+        changed = [rows.conversations[k] for k in rows.changed["conversations"]]
+        upsert_rows(conn, conversations, ["id"], changed)
         joined = [member for member in rows.members.values() if member is not None]
-        if joined:
-            conn.execute(_insert(conn)(conversation_participants).on_conflict_do_nothing(), joined)
+        upsert_rows(conn, conversation_participants, (), joined)
         left = [key for key, member in rows.members.items() if member is None]
         for chunk in _chunks(left):
             c = conversation_participants.c
@@ -354,19 +344,8 @@ class MessagesView:
         gone = [job for job, row in rows.failed.items() if row is None]
         for chunk in _chunks(gone):
             conn.execute(delete(failed_jobs).where(failed_jobs.c.job_id.in_(chunk)))
-        self._upsert(
-            conn, failed_jobs, ["job_id"], [row for row in rows.failed.values() if row is not None]
-        )
-
-    def _upsert(self, conn: Connection, table: Table, keys: list[str], values: list[Row]) -> None:
-        if not values:
-            return
-        stmt = _insert(conn)(table)
-        columns = [c.name for c in table.columns if c.name not in keys]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys, set_={name: stmt.excluded[name] for name in columns}
-        )
-        conn.execute(stmt, values)
+        failed = [row for row in rows.failed.values() if row is not None]
+        upsert_rows(conn, failed_jobs, ["job_id"], failed)
 
 
 _on = handler_of(MessagesView, "on")
