@@ -137,6 +137,7 @@ class Settings:
     poll_interval: float = 0.05
     reconcile_after: float = 60.0
     visibility_timeout: float = 660.0
+    background_nice: int = 10  # worker, relay, projections yield the CPU to the API
     extra: dict[str, str] = field(default_factory=dict)
     health: HealthRules = field(default_factory=HealthRules)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
@@ -322,6 +323,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ws_idle_seconds=_float(env, "WS_IDLE_SECONDS", 120.0),
         ws_max_per_user=max(1, _int(env, "WS_MAX_PER_USER", 16)),
         poll_interval=_float(env, "COURIER_POLL_INTERVAL", 0.05),
+        background_nice=min(19, max(0, _int(env, "BACKGROUND_NICE", 10))),
         reconcile_after=_float(env, "RECONCILE_AFTER_SECONDS", 60.0),
         visibility_timeout=_float(env, "BROKER_VISIBILITY_TIMEOUT", 660.0),
         extra={k: env[k] for k in passthrough if env.get(k)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -38,7 +39,12 @@ def _run_until_signalled(role: str, **options: Any) -> None:
     from infrastructure.bootstrap import build
 
     _setup_logging()
-    container = build(_settings(), role, **options)
+    settings = _settings()
+    if settings.background_nice:
+        # On a host shared with the API, the background roles take the CPU it leaves:
+        # a burst of sends is answered first and worked off right after.
+        os.nice(settings.background_nice)
+    container = build(settings, role, **options)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

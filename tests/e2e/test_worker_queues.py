@@ -47,3 +47,18 @@ def test_an_unknown_queue_is_refused_with_the_names_to_choose_from() -> None:
     assert result.returncode == 2
     assert "unknown queue NOPE" in result.stderr
     assert "MESSAGE_INDEXING" in result.stderr
+
+
+def niceness(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
+def test_the_background_roles_yield_the_cpu_to_the_api(services: Runtime) -> None:
+    pids = {name: p.proc.pid for name, p in services.processes.items() if p.proc is not None}
+    api = niceness(pids["serve"])  # the test's own priority: whatever CI runs it at
+    for role in ("worker", "relay", "projections"):
+        assert niceness(pids[role]) == min(19, api + 10), role
+    services.start_role("worker", env={"BACKGROUND_NICE": "0"}, name="eager-worker")
+    eager = services.processes["eager-worker"].proc
+    assert eager is not None and niceness(eager.pid) == api
