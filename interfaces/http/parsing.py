@@ -18,6 +18,7 @@ SMALL_BODY = 1024 * KIB  # conversations, participants, keys: 5000 ids fit easil
 NOT_AN_OBJECT = ("model_type", "model_attributes_type", "dict_type")
 NUL = "\x00"
 NO_NUL = "must not contain the NUL character (U+0000)"
+NUL_ESCAPE = b"\\u0000"
 
 
 def message_body_limit(max_content_bytes: int) -> int:
@@ -70,10 +71,12 @@ async def read_json(request: Request, model: type[M], limit: int = SMALL_BODY) -
                 raise ApiError(400, "invalid_json", "the body must be a JSON object") from None
         raise
     # Valid JSON, but PostgreSQL cannot store it in text, and a stored event that the
-    # read side cannot write would stop that projection for everyone.
-    field = _nul_field(parsed.model_dump(by_alias=True))
-    if field is not None:
-        raise invalid(field, NO_NUL)
+    # read side cannot write would stop that projection for everyone. JSON can only
+    # carry a NUL escaped (a raw one is invalid): without "\u0000" there is none.
+    if NUL_ESCAPE in body:
+        field = _nul_field(parsed.model_dump(by_alias=True))
+        if field is not None:
+            raise invalid(field, NO_NUL)
     return parsed
 
 
