@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -48,12 +49,7 @@ class RequestHeaders:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = rid
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                if no_store:
-                    headers["Cache-Control"] = "no-store"
+                message["headers"] = _with_headers(message.get("headers") or (), rid, no_store)
             await send(message)
 
         try:
@@ -66,6 +62,31 @@ class RequestHeaders:
             )
             response = error_response(500, "internal_error", INTERNAL_MESSAGE)
             await response(scope, receive, send_with_headers)
+
+
+_SECURITY_RAW = tuple((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())
+_REQUEST_ID = b"x-request-id"
+_CACHE_CONTROL = b"cache-control"
+
+
+def _with_headers(
+    headers: Iterable[tuple[bytes, bytes]], rid: str, no_store: bool
+) -> list[tuple[bytes, bytes]]:
+    """An answer's raw headers with ours: the request id and (under ``/api``) no-store
+    replace any the answer has, the security headers fill in what it does not set."""
+    kept: list[tuple[bytes, bytes]] = []
+    names = set()
+    for name, value in headers:
+        lower = name.lower()
+        if lower == _REQUEST_ID or (no_store and lower == _CACHE_CONTROL):
+            continue
+        names.add(lower)
+        kept.append((name, value))
+    kept.append((_REQUEST_ID, rid.encode("latin-1")))
+    kept.extend(h for h in _SECURITY_RAW if h[0] not in names)
+    if no_store:
+        kept.append((_CACHE_CONTROL, b"no-store"))
+    return kept
 
 
 def too_large(limit: int) -> ApiError:
