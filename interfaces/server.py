@@ -105,6 +105,10 @@ def run(settings: Settings, host: str, port: int, *, access_log: bool = False) -
         access_log=access_log,
         http=guarded_protocol(limits.header_timeout, limits.body_timeout, limits.max_header_bytes),
         ws=WebSocketProtocol,
+        # No permessage-deflate: a frame compressed per socket cannot be shared by the
+        # sockets of a group, it doubles each socket's memory, and compressing a sender's
+        # text in one context with other content is a known side channel (CRIME/BREACH).
+        ws_per_message_deflate=False,
         ws_max_size=limits.ws_max_frame_bytes,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,

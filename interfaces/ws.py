@@ -181,7 +181,8 @@ async def _receive_loop(container: Container, hub: Hub, sub: Subscriber, expires
         try:
             message = await asyncio.wait_for(sub.websocket.receive(), timeout=min(idle, left))
         except TimeoutError:
-            if expires_at - time.monotonic() <= 0:
+            # Which deadline was waited for decides (a timer may fire a hair early).
+            if left <= idle:
                 raise Closing(CLOSE_UNAUTHORIZED, "the token has expired") from None
             raise Closing(CLOSE_IDLE, "idle timeout") from None
         if message["type"] == "websocket.disconnect":

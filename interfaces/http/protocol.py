@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
 
 from interfaces.http.middleware import SECURITY_HEADERS
 
@@ -193,12 +195,40 @@ def guarded_protocol(
     )
 
 
+FRAMES_EXTENSION = "courier.websocket.frames"
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, without its false alarm after a refused handshake.
+    """uvicorn's WebSocket protocol, without its false alarm after a refused handshake,
+    and with a way to write a frame encoded once for many sockets.
 
     A handshake refused with an HTTP answer (401, 429, 431) is complete once that answer
     is sent; uvicorn does not note it, and logs "returned without completing handshake".
+    The ASGI scope extension ``courier.websocket.frames`` offers ``write(wire)``: the
+    WebSocket hub encodes a server frame once per event and writes the same bytes to
+    every socket that is keeping up (interfaces/hub.py).
     """
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope.setdefault("extensions", {})[FRAMES_EXTENSION] = {"write": self.write_frame}
+
+    def write_frame(self, wire: bytes) -> bool:
+        """Write one finished, unmasked server frame as is; False (nothing written) if the
+        socket cannot take it now (paused, closing, or with an extension that changes frames)."""
+        if (
+            not self.writable.is_set()
+            or self.close_sent
+            or self.disconnected
+            or self.conn.state is not State.OPEN
+            or self.conn.extensions
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(wire)
+        return True
 
     async def send(self, message: Any) -> None:
         await super().send(message)
