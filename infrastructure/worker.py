@@ -478,7 +478,15 @@ class BatchEngine(threading.Thread):
                     taken.extend(self.inbox.get_nowait())
                 except stdqueue.Empty:
                     break
-            self._run(taken)
+            try:
+                self._run(taken)
+            except Exception:
+                # Whatever went wrong, the broker gets these jobs back to run again.
+                log.exception("a unit of %d jobs could not be run", len(taken))
+                for consumer, run in taken:
+                    if not run.done:
+                        run.recorded = False
+                        consumer.settled.put(run)
 
     def _run(self, taken: list[tuple[QueueConsumer, Running]]) -> None:
         queues = self.runner.queues
