@@ -2,11 +2,13 @@
 
 An attempt that ends within ``ACTIVE_AFTER`` seconds is written once, with its
 outcome, before the broker message is acknowledged; one that runs longer is first
-inserted as ``active`` and updated with its outcome when it ends. Queue metrics (active,
-completed, throughput, latency, failure rate) are read from these rows, so they cover
-every worker process. A row left ``active`` by a worker that died counts as active
-only until the queue's timeout has passed. Rows hold ids, times and an error class:
-never message content.
+inserted as ``active`` and updated with its outcome when it ends. What the event log
+cannot tell is read from these rows, across every worker process: the jobs running now
+(``active``), when a queue last started one, and the failure rate of recent attempts
+(the health rules). Completed, failed, throughput and latency are the `queue_metrics`
+projection's (projections/queue_metrics.py). A row left ``active`` by a worker that
+died counts as active only until the queue's timeout has passed. Rows hold ids, times
+and an error class: never message content.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from application.jobs import Job, QueueSettings
 from projections.tables import job_runs
@@ -30,20 +31,14 @@ DROPPED = "dropped"  # a job this service cannot run (malformed, unknown)
 FAILED_ATTEMPT = (RETRIED, FAILED)
 
 ACTIVE_AFTER = 1.0  # seconds an attempt runs before it is recorded (and counted) as active
-WINDOW_SECONDS = 300.0  # failure rate and latency percentiles
-THROUGHPUT_SECONDS = 60.0
-LATENCY_SAMPLE = 5000
+WINDOW_SECONDS = 300.0  # failure rate
 
 
 @dataclass(frozen=True)
 class RunFigures:
-    """What the job runs say about one queue."""
+    """What the job runs say about one queue now."""
 
     active: int = 0
-    completed: int = 0
-    throughput_per_minute: int = 0
-    p50_ms: float | None = None
-    p95_ms: float | None = None
     finished_in_window: int = 0
     failed_in_window: int = 0
     last_started_at: float | None = None
@@ -58,12 +53,6 @@ class Run:
     finished_at: float | None
     outcome: str
     error: str | None
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending list (not empty)."""
-    rank = max(1, int(-(-fraction * len(sorted_values) // 1)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 class JobRuns:
@@ -175,15 +164,13 @@ class JobRuns:
     def figures(
         self, queues: dict[str, QueueSettings], now: float | None = None
     ) -> dict[str, RunFigures]:
-        """Active, completed, throughput, latency and recent failures, per queue."""
+        """Active runs, the last start, and recent finished and failed attempts, per queue."""
         now = time.time() if now is None else now
         window = now - WINDOW_SECONDS
         longest = max((q.timeout_seconds for q in queues.values()), default=0.0)
-        acc: dict[str, dict[str, Any]] = {
-            name: {"active": 0, "completed": 0, "throughput": 0, "finished": 0, "failed": 0}
-            for name in queues
+        acc: dict[str, dict[str, int]] = {
+            name: {"active": 0, "finished": 0, "failed": 0} for name in queues
         }
-        latencies: dict[str, list[float]] = {name: [] for name in queues}
         last_started: dict[str, float] = {}
         c = job_runs.c
         with self.engine.connect() as conn:
@@ -194,20 +181,6 @@ class JobRuns:
             ):
                 if queue in queues and started > now - queues[queue].timeout_seconds:
                     acc[queue]["active"] += 1
-            for queue, count in conn.execute(
-                select(c.queue, func.count(func.distinct(c.job_id)))
-                .where(c.outcome == COMPLETED)
-                .group_by(c.queue)
-            ):
-                if queue in acc:
-                    acc[queue]["completed"] = int(count)
-            for queue, count in conn.execute(
-                select(c.queue, func.count(func.distinct(c.job_id)))
-                .where(c.outcome == COMPLETED, c.finished_at >= now - THROUGHPUT_SECONDS)
-                .group_by(c.queue)
-            ):
-                if queue in acc:
-                    acc[queue]["throughput"] = int(count)
             for queue, outcome, count in conn.execute(
                 select(c.queue, c.outcome, func.count())
                 .where(c.finished_at >= window, c.outcome.in_([COMPLETED, *FAILED_ATTEMPT]))
@@ -222,25 +195,12 @@ class JobRuns:
             ):
                 if queue in queues and started is not None:
                     last_started[queue] = float(started)
-            for name in queues:
-                rows = conn.execute(
-                    select(c.finished_at - c.started_at)
-                    .where(and_(c.queue == name, c.outcome == COMPLETED, c.finished_at >= window))
-                    .order_by(c.finished_at.desc())
-                    .limit(LATENCY_SAMPLE)
-                ).scalars()
-                latencies[name] = sorted(float(v) * 1000.0 for v in rows)
-        result: dict[str, RunFigures] = {}
-        for name, a in acc.items():
-            values = latencies[name]
-            result[name] = RunFigures(
+        return {
+            name: RunFigures(
                 active=a["active"],
-                completed=a["completed"],
-                throughput_per_minute=a["throughput"],
-                p50_ms=round(percentile(values, 0.50), 1) if values else None,
-                p95_ms=round(percentile(values, 0.95), 1) if values else None,
                 finished_in_window=a["finished"],
                 failed_in_window=a["failed"],
                 last_started_at=last_started.get(name),
             )
-        return result
+            for name, a in acc.items()
+        }

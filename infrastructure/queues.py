@@ -1,9 +1,11 @@
 """Queue monitoring (SPEC §4): figures per queue, health verdicts, the failed-job list.
 
-``waiting`` is the broker's queue depth, ``delayed`` the rows of ``delayed_jobs``;
-``active``, ``completed``, throughput and latency come from ``job_runs``, which every
-worker process writes; ``failed`` counts the failed-job view. Nothing here holds or
-shows message content.
+What the event log tells (completed, failed, throughput, latency from scheduling to
+completing event, retries requested) is the `queue_metrics` projection's
+(projections/queue_metrics.py). Only live state comes from elsewhere: ``waiting`` is
+the broker's queue depth, ``delayed`` the rows of ``delayed_jobs``, ``active`` and the
+health rules' recent attempts the ``job_runs`` that every worker process writes. The
+failed-job list is the `messages` view's. Nothing here holds or shows message content.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
 from infrastructure.jobruns import WINDOW_SECONDS, JobRuns, RunFigures
 from infrastructure.settings import HealthRules
+from projections.queue_metrics_queries import LogFigures, QueueMetricsSQL
 from projections.tables import failed_jobs
 
 log = logging.getLogger("courier.queues")
@@ -37,19 +40,19 @@ def _iso(value: Any) -> str:
 class QueueFigures:
     waiting: int | None
     delayed: int
-    failed: int
     runs: RunFigures
+    log: LogFigures
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "waiting": self.waiting,
             "active": self.runs.active,
             "delayed": self.delayed,
-            "completed": self.runs.completed,
-            "failed": self.failed,
-            "throughputPerMinute": self.runs.throughput_per_minute,
-            "p50Ms": self.runs.p50_ms,
-            "p95Ms": self.runs.p95_ms,
+            "completed": self.log.completed,
+            "failed": self.log.failed,
+            "throughputPerMinute": self.log.throughput_per_minute,
+            "p50Ms": self.log.p50_ms,
+            "p95Ms": self.log.p95_ms,
         }
 
 
@@ -69,6 +72,7 @@ class QueueMonitor:
         self.runs = runs
         self.engine = engine
         self.rules = rules
+        self.log = QueueMetricsSQL(engine)
 
     def knows(self, name: str) -> bool:
         return name in self.queues
@@ -80,25 +84,19 @@ class QueueMonitor:
             log.warning("queue depths unavailable: broker unreachable (%s)", type(error).__name__)
             return None
 
-    def _failed_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(failed_jobs.c.queue, func.count()).group_by(failed_jobs.c.queue)
-            ).all()
-        return {str(q): int(n) for q, n in rows}
-
-    def figures(self) -> dict[str, QueueFigures]:
+    def figures(self, now: float | None = None) -> dict[str, QueueFigures]:
         """Every queue's figures (``waiting`` is None while the broker is unreachable)."""
+        now = time.time() if now is None else now
         depths = self._depths()
         delayed = self.delayed.counts()
-        failed = self._failed_counts()
-        runs = self.runs.figures(self.queues)
+        runs = self.runs.figures(self.queues, now)
+        logged = self.log.figures(self.queues, now)
         return {
             name: QueueFigures(
                 waiting=depths[name] if depths is not None else None,
                 delayed=delayed.get(name, 0),
-                failed=failed.get(name, 0),
                 runs=runs[name],
+                log=logged[name],
             )
             for name in self.queues
         }

@@ -7,11 +7,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import Table
 
-from projections import audit, chain
+from projections import audit, chain, queue_metrics
 from projections.messages_view import MessagesView
 from projections.runner import View
 from projections.search import SearchView
-from projections.tables import AUDIT_TABLES, READ_TABLES, SEARCH_TABLES, audit_chain
+from projections.tables import (
+    AUDIT_TABLES,
+    QUEUE_METRIC_TABLES,
+    READ_TABLES,
+    SEARCH_TABLES,
+    audit_chain,
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,9 @@ MESSAGES = Projection("messages", MessagesView, READ_TABLES)
 SEARCH = Projection("search", SearchView, SEARCH_TABLES)
 AUDIT = Projection(audit.NAME, audit.AuditView, AUDIT_TABLES, by_position=True)
 AUDIT_CHAIN = Projection(chain.NAME, chain.ChainView, (audit_chain,), raw=True, replayable=False)
+QUEUE_METRICS = Projection(queue_metrics.NAME, queue_metrics.QueueMetricsView, QUEUE_METRIC_TABLES)
 
-PROJECTIONS: tuple[Projection, ...] = (MESSAGES, SEARCH, AUDIT, AUDIT_CHAIN)
+PROJECTIONS: tuple[Projection, ...] = (MESSAGES, SEARCH, AUDIT, AUDIT_CHAIN, QUEUE_METRICS)
 
 
 def named(name: str) -> Projection:

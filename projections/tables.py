@@ -148,6 +148,32 @@ job_runs = Table(
     Index("job_runs_queue_finished_idx", "queue", "finished_at"),
 )
 
+# ---- queue metrics (projections/queue_metrics.py) ------------------------------------
+# One row per job the log scheduled: when its scheduling event and its completing event
+# were recorded (Unix seconds, from the events' timestamps), and whether it is failed.
+queue_metric_jobs = Table(
+    "queue_metric_jobs",
+    metadata,
+    Column("job_id", String(200), primary_key=True),
+    Column("queue", String(32), nullable=False),
+    Column("scheduled_at", Float, nullable=False),
+    Column("completed_at", Float),
+    Column("latency_ms", Float),
+    Column("failed", Boolean, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Index("queue_metric_jobs_completed_idx", "queue", "completed_at"),
+)
+
+# Per queue: jobs completed, jobs failed now, retries requested.
+queue_metric_totals = Table(
+    "queue_metric_totals",
+    metadata,
+    Column("queue", String(32), primary_key=True),
+    Column("completed", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("retries_requested", BigInteger, nullable=False),
+)
+
 # ---- audit (projections/audit.py, projections/chain.py) ---------------------------
 
 audit_events = Table(
@@ -302,3 +328,4 @@ notification_sends = Table(
 )
 
 READ_TABLES = (conversations, conversation_participants, messages, message_recipients, failed_jobs)
+QUEUE_METRIC_TABLES = (queue_metric_jobs, queue_metric_totals)

@@ -1,0 +1,81 @@
+"""The `queue_metrics` view's answers (its writer is ``projections.queue_metrics``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select
+
+from projections.tables import queue_metric_jobs, queue_metric_totals
+
+THROUGHPUT_SECONDS = 60.0
+LATENCY_SECONDS = 300.0
+LATENCY_SAMPLE = 5000  # the most recent completions a percentile is taken over
+
+
+@dataclass(frozen=True)
+class LogFigures:
+    """What the event log says about one queue."""
+
+    completed: int = 0
+    failed: int = 0
+    retries_requested: int = 0
+    throughput_per_minute: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (not empty)."""
+    rank = max(1, int(-(-fraction * len(sorted_values) // 1)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class QueueMetricsSQL:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def figures(self, queues: Iterable[str], now: float | None = None) -> dict[str, LogFigures]:
+        """Per queue: totals, jobs completed in the last minute, and the p50/p95 of the
+        time from scheduling to completing event of jobs completed in the last 5 minutes
+        (``now``: Unix seconds; the figures depend on nothing else)."""
+        now = time.time() if now is None else now
+        names = list(queues)
+        jobs = queue_metric_jobs.c
+        with self.engine.connect() as conn:
+            totals = {row.queue: row for row in conn.execute(select(queue_metric_totals))}
+            throughput = {
+                str(queue): int(count)
+                for queue, count in conn.execute(
+                    select(jobs.queue, func.count())
+                    .where(jobs.queue.in_(names), jobs.completed_at >= now - THROUGHPUT_SECONDS)
+                    .group_by(jobs.queue)
+                )
+            }
+            latencies = {
+                name: sorted(
+                    float(value)
+                    for value in conn.execute(
+                        select(jobs.latency_ms)
+                        .where(jobs.queue == name, jobs.completed_at >= now - LATENCY_SECONDS)
+                        .order_by(jobs.completed_at.desc())
+                        .limit(LATENCY_SAMPLE)
+                    ).scalars()
+                )
+                for name in names
+            }
+        result: dict[str, LogFigures] = {}
+        for name in names:
+            total = totals.get(name)
+            values = latencies[name]
+            result[name] = LogFigures(
+                completed=int(total.completed) if total is not None else 0,
+                failed=int(total.failed) if total is not None else 0,
+                retries_requested=int(total.retries_requested) if total is not None else 0,
+                throughput_per_minute=throughput.get(name, 0),
+                p50_ms=round(percentile(values, 0.50), 1) if values else None,
+                p95_ms=round(percentile(values, 0.95), 1) if values else None,
+            )
+        return result
