@@ -199,3 +199,68 @@ def test_replay_of_the_audit_view_from_a_position(embedded: Runtime) -> None:
     shown = page(runtime, conversation)
     assert courier(runtime, "replay", "messages").returncode == 0
     assert page(runtime, conversation) == shown
+
+
+def test_replay_of_the_queue_metrics_answers_the_same_over_http(runtime: Runtime) -> None:
+    admin = auth("ops-1", "t1", ["admin"])
+    group = runtime.http.post(
+        "/api/conversations",
+        json={"type": "group", "participantIds": ["bob", "carol"], "title": "ward 5"},
+        headers=auth("alice"),
+    ).json()["id"]
+    sent = []
+    for n in range(4):
+        direct = runtime.http.post(
+            "/api/messages/direct",
+            json={"recipientId": "bob", "content": f"d{n}"},
+            headers=auth("alice"),
+        )
+        grouped = runtime.http.post(
+            "/api/messages/group",
+            json={"conversationId": group, "content": f"g{n}"},
+            headers=auth("alice"),
+        )
+        sent += [direct.json()["message"]["id"], grouped.json()["message"]["id"]]
+    for mid in sent:
+        runtime.wait_done("alice", mid)
+
+    def metrics() -> dict[str, Any]:
+        response = runtime.http.get("/api/messages/queue/metrics", headers=admin)
+        assert response.status_code == 200, response.text
+        queues: dict[str, Any] = response.json()["queues"]
+        return queues
+
+    def counted() -> dict[str, Any] | None:
+        queues = metrics()
+        done = {q: queues[q]["completed"] for q in ("MESSAGE_DELIVERY", "BATCH_MESSAGE_SENDING")}
+        wanted = {"MESSAGE_DELIVERY": 8, "BATCH_MESSAGE_SENDING": 4}
+        return queues if done == wanted and queues["MESSAGE_INDEXING"]["completed"] == 8 else None
+
+    before = wait_for(counted, 30, "the projection to count every job")
+    assert before["MESSAGE_NOTIFICATION"]["completed"] == 8
+    assert before["MESSAGE_DELIVERY"]["p50Ms"] is not None
+
+    log_figures = ("completed", "failed", "p50Ms", "p95Ms")
+    answers: list[int] = []
+    stopping = threading.Event()
+
+    def keep_asking() -> None:
+        while not stopping.is_set():
+            answers.append(
+                runtime.http.get("/api/messages/queue/metrics", headers=admin).status_code
+            )
+
+    asking = threading.Thread(target=keep_asking, daemon=True)
+    asking.start()
+    try:
+        done = courier(runtime, "replay", "queue_metrics", "--batch-size", "10")
+    finally:
+        stopping.set()
+        asking.join(timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert answers and set(answers) == {200}
+    after = metrics()
+    for queue, figures in before.items():
+        assert {k: after[queue][k] for k in log_figures} == {k: figures[k] for k in log_figures}
+        # Completions age out of the last minute, whether replayed or not.
+        assert after[queue]["throughputPerMinute"] <= figures["throughputPerMinute"]
