@@ -45,7 +45,8 @@ class QueueMetricsSQL:
         names = list(queues)
         jobs = queue_metric_jobs.c
         with self.engine.connect() as conn:
-            totals = {row.queue: row for row in conn.execute(select(queue_metric_totals))}
+            # The tables in the order a replay's swap locks them (projections/catalog.py),
+            # so that a read under way and a swap wait for each other, never deadlock.
             throughput = {
                 str(queue): int(count)
                 for queue, count in conn.execute(
@@ -66,6 +67,7 @@ class QueueMetricsSQL:
                 )
                 for name in names
             }
+            totals = {row.queue: row for row in conn.execute(select(queue_metric_totals))}
         result: dict[str, LogFigures] = {}
         for name in names:
             total = totals.get(name)
