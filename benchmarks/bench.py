@@ -13,18 +13,23 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
+import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import figures, floors, lifecycle, machine, report, w1
+from benchmarks import figures, floors, lifecycle, load, machine, report, w1
 from benchmarks.command import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL
-from benchmarks.load import Call, LoadResult, client_for, closed_loop, open_loop
+from benchmarks.load import (
+    OPEN_LOOP_CONNECTIONS,
+    Call,
+    LoadResult,
+    client_for,
+    closed_loop,
+    open_loop,
+)
 from benchmarks.profile import Profiles
 from benchmarks.runtime import ServicesRuntime, proc_status
 from benchmarks.stats import rate
-
-OPEN_LOOP_CONNECTIONS = 256
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class BenchConfig:
     lifecycle_timeout: float = 900.0
     floor_seconds: float = 5.0
     floor_messages: int = 10_000
-    floor_requests: int = 10_000
+    floor_requests: int = 10_000  # W1-shaped bodies, sent over and over for floor_seconds
     users: int = 40
     groups: int = 10
     profile: bool = False
@@ -75,6 +80,7 @@ def run(config: BenchConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
     log_dir = Path(tempfile.mkdtemp(prefix="courier-bench-"))
     result: dict[str, Any] = {"meta": machine.meta(config.command), "config": _config(config)}
+    result["meta"]["loadGenerator"] = load.GENERATOR
     runtime = ServicesRuntime(
         config.database_url, config.broker_url, config.redis(), log_dir, dict(config.env)
     )
@@ -135,6 +141,10 @@ def _w1(
         before = machine.Snapshot.take(runtime.pids())
         ids: list[str] = []
         closed = _closed(runtime.base_url, calls, config.clients, ids, console)
+        console.log(
+            f"W1 closed loop: {closed.ok:,} accepted at {rate(closed.ok, closed.wall):,} msg/s "
+            f"(load generator {1000 * closed.cpu / max(1, closed.sent):.3f} ms CPU per request)"
+        )
         accepted = machine.Snapshot.take(runtime.pids())
         settled, done_at = _settle(conn, len(ids), config.lifecycle_timeout, console, "W1")
         after = machine.Snapshot.take(runtime.pids())
@@ -198,15 +208,11 @@ def _closed(
     with _progress(console) as progress:
         task = progress.add_task(f"W1 closed loop, {clients} clients", total=len(calls))
 
-        def accepted(_index: int, response: httpx.Response) -> None:
-            ids.append(response.json()["message"]["id"])
+        def accepted(_index: int, _status: int, body: bytes) -> None:
+            ids.append(orjson.loads(body)["message"]["id"])
             progress.advance(task)
 
-        async def go() -> LoadResult:
-            async with client_for(base_url, clients) as client:
-                return await closed_loop(client, calls, clients, accepted)
-
-        return asyncio.run(go())
+        return load.run(closed_loop(base_url, calls, clients, accepted))
 
 
 def _settle(
@@ -239,28 +245,25 @@ def _open_loops(
         sent += count
         started = time.time()
         with console.status(f"open loop: {count} messages offered at {offered:g}/s…"):
-            load = asyncio.run(_open(runtime.base_url, calls, offered))
-        expected += load.ok
+            step_load = load.run(
+                open_loop(runtime.base_url, calls, offered, None, OPEN_LOOP_CONNECTIONS)
+            )
+        expected += step_load.ok
         settled, done_at = _settle(
             conn, expected, config.lifecycle_timeout, console, f"open {offered:g}/s"
         )
         results.append(
             {
                 "offeredPerS": offered,
-                "achievedSendPerS": rate(load.sent, load.send_wall),
-                **load.summary(),
+                "achievedSendPerS": rate(step_load.sent, step_load.send_wall),
+                **step_load.summary(),
                 "lifecycleWallS": round(done_at - started, 3),
-                "lifecyclePerS": rate(load.ok, done_at - started),
+                "lifecyclePerS": rate(step_load.ok, done_at - started),
                 "allTerminal": settled.done == expected,
             }
         )
         runtime.check_alive()
     return results
-
-
-async def _open(base_url: str, calls: list[Call], offered: float) -> LoadResult:
-    async with client_for(base_url, OPEN_LOOP_CONNECTIONS) as client:
-        return await open_loop(client, calls, offered)
 
 
 def _floors(
@@ -278,12 +281,13 @@ def _floors(
         )
     with console.status(f"floor {when}: bare Starlette endpoint…"):
         result["starlette"] = floors.starlette_requests(
-            _floor_calls(config), config.clients, log_dir, 3 * config.floor_seconds
+            _floor_calls(config), config.clients, log_dir, config.floor_seconds
         )
     console.log(
         f"floors {when}: {result['postgresInsert']['txPerS']:,.0f} insert tx/s, "
         f"{result['kombu']['roundTripPerS']:,.0f} kombu jobs/s, "
-        f"{result['starlette']['throughputPerS']:,.0f} Starlette req/s"
+        f"{result['starlette']['throughputPerS']:,.0f} Starlette req/s "
+        f"(load generator {result['starlette']['generatorCpuMsPerRequest']} ms CPU per request)"
     )
     return result
 

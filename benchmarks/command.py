@@ -37,7 +37,12 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.command()
 @click.option("--messages", default=10_000, show_default=True, help="W1 messages (closed loop).")
-@click.option("--clients", default=50, show_default=True, help="Concurrent HTTP clients.")
+@click.option(
+    "--clients",
+    default=50,
+    show_default=True,
+    help="Concurrent HTTP connections (W1 closed loop, Starlette floor).",
+)
 @click.option(
     "--rates", default="250,500,1000", show_default=True, help="Open-loop offered rates, msg/s."
 )
@@ -64,7 +69,12 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--lifecycle-timeout", default=900.0, show_default=True, help="Seconds to wait for done."
 )
-@click.option("--floor-seconds", default=5.0, show_default=True, help="Postgres floor length.")
+@click.option(
+    "--floor-seconds",
+    default=5.0,
+    show_default=True,
+    help="Length of the PostgreSQL and Starlette floors (kombu: at most 3x).",
+)
 @click.option("--profile", is_flag=True, help="Sample every server process with py-spy in W1.")
 @click.option("--keep", is_flag=True, help="Keep the run's schema and Redis data afterwards.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Env for the servers.")
@@ -89,10 +99,13 @@ def bench(
 
     Starts `courier serve | relay | worker | projections` on a fresh PostgreSQL schema,
     sends W1 (80% direct, 20% to groups of 20, half encrypted, notify and index on)
-    from concurrent clients, waits until every message is delivered, notified and
-    indexed, then measures the floors on the same machine: one-row insert transactions,
+    from concurrent connections, waits until every message is delivered, notified and
+    indexed, then sends it open loop at each offered rate (latency from the scheduled
+    send), then measures the floors on the same machine: one-row insert transactions,
     kombu publish + consume, a bare Starlette endpoint, reading the notification log.
-    Prints a table and writes JSON, Markdown and a PNG chart (docs/PERFORMANCE.md).
+    The load generator (asyncio + httptools on uvloop, requests encoded beforehand)
+    reports its own CPU per request beside each figure. Prints a table and writes JSON,
+    Markdown and a PNG chart (docs/PERFORMANCE.md).
     """
     from benchmarks.bench import BenchConfig, run
 

@@ -2,13 +2,13 @@
 
 * PostgreSQL: one-row INSERT + COMMIT transactions from 8 client threads.
 * kombu: publish N job-sized messages, then consume + ack them, one connection.
-* Starlette: a bare endpoint under uvicorn, hit by the same load generator as W1.
+* Starlette: a bare endpoint under uvicorn, hit by the same load generator as W1 (its
+  own CPU per request is in the figures: the floor is the server's, not the client's).
 * Notification log: read and decode every event of the run's event store.
 """
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import threading
@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from benchmarks.load import Call, LoadResult, client_for, closed_loop
+from benchmarks import load
+from benchmarks.load import Call, LoadResult, closed_loop
 from benchmarks.runtime import ROOT, free_port, wait_until
 from benchmarks.stats import rate
 
@@ -143,7 +144,10 @@ def kombu_roundtrip(broker_url: str, messages: int, seconds: float = 30.0) -> di
 def starlette_requests(
     calls: Sequence[Call], clients: int, log_dir: Path, seconds: float = 30.0
 ) -> dict[str, Any]:
-    """Requests/s of the bare endpoint (``benchmarks.floor_app``) under uvicorn."""
+    """Requests/s of the bare endpoint (``benchmarks.floor_app``) under uvicorn.
+
+    ``clients`` connections back to back for ``seconds``, the calls sent over and over.
+    """
     port = free_port()
     log_path = log_dir / "floor-starlette.log"
     with open(log_path, "wb") as log_file:
@@ -168,7 +172,7 @@ def starlette_requests(
         try:
             base = f"http://127.0.0.1:{port}"
             wait_until(lambda: _answers(base, server), 30, "the bare Starlette app")
-            result = asyncio.run(_hit(base, calls, clients, seconds))
+            result = load.run(_hit(base, calls, clients, seconds))
         finally:
             server.terminate()
             server.wait(timeout=15)
@@ -185,9 +189,8 @@ def _answers(base: str, server: subprocess.Popen[bytes]) -> bool:
 
 
 async def _hit(base: str, calls: Sequence[Call], clients: int, seconds: float) -> LoadResult:
-    async with client_for(base, clients) as client:
-        await closed_loop(client, calls[: min(len(calls), 200)], clients)  # warm up
-        return await closed_loop(client, calls, clients, seconds=seconds)
+    await closed_loop(base, calls[: min(len(calls), 200)], clients)  # warm up
+    return await closed_loop(base, calls, clients, seconds=seconds, repeat=True)
 
 
 def notification_log(env: dict[str, str], page: int = 1000) -> tuple[dict[str, Any], list[Any]]:

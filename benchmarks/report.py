@@ -67,6 +67,12 @@ def figures(result: dict[str, Any]) -> list[Row]:
             "",
         ),
         (
+            "load generator's own CPU per request",
+            _num(acceptance.get("generatorCpuMsPerRequest"), " ms", 3),
+            "Starlette run " + _num(generator_cpu(f["starlette"]), " ms", 3),
+            "",
+        ),
+        (
             "full lifecycle (accepted → delivered+notified+indexed)",
             _num(life["throughputPerS"], " msg/s"),
             f"{_num(r['lifecycleFloorPerS'], ' msg/s')} ({r['lifecycleFloorFrom']})",
@@ -102,6 +108,25 @@ def figures(result: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def generator_cpu(load: dict[str, Any]) -> float | None:
+    """The load generator's CPU ms per request: the mean over a floor's runs, if any."""
+    runs = load.get("runs") or [load]
+    values = [r["generatorCpuMsPerRequest"] for r in runs if r.get("generatorCpuMsPerRequest")]
+    return round(sum(values) / len(values), 3) if values else None
+
+
+LATENCY_HEADER = (
+    "phase",
+    "accepted",
+    "sent/s",
+    "accepted/s",
+    "p50 / p95 / p99",
+    "lifecycle/s",
+    "send lag p99",
+    "generator CPU/req",
+)
+
+
 def latency_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     w = result["w1"]
     rows: list[tuple[str, ...]] = [
@@ -112,6 +137,8 @@ def latency_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
             _num(w["acceptance"]["throughputPerS"]),
             _latency(w["acceptance"]),
             _num(w["lifecycle"]["throughputPerS"]),
+            "-",
+            _num(w["acceptance"].get("generatorCpuMsPerRequest"), " ms", 3),
         )
     ]
     for o in w.get("openLoop", []):
@@ -123,6 +150,8 @@ def latency_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
                 _num(o["throughputPerS"]),
                 _latency(o),
                 _num(o["lifecyclePerS"]),
+                _num(o.get("sendLagP99Ms"), " ms", 1),
+                _num(o.get("generatorCpuMsPerRequest"), " ms", 3),
             )
         )
     return rows
@@ -188,7 +217,7 @@ def table(result: dict[str, Any], console: Console) -> None:
         main.add_row(*row)
     console.print(main)
     latency = Table(title="acceptance latency")
-    for name in ("phase", "accepted", "sent/s", "accepted/s", "p50 / p95 / p99", "lifecycle/s"):
+    for name in LATENCY_HEADER:
         latency.add_column(name)
     for lrow in latency_rows(result):
         latency.add_row(*lrow)
@@ -227,10 +256,7 @@ def markdown(result: dict[str, Any]) -> str:
         head
         + _md(("figure", "measured", "floor (same run)", "ratio"), figures(result))
         + "\n"
-        + _md(
-            ("phase", "accepted", "sent/s", "accepted/s", "p50 / p95 / p99", "lifecycle/s"),
-            latency_rows(result),
-        )
+        + _md(LATENCY_HEADER, latency_rows(result))
         + "\n"
         + _md(PROCESS_HEADER, process_rows(result))
         + "\n"
