@@ -70,6 +70,8 @@ class LoadResult:
     # Open loop: how late each request went on the wire (written - scheduled), in seconds.
     # Small when the generator keeps its schedule; large when every connection is busy.
     send_lags: list[float] = field(default_factory=list)
+    # Requests that found every open connection busy (waiting on the server) and queued here.
+    queued: int = 0
     cpu: float = 0.0  # the generator process's CPU seconds (user + system) over the run
 
     @property
@@ -86,6 +88,7 @@ class LoadResult:
             "throughputPerS": rate(self.ok, self.wall),
             **latency_summary(self.latencies),
             **_lags(self.send_lags),
+            "queuedForConnection": self.queued,
             "generatorCpuS": round(self.cpu, 3),
             "generatorCpuMsPerRequest": round(1000 * self.cpu / self.sent, 3)
             if self.sent
@@ -252,6 +255,7 @@ class _Pool:
                 return
             conn.close()
         self.pending.append(job)
+        self.result.queued += 1
         if len(self.connections) + self.opening < self.limit:
             self._open()
 
