@@ -82,6 +82,12 @@ def test_quick_bench_reports_every_figure(tmp_path: Path, pg_dsn: str, redis_url
     _accepted(step, 100)
     assert step["allTerminal"] is True
     _latencies(step)
+    assert step["achievedSendPerS"] > 0 and step["sendLagP99Ms"] is not None
+    assert 0 <= step["queuedForConnection"] <= step["requests"]
+    # The load generator reports its own CPU beside every load it drives.
+    for load in (acceptance, step, report["floors"]["starlette"]):
+        assert load["generatorCpuS"] >= 0 and load["generatorCpuMsPerRequest"] is not None
+    assert report["meta"]["loadGenerator"]
 
     for role in (*ROLES, "bench"):
         assert report["processes"][role]["peakRssMb"] > 0
