@@ -27,6 +27,7 @@ from infrastructure.chain import ChainKeeper, signing_key
 from infrastructure.contacts import SqlContactBook, SqlSendLog
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.delayed import DelayedJobs
+from infrastructure import eventstore
 from infrastructure.eventreader import event_reader
 from infrastructure.faults import FaultInjector
 from infrastructure.groupcommit import GroupCommitter
@@ -202,9 +203,12 @@ def open_messaging(crypto: Crypto, settings: Settings, attempts: int = 5) -> Mes
     create the event tables; ``CREATE TABLE IF NOT EXISTS`` run at the same moment can
     fail in the catalog for all but one of them. The tables then exist: ask again.
     """
+    env = settings.eventstore_env()
+    if settings.is_postgres:
+        env.setdefault("APPLICATION_RECORDER_TOPIC", eventstore.TOPIC)
     for attempt in range(1, attempts + 1):
         try:
-            return Messaging(crypto=crypto, env=settings.eventstore_env())
+            return Messaging(crypto=crypto, env=env)
         except (
             persistence.IntegrityError,  # duplicate key in pg_type
             persistence.InternalError,  # tuple concurrently updated

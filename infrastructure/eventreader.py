@@ -94,9 +94,11 @@ class SQLiteEventReader:
 
 def event_reader(recorder: Any) -> PostgresEventReader | SQLiteEventReader | PerAggregateReader:
     """The cheapest reader the recorder allows."""
-    module = type(recorder).__module__
-    if module.startswith("eventsourcing.postgres"):
+    from eventsourcing.postgres import PostgresAggregateRecorder
+    from eventsourcing.sqlite import SQLiteAggregateRecorder
+
+    if isinstance(recorder, PostgresAggregateRecorder):
         return PostgresEventReader(recorder)
-    if module.startswith("eventsourcing.sqlite"):
+    if isinstance(recorder, SQLiteAggregateRecorder):
         return SQLiteEventReader(recorder)
     return PerAggregateReader(recorder)
