@@ -7,6 +7,12 @@ connection fails, the gate answers at once instead (eventsourcing's
 ``OperationalError``, which the HTTP layer turns into 503 with ``Retry-After``) until a
 direct connection attempt, one at a time and at most every ``probe_every`` seconds,
 finds the server accepting connections again; then the pool is used as before.
+
+A lock wait that runs out (``lock_timeout``: a holder of the event store's table lock is
+stuck, e.g. a paused process) is no connection failure: the gate stays open, and the error
+is raised as ``LockTimeout`` at once instead of eventsourcing's ``OperationalError``,
+which its ``@retry`` would try nine more times, each waiting the whole ``lock_timeout``
+again (20 s and more). The HTTP layer answers it 503 with ``Retry-After``, like an outage.
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 log = logging.getLogger("courier.store")
 
 Probe = Callable[[], bool]
+
+
+class LockTimeout(psycopg.OperationalError):
+    """A statement waited ``lock_timeout`` for a lock; the caller may try again shortly."""
+
+
+def _lock_timeout(error: BaseException) -> bool:
+    return isinstance(error.__cause__, psycopg.errors.LockNotAvailable)
 
 
 class StoreGate:
@@ -98,8 +112,20 @@ def install(datastore: Any, gate: StoreGate) -> None:
         gate.check()
         try:
             with original() as conn:
-                yield conn
-        except (OperationalError, InterfaceError):
+                try:
+                    yield conn
+                except psycopg.errors.LockNotAvailable:
+                    # The aborted pipeline may have dropped a statement psycopg counts
+                    # as prepared ("prepared statement _pg3_N does not exist" on its
+                    # next use): the pool replaces this connection instead.
+                    conn.close()
+                    raise
+        except OperationalError as error:
+            if _lock_timeout(error):
+                raise LockTimeout(str(error)) from error
+            gate.failed()
+            raise
+        except InterfaceError:
             gate.failed()
             raise
 

@@ -6,10 +6,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, OperationalError
 
-from infrastructure.storegate import StoreGate, install
+from infrastructure.storegate import LockTimeout, StoreGate, install
 
 
 class Clock:
@@ -96,3 +97,47 @@ def test_reopening_runs_the_cleanup_once() -> None:
     gate.check()
     gate.check()
     assert cleaned == [True] and not gate.down
+
+
+class Connection:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ConvertingDatastore:
+    """Raises what the body raised as eventsourcing does: psycopg's errors, converted."""
+
+    def __init__(self) -> None:
+        self.conn = Connection()
+
+    @contextlib.contextmanager
+    def get_connection(self) -> Iterator[Connection]:
+        try:
+            yield self.conn
+        except psycopg.OperationalError as error:
+            raise OperationalError(str(error)) from error
+
+
+def test_a_lock_timeout_is_raised_once_as_lock_timeout_and_leaves_the_gate_open() -> None:
+    gate = StoreGate(lambda: True, probe_every=0.5, clock=Clock())
+    store = ConvertingDatastore()
+    install(store, gate)
+    with pytest.raises(LockTimeout) as raised, store.get_connection():
+        raise psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+    # eventsourcing's @retry retries only its own OperationalError; the HTTP layer answers
+    # psycopg's with 503 and Retry-After.
+    assert not isinstance(raised.value, OperationalError)
+    assert isinstance(raised.value, psycopg.OperationalError)
+    assert not gate.down
+    assert store.conn.closed  # its prepared statements may be out of step: not reused
+
+
+def test_other_operational_errors_still_shut_the_gate() -> None:
+    gate = StoreGate(lambda: True, probe_every=0.5, clock=Clock())
+    store = ConvertingDatastore()
+    install(store, gate)
+    with pytest.raises(OperationalError), store.get_connection():
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+    assert gate.down and not store.conn.closed
