@@ -62,14 +62,22 @@ def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url()
     if settings.is_postgres:
         schema = settings.extra.get("POSTGRES_SCHEMA")
-        args = {"options": f"-csearch_path={schema}"} if schema else {}
+        # A writer waiting on a stuck lock holder, or a transaction left open by a paused
+        # process, is cut off within seconds instead of freezing every writer behind it.
+        # The URL's other query parameters (sslmode, …) reach psycopg through the URL.
+        options = [
+            settings.database_params().get("options", ""),
+            f"-c lock_timeout={settings.lock_timeout}s",
+            f"-c idle_in_transaction_session_timeout={settings.idle_in_transaction_timeout}s",
+            f"-csearch_path={schema}" if schema else "",
+        ]
         return create_engine(
             url,
             pool_size=3,
             max_overflow=7,
             pool_pre_ping=True,
             pool_timeout=10,
-            connect_args={"connect_timeout": 5, **args},
+            connect_args={"connect_timeout": 5, "options": " ".join(o for o in options if o)},
         )
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 

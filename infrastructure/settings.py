@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 
 from application.jobs import DEFAULT_QUEUE_SETTINGS, QUEUES, QueueSettings
 
@@ -138,6 +138,8 @@ class Settings:
     reconcile_after: float = 60.0
     visibility_timeout: float = 660.0
     background_nice: int = 10  # worker, relay, projections yield the CPU to the API
+    lock_timeout: int = 2  # s a PostgreSQL statement waits for a lock (0: forever)
+    idle_in_transaction_timeout: int = 5  # s before the server ends a stalled transaction
     extra: dict[str, str] = field(default_factory=dict)
     health: HealthRules = field(default_factory=HealthRules)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
@@ -171,11 +173,16 @@ class Settings:
             env["CIPHER_KEY"] = cipher_key
         return env
 
+    def database_params(self) -> dict[str, str]:
+        """libpq parameters from ``DATABASE_URL``'s query (``sslmode``, ``sslrootcert``, …)."""
+        return dict(parse_qsl(urlparse(self.database_url).query))
+
     def _store_env(self) -> dict[str, str]:
         if self.is_postgres:
             p = urlparse(self.database_url)
             env = {
-                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                # eventsourcing's PostgreSQL store, with the URL's query as libpq parameters
+                "PERSISTENCE_MODULE": PG_STORE_FACTORY,
                 "POSTGRES_DBNAME": p.path.lstrip("/") or "postgres",
                 "POSTGRES_HOST": p.hostname or "127.0.0.1",
                 "POSTGRES_PORT": str(p.port or 5432),
@@ -185,7 +192,14 @@ class Settings:
                 "POSTGRES_MAX_OVERFLOW": self.extra.get("POSTGRES_MAX_OVERFLOW", "8"),
                 "POSTGRES_IDLE_CONNECTION_TIMEOUT": "30",
                 "POSTGRES_CONNECT_TIMEOUT": "5",
+                # whole seconds, as eventsourcing reads them
+                "POSTGRES_LOCK_TIMEOUT": str(self.lock_timeout),
+                "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(
+                    self.idle_in_transaction_timeout
+                ),
             }
+            if p.query:
+                env[CONNECT_PARAMS] = urlencode(self.database_params())
             if self.extra.get("POSTGRES_SCHEMA"):
                 env["POSTGRES_SCHEMA"] = self.extra["POSTGRES_SCHEMA"]
             return env
@@ -197,6 +211,40 @@ class Settings:
 
 
 EVENT_STORE_CIPHER_KEY = "EVENT_STORE_CIPHER_KEY"
+PG_STORE_FACTORY = "infrastructure.pgstore:Factory"
+CONNECT_PARAMS = "POSTGRES_CONNECT_PARAMS"  # read by infrastructure.pgstore
+PRODUCTION = "production"
+# libpq's sslmode values from weakest to strongest; only verify-full checks the host name.
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _timeout_seconds(env: Mapping[str, str], key: str, default: int) -> int:
+    value = _int(env, key, default)
+    if value < 0:
+        raise SettingsError(f"{key} must be whole seconds, 0 or more (0: no limit), got {value}")
+    return value
+
+
+def _check_database_tls(env: Mapping[str, str], database_url: str) -> None:
+    """With ``COURIER_ENV=production``, PostgreSQL only over TLS that checks the server."""
+    if not database_url.startswith(("postgresql://", "postgres://")):
+        return
+    sslmode = dict(parse_qsl(urlparse(database_url).query)).get("sslmode")
+    sslmode = sslmode or env.get("PGSSLMODE") or "prefer"  # libpq's own default
+    if sslmode not in SSLMODES:
+        raise SettingsError(
+            f"DATABASE_URL has sslmode={sslmode!r}; libpq knows {', '.join(SSLMODES)}"
+        )
+    if env.get("COURIER_ENV", "").strip().lower() != PRODUCTION or sslmode == "verify-full":
+        return
+    if env.get("ALLOW_INSECURE_DATABASE", "").strip().lower() in ("1", "true", "yes"):
+        return
+    raise SettingsError(
+        f"DATABASE_URL connects with sslmode={sslmode}, which does not check the server's "
+        "certificate and host name, and COURIER_ENV=production refuses it: add "
+        "?sslmode=verify-full&sslrootcert=/path/to/ca.pem to DATABASE_URL (docs/DEPLOYMENT.md, "
+        "TLS), or set ALLOW_INSECURE_DATABASE=1 to accept it knowingly (e.g. a Unix socket)"
+    )
 
 
 def _check_cipher_key(value: str) -> None:
@@ -297,6 +345,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                 "runtime: run `courier keys generate` and share the value with every process"
             )
     _check_cipher_key(env.get(EVENT_STORE_CIPHER_KEY, ""))
+    _check_database_tls(env, database_url)
     max_content_bytes = _int(env, "MAX_CONTENT_BYTES", 65536)
     passthrough = (
         "POSTGRES_SCHEMA",
@@ -324,6 +373,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ws_max_per_user=max(1, _int(env, "WS_MAX_PER_USER", 16)),
         poll_interval=_float(env, "COURIER_POLL_INTERVAL", 0.05),
         background_nice=min(19, max(0, _int(env, "BACKGROUND_NICE", 10))),
+        lock_timeout=_timeout_seconds(env, "POSTGRES_LOCK_TIMEOUT", 2),
+        idle_in_transaction_timeout=_timeout_seconds(
+            env, "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT", 5
+        ),
         reconcile_after=_float(env, "RECONCILE_AFTER_SECONDS", 60.0),
         visibility_timeout=_float(env, "BROKER_VISIBILITY_TIMEOUT", 660.0),
         extra={k: env[k] for k in passthrough if env.get(k)},

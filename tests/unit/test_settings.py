@@ -1,0 +1,125 @@
+"""PostgreSQL settings: timeouts and TLS parameters reach both stores; production refuses
+a connection that does not verify the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from infrastructure.bootstrap import make_engine
+from infrastructure.pgstore import Factory
+from infrastructure.settings import Settings, SettingsError, load
+
+BASE = {"JWT_SECRET": "s" * 40, "ENCRYPTION_MASTER_KEYS": "k1:" + "A" * 43 + "="}
+URL = "postgresql://courier:p%40ss@db.example.org:6432/courier"
+TLS = "sslmode=verify-full&sslrootcert=%2Fetc%2Fcourier%2Fca.pem"
+
+
+def settings(**env: str) -> Settings:
+    return load({**BASE, "DATABASE_URL": URL, **env})
+
+
+class Captured(Exception):
+    pass
+
+
+def connect_params(s: Settings) -> dict[str, Any]:
+    """What the read side's engine would hand psycopg, without connecting."""
+    engine = make_engine(s)
+    seen: dict[str, Any] = {}
+
+    @event.listens_for(engine, "do_connect")
+    def capture(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        seen.update(params)
+        raise Captured
+
+    with pytest.raises(Captured):
+        engine.connect()
+    engine.dispose()
+    return seen
+
+
+def test_the_event_store_gets_lock_and_idle_in_transaction_timeouts_in_seconds() -> None:
+    env = settings().eventstore_env()
+    assert env["POSTGRES_LOCK_TIMEOUT"] == "2"
+    assert env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] == "5"
+    changed = settings(
+        POSTGRES_LOCK_TIMEOUT="3", POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT="0"
+    ).eventstore_env()
+    assert changed["POSTGRES_LOCK_TIMEOUT"] == "3"
+    assert changed["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] == "0"
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "two"])
+def test_a_timeout_must_be_whole_seconds(value: str) -> None:
+    with pytest.raises(SettingsError, match="POSTGRES_LOCK_TIMEOUT"):
+        settings(POSTGRES_LOCK_TIMEOUT=value)
+
+
+def test_the_read_side_gets_the_same_timeouts_and_its_schema() -> None:
+    params = connect_params(settings(POSTGRES_SCHEMA="courier", POSTGRES_LOCK_TIMEOUT="3"))
+    assert params["options"].split(" ") == [
+        "-c",
+        "lock_timeout=3s",
+        "-c",
+        "idle_in_transaction_session_timeout=5s",
+        "-csearch_path=courier",
+    ]
+
+
+def test_the_urls_query_reaches_the_event_store_and_the_read_side() -> None:
+    s = settings(DATABASE_URL=f"{URL}?{TLS}&application_name=courier&dbname=other")
+    env = s.eventstore_env()
+    assert env["PERSISTENCE_MODULE"] == "infrastructure.pgstore:Factory"
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"]) == ("db.example.org", "6432")
+    assert (env["POSTGRES_DBNAME"], env["POSTGRES_PASSWORD"]) == ("courier", "p@ss")
+    kwargs = Factory(env).datastore.pool.kwargs  # builds the pool, does not open it
+    assert isinstance(kwargs, dict)
+    assert kwargs["sslmode"] == "verify-full"
+    assert kwargs["sslrootcert"] == "/etc/courier/ca.pem"
+    assert kwargs["application_name"] == "courier"
+    assert kwargs["dbname"] == "courier"  # the query may not name another database
+    params = connect_params(s)
+    assert params["sslmode"] == "verify-full"
+    assert params["sslrootcert"] == "/etc/courier/ca.pem"
+
+
+def test_the_urls_own_options_are_kept_beside_the_timeouts() -> None:
+    params = connect_params(settings(DATABASE_URL=f"{URL}?options=-cstatement_timeout%3D9s"))
+    assert params["options"].startswith("-cstatement_timeout=9s -c lock_timeout=2s")
+
+
+def test_without_a_query_the_event_store_has_no_extra_parameters() -> None:
+    assert "POSTGRES_CONNECT_PARAMS" not in settings().eventstore_env()
+
+
+@pytest.mark.parametrize("query", ["", "?sslmode=require", "?sslmode=verify-ca"])
+def test_production_refuses_a_database_connection_that_does_not_verify_the_server(
+    query: str,
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        settings(DATABASE_URL=URL + query, COURIER_ENV="production")
+    message = str(refused.value)
+    assert "sslmode=verify-full" in message and "ALLOW_INSECURE_DATABASE=1" in message
+    assert "p@ss" not in message and "p%40ss" not in message
+
+
+def test_production_accepts_verify_full_or_an_explicit_allowance() -> None:
+    assert settings(DATABASE_URL=f"{URL}?{TLS}", COURIER_ENV="production").is_postgres
+    allowed = settings(COURIER_ENV="production", ALLOW_INSECURE_DATABASE="1")
+    assert allowed.is_postgres
+    # libpq's own variable counts as it does for libpq
+    assert settings(COURIER_ENV="production", PGSSLMODE="verify-full").is_postgres
+
+
+def test_outside_production_any_sslmode_is_accepted_but_not_a_misspelt_one() -> None:
+    assert settings(DATABASE_URL=URL + "?sslmode=disable").is_postgres
+    with pytest.raises(SettingsError, match="verify_full"):
+        settings(DATABASE_URL=URL + "?sslmode=verify_full")
+
+
+def test_sqlite_is_not_concerned(tmp_path: Any) -> None:
+    s = load({"COURIER_DATA_DIR": str(tmp_path), "COURIER_ENV": "production"})
+    assert s.embedded and "POSTGRES_LOCK_TIMEOUT" not in s.eventstore_env()
