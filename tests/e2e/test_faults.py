@@ -9,6 +9,8 @@ nothing the service accepted was lost.
 from __future__ import annotations
 
 import json
+import random
+import signal
 import threading
 import uuid
 from collections import Counter
@@ -20,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 
+from application.jobs import QUEUES
 from tests.e2e.conftest import services_env
 from tests.e2e.harness import Runtime, WsClient, auth, connected, wait_for
 from tests.e2e.private import PrivatePostgres, PrivateRabbit, PrivateRedis
@@ -92,9 +95,11 @@ class Load:
     base_url: str
     recipient: str = "bob"
     threads: int = 4
+    interval: float = 0.0  # each client's pause between two sends (0: back to back)
     accepted: list[str] = field(default_factory=list)
     refusals: list[httpx.Response] = field(default_factory=list)
     refusal_seconds: list[float] = field(default_factory=list)
+    slowest: float = 0.0  # the longest any request waited for its answer
     replayed: int = 0  # retries answered 200: the refused try had been stored
     others: list[str] = field(default_factory=list)  # anything but 202 or a 503
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -123,6 +128,7 @@ class Load:
                 body["clientMessageId"] = f"{n}-{i}"
                 while not self._taken(http, n, body):
                     self.stopping.wait(0.1)  # the client's pause before it tries again
+                self.stopping.wait(self.interval)
 
     def _taken(self, http: httpx.Client, n: int, body: dict[str, str]) -> bool:
         try:
@@ -132,6 +138,7 @@ class Load:
                 self.others.append(type(error).__name__)
             return True
         with self.lock:
+            self.slowest = max(self.slowest, response.elapsed.total_seconds())
             if response.status_code in (200, 202):
                 self.accepted.append(response.json()["message"]["id"])
                 self.replayed += response.status_code == 200
@@ -326,3 +333,85 @@ def test_rabbitmq_node_killed_and_restarted_mid_run_every_message_completes(
         assert not bob.closed.is_set()
     finally:
         bob.close()
+
+
+def assert_answered_promptly(load: Load, dsn: str, schema: str) -> None:
+    """Every send answered within 10 s (202, or 503 with ``Retry-After`` that the client
+    retried), and every accepted message stored once and completed once."""
+    assert not load.others, load.others[:10]
+    assert load.slowest < 10, load.slowest
+    for response in load.refusals:
+        assert_error_format(response)
+    ids = list(load.accepted)
+    assert len(set(ids)) == len(ids)
+    assert all_created(dsn, schema) == set(ids)  # nothing stored twice
+    assert_settled_once(dsn, schema, ids)
+
+
+@pytest.mark.timeout(300)
+def test_a_stuck_holder_of_the_event_store_lock_does_not_freeze_sends(
+    private_pg: PrivatePostgres, redis_url: str, launch: Launch
+) -> None:
+    """A session holds the event store's table lock and does not let go for 12 s: what a
+    process stopped in the middle of a pipelined insert does (the server's idle-in-
+    transaction timeout only starts once a whole pipeline has arrived), or a session
+    without Courier's timeouts. Sends answer 503 after ``POSTGRES_LOCK_TIMEOUT`` instead
+    of waiting for it, and are accepted once it lets go."""
+    schema = private_schema(private_pg)
+    dsn = private_pg.dsn
+    env = {**services_env(schema, redis_url), "DATABASE_URL": dsn, **SMALL_POOLS}
+    # The worker's saves time out as well: enough attempts that no job runs out of them
+    # while the lock is held (what a job does then is the queues' retry policy).
+    env.update({f"QUEUE_{name}_MAX_ATTEMPTS": "20" for name in QUEUES})
+    runtime = launch(env)
+    holding = threading.Event()  # only ever waited on to hold the lock for its length
+    load = Load(runtime.base_url, interval=0.05).start()
+    try:
+        load.wait_accepted(20, 60, "messages accepted")
+        with psycopg.connect(dsn, options=f"-csearch_path={schema}") as holder:
+            holder.execute("LOCK TABLE messaging_events IN EXCLUSIVE MODE")
+            holding.wait(12)
+            refused = load.count()[1]
+            holder.rollback()
+        load.wait_accepted(20, 60, "messages accepted after the holder let go")
+    finally:
+        load.stop()
+    print(f"stuck holder: slowest answer {load.slowest:.2f} s, {refused} refusals (503)")
+    assert refused > 0
+    assert_answered_promptly(load, dsn, schema)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("role", ["worker", "projections"])
+def test_a_paused_process_never_freezes_sends(
+    private_pg: PrivatePostgres, redis_url: str, launch: Launch, role: str
+) -> None:
+    """SIGSTOP a background process at 12 random moments under load, for a few seconds each
+    (as a long GC pause or a frozen VM would): a stopped holder of the event store's table
+    lock or of an open transaction is cut off by the server, every send is answered within
+    10 s, and after SIGCONT every accepted message completes once."""
+    schema = private_schema(private_pg)
+    dsn = private_pg.dsn
+    env = {**services_env(schema, redis_url), "DATABASE_URL": dsn, **SMALL_POOLS}
+    runtime = launch(env)
+    process = runtime.processes[role].proc
+    assert process is not None
+    moments = random.Random(f"pause-{role}")
+    holding = threading.Event()  # only ever waited on to hold a pause for its length
+    load = Load(runtime.base_url, interval=0.05).start()
+    try:
+        load.wait_accepted(20, 60, "messages accepted")
+        for _ in range(12):
+            holding.wait(moments.uniform(0.05, 0.6))
+            process.send_signal(signal.SIGSTOP)
+            try:
+                holding.wait(moments.uniform(1.5, 5.5))
+            finally:
+                process.send_signal(signal.SIGCONT)
+        load.wait_accepted(20, 60, "messages accepted after the last pause")
+    finally:
+        process.send_signal(signal.SIGCONT)
+        load.stop()
+    print(f"{role}: slowest answer {load.slowest:.2f} s, {len(load.refusals)} refusals (503)")
+    assert_answered_promptly(load, dsn, schema)
+    assert process.poll() is None, runtime.logs()[-4000:]
