@@ -21,13 +21,13 @@ from application.loading import Loader
 from application.messaging import Crypto, Messaging
 from application.processing import Processor
 from application.retention import Retention
+from infrastructure import eventstore
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.broker import Broker
 from infrastructure.chain import ChainKeeper, signing_key
 from infrastructure.contacts import SqlContactBook, SqlSendLog
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.delayed import DelayedJobs
-from infrastructure import eventstore
 from infrastructure.eventreader import event_reader
 from infrastructure.faults import FaultInjector
 from infrastructure.groupcommit import GroupCommitter
@@ -98,7 +98,12 @@ def migrate(settings: Settings, engine: Engine) -> None:
     schema = settings.extra.get("POSTGRES_SCHEMA")
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
+            # Processes started together wait here for the one that migrates, however long
+            # it takes: this wait is neither stuck nor idle, unlike what the timeouts cut.
+            conn.execute(text("SET lock_timeout = 0"))
+            conn.execute(text("SET idle_in_transaction_session_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("migrate", schema)})
+            conn.commit()  # the lock is the session's; no transaction is left open
             try:
                 migrations.upgrade(
                     settings.sqlalchemy_url(),
@@ -109,6 +114,8 @@ def migrate(settings: Settings, engine: Engine) -> None:
                 conn.execute(
                     text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key("migrate", schema)}
                 )
+                conn.execute(text("RESET lock_timeout"))
+                conn.execute(text("RESET idle_in_transaction_session_timeout"))
                 conn.commit()
     else:
         migrations.upgrade(settings.sqlalchemy_url())

@@ -164,3 +164,46 @@ def test_config_keeps_percent_encoded_url() -> None:
         migrate.alembic_config("sqlite:///x.db", schema="s1").get_main_option(migrate.SCHEMA_OPTION)
         is None
     )
+
+
+def test_a_process_waits_for_another_that_migrates_longer_than_the_lock_timeout(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    import threading
+    import time
+
+    import psycopg
+
+    from infrastructure.bootstrap import make_engine
+    from infrastructure.bootstrap import migrate as migrate_under_lock
+    from infrastructure.crypto import generate_master_key_spec
+    from infrastructure.relay import lock_key
+    from infrastructure.settings import load
+
+    settings = load(
+        {
+            "DATABASE_URL": pg_dsn,
+            "POSTGRES_SCHEMA": pg_schema,
+            "POSTGRES_LOCK_TIMEOUT": "1",
+            "JWT_SECRET": "s" * 40,
+            "ENCRYPTION_MASTER_KEYS": generate_master_key_spec(),
+        }
+    )
+    engine = make_engine(settings)
+    done = threading.Event()
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as other:
+            # Another process migrating: it holds the lock for longer than lock_timeout.
+            other.execute("SELECT pg_advisory_lock(%s)", [lock_key("migrate", pg_schema)])
+            started = time.monotonic()
+            waiting = threading.Thread(
+                target=lambda: (migrate_under_lock(settings, engine), done.set())
+            )
+            waiting.start()
+            assert not done.wait(2.5)  # still waiting, past the 1 s lock timeout
+            other.execute("SELECT pg_advisory_unlock(%s)", [lock_key("migrate", pg_schema)])
+            waiting.join(60)
+        assert done.is_set() and time.monotonic() - started >= 2.5
+        assert "messages" in inspect(engine).get_table_names(schema=pg_schema)
+    finally:
+        engine.dispose()
