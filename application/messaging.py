@@ -517,6 +517,11 @@ class Messaging(Application[UUID]):
         return SendResult(message, first_jobs(message, ctx.correlation_id), created=False)
 
     def _digest(self, target: str, outgoing: Outgoing) -> str:
+        """What tells a repeated idempotent send from a different one: only a send with a
+        ``clientMessageId`` has one. Others carry none, so that identical messages are
+        not linkable by it."""
+        if outgoing.client_message_id is None:
+            return ""
         canonical = json.dumps(
             [target, outgoing.content, outgoing.sealed, outgoing.encrypted],
             sort_keys=True,

@@ -313,3 +313,34 @@ def test_a_view_on_the_event_loop_is_an_access_record_and_a_refusal_is_recorded(
         "Access.Denied",
         "Access.Viewed",
     ]
+
+
+def test_only_an_idempotent_send_carries_a_digest_of_its_content() -> None:
+    from application.messaging import Crypto, Messaging, Outgoing
+    from domain.events import Context
+    from domain.message import Message
+    from infrastructure.crypto import AesGcmCipher, MasterKeyring
+    from tests.unit.test_encryption import KEY_A, MemoryVault
+
+    app = Messaging(
+        crypto=Crypto(AesGcmCipher(), MasterKeyring.from_spec(KEY_A), MemoryVault()),
+        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
+    )
+    alice = Context(actor_id="alice", tenant_id="t")
+    plain = [app.send_direct(alice, "bob", Outgoing(content="result: positive")) for _ in "ab"]
+    keyed = app.send_direct(
+        alice, "bob", Outgoing(content="result: positive", client_message_id="c1")
+    )
+
+    def digest(message_id: object) -> str:
+        created = next(iter(app.events.get(message_id)))  # type: ignore[arg-type]
+        assert isinstance(created, Message.Created)
+        return created.content_digest
+
+    assert [digest(s.message.id) for s in plain] == ["", ""]  # identical sends: not linkable
+    assert len(digest(keyed.message.id)) == 64
+    again = app.send_direct(
+        alice, "bob", Outgoing(content="result: positive", client_message_id="c1")
+    )
+    assert again.message.id == keyed.message.id and not again.created
+    app.close()
