@@ -157,7 +157,7 @@ class Messaging(Application[UUID]):
         self._put_async: (
             tuple[
                 Callable[[list[Any]], Awaitable[list[Recording[UUID]]]],
-                Callable[[list[VaultEntry]], Awaitable[None]],
+                Callable[[list[VaultEntry]], Awaitable[None]] | None,
             ]
             | None
         ) = None
@@ -178,16 +178,19 @@ class Messaging(Application[UUID]):
     def record_async_with(
         self,
         put_events: Callable[[list[Any]], Awaitable[list[Recording[UUID]]]],
-        put_keys: Callable[[list[VaultEntry]], Awaitable[None]],
+        put_keys: Callable[[list[VaultEntry]], Awaitable[None]] | None,
     ) -> None:
         """Let ``send_direct_async`` store on the caller's event loop: ``put_events`` and
-        ``put_keys`` are awaited instead of a thread waiting for the group commits."""
+        ``put_keys`` are awaited instead of a thread waiting for the group commits.
+
+        Without ``put_keys``, a send's key-vault rows go to ``put_events`` among its
+        events (as ``VaultEntry`` items), to be stored in the same transaction."""
         self._put_async = (put_events, put_keys)
 
     async def _save_async(self, *events: Any) -> list[Recording[UUID]]:
         assert self._put_async is not None
         recordings = await self._put_async[0](list(events))
-        positions = [r.notification.id for r in recordings if r.notification is not None]
+        positions = [r.notification.id for r in recordings if r and r.notification is not None]
         if positions:
             # Listeners (threads, woken at a cost) hear of the newest position saved at
             # most every LISTENERS_EVERY seconds, not of every save.
@@ -394,9 +397,11 @@ class Messaging(Application[UUID]):
 
     async def _commit_async(self, ctx: Context, pending: Pending) -> SendResult:
         assert self._put_async is not None
-        if pending.vault:
-            await self._put_async[1](pending.vault)
-        events = list(pending.message.collect_events())
+        put_keys = self._put_async[1]
+        if pending.vault and put_keys is not None:
+            await put_keys(pending.vault)
+        # Keys are stored before or with the events: an envelope never lacks its key.
+        events = [*pending.message.collect_events(), *(pending.vault if put_keys is None else ())]
         if pending.conversation is None:
             await self._save_async(*events)
         else:

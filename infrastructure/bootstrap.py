@@ -298,7 +298,9 @@ def build(
     messaging = open_messaging(crypto, settings)
     if settings.is_postgres:
         guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
-    committer = GroupCommitter(messaging.events.put)
+    # On PostgreSQL a send's key-vault rows can ride along with its events.
+    put = eventstore.with_keys(messaging.events.put) if settings.is_postgres else None
+    committer = GroupCommitter(put or messaging.events.put)
     messaging.record_with(committer.submit)
     redis_client = None
     if settings.redis_url:

@@ -1,4 +1,5 @@
-"""The PostgreSQL event store's insert, made cheap for the client.
+"""The PostgreSQL event store's insert, made cheap for the client, and able to carry a
+send's key-vault rows in the same transaction as its events.
 
 eventsourcing 9.5's PostgreSQL recorder inserts a batch of events as one array of a
 composite type (``unnest(%s::stored_event[])``). psycopg adapts composite values in
@@ -8,11 +9,18 @@ as four plain arrays (uuid/text, bigint, text, bytea), which psycopg adapts in C
 renders its statements once. Everything else — the table lock that keeps notification
 order equal to commit order, the NOTIFY, the RETURNING of notification ids, the schema
 — is eventsourcing's own.
+
+An encrypted send stores its wrapped data key in the key vault (outside the event log,
+so that shredding can destroy it) and its events in the log. On PostgreSQL both live in
+one database: ``with_keys`` lets a group commit hand the vault rows of its commands to
+the recorder, which writes them in the events' transaction — one commit instead of two,
+and never a key without its message or a message without its key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
@@ -21,7 +29,25 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
+from application.ports import VaultEntry
+
 TOPIC = "infrastructure.eventstore:PlainArraysRecorder"
+VAULT_ROWS = "vault_rows"  # insert_events(..., vault_rows=[VaultEntry]) on this recorder
+
+
+def with_keys(put: Callable[..., list[Any]]) -> Callable[[Sequence[Any]], list[Any]]:
+    """A group commit's ``put`` (``EventStore.put``) that takes ``VaultEntry`` items among
+    the events and has them written in the same transaction; each answers None."""
+
+    def store(items: Sequence[Any]) -> list[Any]:
+        keys = [i for i in items if isinstance(i, VaultEntry)]
+        if not keys:
+            return put(items)
+        events = [i for i in items if not isinstance(i, VaultEntry)]
+        recordings = iter(put(events, **{VAULT_ROWS: keys}))
+        return [None if isinstance(i, VaultEntry) else next(recordings) for i in items]
+
+    return store
 
 
 class PlainArraysRecorder(PostgresApplicationRecorder):
@@ -41,6 +67,14 @@ class PlainArraysRecorder(PostgresApplicationRecorder):
                 id_type=id_type,
             ),
             "notify": SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
+            "vault": SQL(
+                "INSERT INTO {schema}.key_vault "
+                "(message_id, holder, key_id, wrapped_key, created_at) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], "
+                "%s::timestamptz[]) "
+                "ON CONFLICT (message_id, holder) DO UPDATE "
+                "SET key_id = EXCLUDED.key_id, wrapped_key = EXCLUDED.wrapped_key"
+            ).format(schema=Identifier(self.datastore.schema)),
         }
 
     def _statement(self, name: str, curs: Cursor[DictRow]) -> bytes:
@@ -49,6 +83,27 @@ class PlainArraysRecorder(PostgresApplicationRecorder):
             rendered = self._statements[name].as_bytes(curs)
             self._rendered[name] = rendered
         return rendered
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        entries: list[VaultEntry] = kwargs.get(VAULT_ROWS) or []
+        if not entries:
+            return
+        # As SqlKeyVault.put: one statement may not touch a row twice, the last one wins.
+        latest = {(e.message_id, e.holder): e for e in entries}
+        now = datetime.now(UTC)
+        curs.execute(
+            self._statement("vault", curs),
+            (
+                [str(message_id) for message_id, _ in latest],
+                [holder for _, holder in latest],
+                [e.key_id for e in latest.values()],
+                [e.wrapped_key for e in latest.values()],
+                [now] * len(latest),
+            ),
+            prepare=True,
+        )
 
     def _notify_channel(self, curs: Cursor[DictRow]) -> None:
         curs.execute(self._statement("notify", curs), prepare=True)

@@ -77,9 +77,10 @@ def create_server_app(settings: Settings) -> Starlette:
         container.messaging.crypto.vault, SqlKeyVault
     ):
         # Sends await their commits on the event loop instead of holding a thread each.
-        container.messaging.record_async_with(
-            container.committer.submit_async, container.messaging.crypto.vault.put_async
-        )
+        # On PostgreSQL the key-vault rows of a send go in its events' transaction
+        # (infrastructure/eventstore.py); on SQLite they are a database apart.
+        keys_apart = None if settings.is_postgres else container.messaging.crypto.vault.put_async
+        container.messaging.record_async_with(container.committer.submit_async, keys_apart)
         container.messaging.read_async_with(batched_reads(container.messaging).submit_async)
     return create_app(
         container,

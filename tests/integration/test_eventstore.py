@@ -6,9 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 from uuid import uuid4
 
+import psycopg
 import pytest
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, StoredEvent
 
+from application.ports import VaultEntry
 from infrastructure.eventstore import TOPIC, PlainArraysRecorder
 
 
@@ -80,3 +82,43 @@ def test_a_batch_gets_notification_ids_in_order_and_a_conflict_stores_nothing(
     with pytest.raises(IntegrityError):
         recorder.insert_events([StoredEvent(b, 2, "t:Changed", b"{}"), events[0]])
     assert len(recorder.select_events(b)) == 1
+
+
+def test_vault_rows_ride_in_the_events_transaction_and_fall_with_it(
+    pg_dsn: str, schema: str
+) -> None:
+    from infrastructure import migrate
+    from infrastructure.eventstore import with_keys
+
+    url = "postgresql+psycopg://" + pg_dsn.split("://", 1)[1]
+    migrate.upgrade(url, schema=schema)
+    recorder = make_recorder(pg_dsn, schema)
+
+    def put(events: list[StoredEvent], **kwargs: object) -> list[int]:
+        return list(recorder.insert_events(events, **kwargs) or [])
+
+    def vault_rows() -> list[tuple[str, str, bytes]]:
+        with psycopg.connect(pg_dsn) as conn:
+            rows = conn.execute(
+                f"SELECT message_id, holder, wrapped_key FROM {schema}.key_vault ORDER BY holder"
+            ).fetchall()
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    store = with_keys(put)
+    a, b = uuid4(), uuid4()
+    key = VaultEntry(a, "service:d1", "m1", b"wrapped")
+    answer = store([StoredEvent(a, 1, "t:Created", b"{}"), key])
+    assert answer[1] is None and isinstance(answer[0], int)
+    assert vault_rows() == [(str(a), "service:d1", b"wrapped")]
+
+    # A batch that conflicts stores neither its events nor its keys.
+    with pytest.raises(IntegrityError):
+        store(
+            [
+                StoredEvent(b, 1, "t:Created", b"{}"),
+                VaultEntry(b, "service:d2", "m1", b"other"),
+                StoredEvent(a, 1, "t:Created", b"{}"),
+            ]
+        )
+    assert recorder.select_events(b) == []
+    assert vault_rows() == [(str(a), "service:d1", b"wrapped")]
