@@ -6,8 +6,13 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from infrastructure.settings import Settings
 
 PG_DSN = os.environ.get("COURIER_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("COURIER_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -91,3 +96,23 @@ def _purge_amqp(url: str) -> None:
             queue = queue_for(name).bind(channel)
             queue.declare()
             queue.purge()
+
+
+def backend_settings(
+    request: pytest.FixtureRequest, data_dir: Path, extra: dict[str, str] | None = None
+) -> Settings:
+    """Settings of one process on ``request.param``: "sqlite" (files under ``data_dir``)
+    or "postgres" (a fresh schema), with the test's ``extra`` keys."""
+    from infrastructure.crypto import generate_master_key_spec
+    from infrastructure.settings import load
+
+    env = {
+        "JWT_SECRET": "s" * 40,
+        "ENCRYPTION_MASTER_KEYS": generate_master_key_spec(),
+        "COURIER_POLL_INTERVAL": "0.02",
+        "COURIER_DATA_DIR": str(data_dir),
+        **(extra or {}),
+    }
+    if request.param == "postgres":
+        env.update(DATABASE_URL=PG_DSN, POSTGRES_SCHEMA=request.getfixturevalue("pg_schema"))
+    return load(env)

@@ -23,12 +23,11 @@ from application.jobs import (
 from application.messaging import Outgoing
 from domain.events import Context
 from infrastructure.bootstrap import ALL, Container, build
-from infrastructure.crypto import generate_master_key_spec
-from infrastructure.settings import Settings, load
+from infrastructure.settings import Settings
 from interfaces.replay import replay_projection
 from projections.queue_metrics_queries import LogFigures
 from projections.tables import queue_metric_jobs, queue_metric_totals
-from tests.conftest import PG_DSN
+from tests.conftest import backend_settings
 from tests.e2e.harness import wait_for
 from tests.recipient import public_pem
 
@@ -39,17 +38,12 @@ PLAIN = Outgoing(content="hello", index=False)
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    env = {
-        "JWT_SECRET": "s" * 40,
-        "ENCRYPTION_MASTER_KEYS": generate_master_key_spec(),
-        "COURIER_POLL_INTERVAL": "0.02",
-        "COURIER_DATA_DIR": str(tmp_path),
-        "FAULT_INJECT": "MESSAGE_INDEXING:always",
-        "QUEUE_MESSAGE_INDEXING_MAX_ATTEMPTS": "1",
-    }
-    if request.param == "postgres":
-        env.update(DATABASE_URL=PG_DSN, POSTGRES_SCHEMA=request.getfixturevalue("pg_schema"))
-    return load(env)
+    found: Settings = backend_settings(
+        request,
+        tmp_path,
+        {"FAULT_INJECT": "MESSAGE_INDEXING:always", "QUEUE_MESSAGE_INDEXING_MAX_ATTEMPTS": "1"},
+    )
+    return found
 
 
 @contextmanager

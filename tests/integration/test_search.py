@@ -19,11 +19,11 @@ from infrastructure import migrate
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.bootstrap import ALL, TOOL, Container, build
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
-from infrastructure.settings import Settings, load
+from infrastructure.settings import Settings
 from interfaces.replay import replay_projection
 from projections.messages import MessageQueriesSQL
 from projections.tables import search_documents, search_tokens
-from tests.conftest import PG_DSN
+from tests.conftest import backend_settings
 from tests.e2e.harness import wait_for
 from tests.recipient import public_pem
 
@@ -33,15 +33,8 @@ SECRET = "Potassium 5.9 for Mr Ávila: recheck at noon"
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    env = {
-        "JWT_SECRET": "s" * 40,
-        "ENCRYPTION_MASTER_KEYS": generate_master_key_spec(),
-        "COURIER_POLL_INTERVAL": "0.02",
-        "COURIER_DATA_DIR": str(tmp_path),
-    }
-    if request.param == "postgres":
-        env.update(DATABASE_URL=PG_DSN, POSTGRES_SCHEMA=request.getfixturevalue("pg_schema"))
-    return load(env)
+    found: Settings = backend_settings(request, tmp_path)
+    return found
 
 
 @contextmanager
