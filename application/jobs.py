@@ -1,4 +1,4 @@
-"""Jobs, their deterministic ids, and the per-queue settings of SPEC §3."""
+"""Jobs, their deterministic ids, and the per-queue settings (docs/API.md §8)."""
 
 from __future__ import annotations
 

@@ -143,7 +143,7 @@ class Crypto:
 
 
 class Messaging(Application[UUID]):
-    """Commands and event-store queries of Courier (SPEC §4)."""
+    """Commands and event-store queries of Courier (docs/API.md §4)."""
 
     name = "Messaging"
     env = {"COMPRESSOR_TOPIC": ""}
@@ -810,7 +810,7 @@ class Messaging(Application[UUID]):
         return self.retrying(attempt)
 
     def envelope(self, ctx: Context, message_id: UUID) -> dict[str, Any]:
-        """The sealed content with its data key wrapped for the caller (SPEC §4, §6).
+        """The sealed content with its data key wrapped for the caller (docs/API.md §4.2, §9).
 
         Only the message's sender and recipients hold a wrapped key; fetching one is
         recorded as an ``Access`` record (``Viewed``) of the envelope.
@@ -844,7 +844,7 @@ class Messaging(Application[UUID]):
     # ---- shredding -------------------------------------------------------------
 
     def shred(self, ctx: Context, message_id: UUID, reason: str) -> dict[str, Any]:
-        """Destroy a message's wrapped data keys and record ``Shredded`` (SPEC §6).
+        """Destroy a message's wrapped data keys and record ``Shredded`` (docs/API.md §4.2, §9).
 
         The keys go first: should recording fail, the content is unreadable all the
         same and a repeat finishes the job. The events stay, for the audit trail.

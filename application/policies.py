@@ -1,4 +1,4 @@
-"""Which jobs follow which event (SPEC §2). Pure: no I/O, no clock."""
+"""Which jobs follow which event (docs/API.md §8). Pure: no I/O, no clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plain-dict shapes of aggregates, as SPEC §4 returns them."""
+"""Plain-dict shapes of aggregates, as the API returns them (docs/API.md §5)."""
 
 from __future__ import annotations
 

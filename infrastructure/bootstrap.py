@@ -1,4 +1,4 @@
-"""The one place that builds everything, for either runtime (STYLE.md point 4).
+"""The one place that builds everything, for either runtime (docs/DEVELOPMENT.md).
 
 Nothing connects at import: ``build`` makes the objects, ``Container.start`` starts
 the threads that the process's role asks for.

@@ -1,4 +1,4 @@
-"""Queue monitoring (SPEC §4): figures per queue, health verdicts, the failed-job list.
+"""Queue monitoring (docs/API.md §4.5): figures per queue, health verdicts, the failed-job list.
 
 What the event log tells (completed, failed, throughput, latency from scheduling to
 completing event, retries requested) is the `queue_metrics` projection's

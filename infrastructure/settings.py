@@ -1,4 +1,4 @@
-"""Settings, read once from the environment (SPEC §8)."""
+"""Settings, read once from the environment (docs/API.md §10, .env.example)."""
 
 from __future__ import annotations
 
@@ -283,7 +283,7 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
 
 
 def queue_settings(env: Mapping[str, str]) -> dict[str, QueueSettings]:
-    """SPEC §3 defaults, each overridable by ``QUEUE_<NAME>_<SETTING>``."""
+    """The documented defaults (docs/API.md §8), each overridable by ``QUEUE_<NAME>_<SETTING>``."""
     result = {}
     for name in QUEUES:
         d = DEFAULT_QUEUE_SETTINGS[name]

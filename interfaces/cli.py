@@ -1,4 +1,4 @@
-"""The `courier` command (SPEC §7)."""
+"""The `courier` command (docs/API.md §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The WebSocket hub: one per API process, following the event log (SPEC §5).
+"""The WebSocket hub: one per API process, following the event log (docs/API.md §6).
 
 The hub follows the event log itself rather than a broker or Redis pub/sub: every
 API process sees every delivery exactly once, in log order, whichever process (or

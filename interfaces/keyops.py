@@ -1,4 +1,4 @@
-"""Operator commands on keys: master-key rotation and shredding (SPEC §6, §7)."""
+"""Operator commands on keys: master-key rotation and shredding (docs/API.md §9, §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The WebSocket endpoint (SPEC §5; the protocol is written down in docs/REALTIME.md).
+"""The WebSocket endpoint (docs/API.md §6; the protocol is written down in docs/REALTIME.md).
 
 ``GET /ws?token=<JWT>[&since=<cursor>]``: authenticated at the handshake; with
 ``since``, what was delivered to the user after that cursor comes first, as

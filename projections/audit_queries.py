@@ -31,7 +31,7 @@ def _iso(value: datetime) -> str:
 
 
 def entry(row: Any) -> dict[str, Any]:
-    """An ``audit_events`` row in the shape of SPEC §4."""
+    """An ``audit_events`` row in the shape of docs/API.md §5."""
     return {
         "position": int(row.position),
         "aggregateId": row.aggregate_id,

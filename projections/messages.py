@@ -48,7 +48,7 @@ def derive_status(row: dict[str, Any]) -> str:
 
 
 def row_to_message(row: Any) -> dict[str, Any]:
-    """A `messages` row in the shape of SPEC §4."""
+    """A `messages` row in the shape of docs/API.md §5."""
     batches = max(1, math.ceil(row.recipient_count / BATCH_SIZE))
     delivered = row.delivered_count >= row.recipient_count
     metadata = row.encryption_metadata

@@ -1,5 +1,5 @@
 """A Python recipient: RSA-4096 key pairs and an envelope opener written against
-SPEC §4/§6 with ``cryptography`` alone, independently of Courier's own code.
+docs/API.md §4/§9 with ``cryptography`` alone, independently of Courier's own code.
 
 RSA-4096 keys take up to seconds to make, so each name's key is made once per
 test session and shared by every tier.

@@ -1,1 +1,1 @@
-"""The Starlette HTTP API (SPEC §4)."""
+"""The Starlette HTTP API (docs/API.md §4)."""

@@ -1,4 +1,4 @@
-"""The audit trail for auditors (role ``auditor`` only; SPEC §4).
+"""The audit trail for auditors (role ``auditor`` only; docs/API.md §4.6).
 
 Every answer is about the auditor's own tenant, holds no message content, and is
 itself recorded as an ``AuditQueried`` event before it is sent.

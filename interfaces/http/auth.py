@@ -1,4 +1,4 @@
-"""Bearer JWTs: who is calling, for which tenant, with which roles (SPEC §4)."""
+"""Bearer JWTs: who is calling, for which tenant, with which roles (docs/API.md §3)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def authenticate(conn: HTTPConnection, roles: Collection[str] = ROLES) -> Princi
 
 
 def require_role(principal: Principal, roles: Collection[str]) -> None:
-    """Roles do not imply one another (SPEC §4): one of ``roles`` itself is needed."""
+    """Roles do not imply one another (docs/API.md §3): one of ``roles`` itself is needed."""
     if principal.roles.isdisjoint(roles):
         raise RoleRequired(f"this needs the role {' or '.join(sorted(roles))}")
 

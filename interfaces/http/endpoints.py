@@ -1,4 +1,4 @@
-"""What an endpoint is, and what it may reach (STYLE.md point 7: interfaces are thin)."""
+"""What an endpoint is, and what it may reach (docs/DEVELOPMENT.md: interfaces are thin)."""
 
 from __future__ import annotations
 

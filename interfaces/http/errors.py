@@ -1,4 +1,4 @@
-"""Every error as ``{"error": {"code", "message", "details"}}`` (SPEC §4).
+"""Every error as ``{"error": {"code", "message", "details"}}`` (docs/API.md §2).
 
 Client mistakes answer 4xx with a precise code; anything unexpected answers a
 generic 500 and is logged here with its traceback, which never reaches the client.

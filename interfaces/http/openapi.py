@@ -57,7 +57,7 @@ def document(endpoints: Sequence[Endpoint], version: str = "0.1.0") -> dict[str,
         "info": {
             "title": "Courier",
             "version": version,
-            "description": "Event-sourced secure messaging (SPEC §4). Live updates: WebSocket /ws.",
+            "description": "Event-sourced secure messaging (docs/API.md). Live: WebSocket /ws.",
         },
         "paths": paths,
         "components": {

@@ -1,4 +1,4 @@
-"""JSON Schemas of the answers (SPEC §4), for the OpenAPI document.
+"""JSON Schemas of the answers (docs/API.md §5), for the OpenAPI document.
 
 Each endpoint names the schema of its success answer; errors share ``Error``. The
 fuzzing test (tests/e2e/test_fuzz.py) checks every answer of a real server against

@@ -1,4 +1,4 @@
-"""Request bodies: strict, camelCase, nothing unknown (SPEC §4)."""
+"""Request bodies: strict, camelCase, nothing unknown (docs/API.md §1, §4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Who may do what, against a real server: tokens that must not pass, another tenant's
-real ids on every documented operation, and every role boundary (SPEC §4)."""
+real ids on every documented operation, and every role boundary (docs/API.md §3)."""
 
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ OWN_NAMESPACE = {
 
 
 def spec_roles(method: str, template: str) -> tuple[str, ...]:
-    """SPEC §4: admin alone reaches the queues (and shredding), auditor alone the audit."""
+    """docs/API.md §3: admin alone reaches the queues (and shredding), auditor alone the audit."""
     if template.startswith("/api/messages/queue/") or template == "/api/messages/{id}/shred":
         return ("admin",)
     if template.startswith("/api/audit/"):

@@ -56,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
 
 
 def error_of(status: int, body: bytes | str) -> str:
-    """The error code of an answer in the SPEC's format (and fail if it is not one)."""
+    """The error code of an answer in the format of docs/API.md §2 (fail if it is not one)."""
     assert 400 <= status < 500, (status, body)
     parsed = json.loads(body)
     assert set(parsed) == {"error"} and set(parsed["error"]) == {"code", "message", "details"}
