@@ -228,7 +228,7 @@ def shred(message_ids: tuple[UUID, ...], tenant: str, reason: str, actor: str | 
 )
 @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 50_000))
 def replay(projection: str, start: int, batch_size: int) -> None:
-    """Rebuild PROJECTION (messages, search, audit) from the event log, with progress.
+    """Rebuild PROJECTION (messages, search, audit, queue_metrics) from the event log.
 
     The rebuild goes into a shadow copy that is swapped in at once; the service
     keeps serving from the live tables meanwhile.
