@@ -49,6 +49,7 @@ class Delivery:
     message: Any
     pending: int = 0
     unrecorded: bool = False
+    connection: int = 0  # which of the consumer's connections received it
 
 
 @dataclass(eq=False)
@@ -207,6 +208,7 @@ class QueueConsumer(threading.Thread):
         self.pool_size = 0
         self.pool_wanted = settings.concurrency
         self.active = 0
+        self.connections = 0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -227,6 +229,7 @@ class QueueConsumer(threading.Thread):
                             accept=["json"],
                             prefetch_count=self.settings.concurrency,
                         )
+                        self.connections += 1
                         with consumer:
                             backoff = 0.5
                             if self.engine is None:
@@ -297,7 +300,7 @@ class QueueConsumer(threading.Thread):
         if not jobs:
             message.ack()
             return
-        delivery = Delivery(message, pending=len(jobs))
+        delivery = Delivery(message, pending=len(jobs), connection=self.connections)
         now = time.monotonic()
         runs = [Running(job, delivery, now) for job in jobs]
         if self.engine is not None:
@@ -417,12 +420,17 @@ class QueueConsumer(threading.Thread):
         delivery.pending -= 1
         if delivery.pending > 0:
             return run.recorded
+        if delivery.connection != self.connections:
+            # Received on a connection lost since: the broker hands the message out again
+            # (its jobs find their work done). Acknowledging on the new one would fail.
+            return not delivery.unrecorded
+        # A failing ack or requeue means the connection is gone: it raises, and the
+        # consumer reconnects (kombu would otherwise count the message as unacknowledged
+        # for good, and a consumer whose prefetch is full never looks at the broker again).
         if delivery.unrecorded:
-            with contextlib.suppress(Exception):
-                delivery.message.requeue()
+            delivery.message.requeue()
             return False
-        with contextlib.suppress(Exception):  # a connection lost meanwhile: redelivered
-            delivery.message.ack()
+        delivery.message.ack()
         return True
 
 
