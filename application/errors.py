@@ -24,6 +24,12 @@ class Conflict(CourierError):
     code = "conflict"
 
 
+class OnLegalHold(Conflict):
+    """The message's conversation is under legal hold: its content keys must stay."""
+
+    code = "legal_hold"
+
+
 class Invalid(CourierError):
     code = "validation_error"
 

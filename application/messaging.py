@@ -25,6 +25,7 @@ from application.errors import (
     MissingKeys,
     NotFound,
     NotReady,
+    OnLegalHold,
 )
 from application.jobs import BadJobId, Job
 from application.policies import first_jobs
@@ -843,12 +844,22 @@ class Messaging(Application[UUID]):
 
     # ---- shredding -------------------------------------------------------------
 
+    def _check_no_hold(self, ctx: Context, message: Message) -> None:
+        """Refuse to destroy the content of a message whose conversation is on hold."""
+        try:
+            conversation = self._get(Conversation, message.conversation_id, ctx.tenant_id)
+        except NotFound:
+            return
+        if conversation.on_hold:
+            raise _hold_refusal()
+
     def shred(self, ctx: Context, message_id: UUID, reason: str) -> dict[str, Any]:
         """Destroy a message's wrapped data keys and record ``Shredded`` (docs/API.md §4.2, §9).
 
         The keys go first: should recording fail, the content is unreadable all the
         same and a repeat finishes the job. The events stay, for the audit trail.
-        Repeating it is harmless.
+        Repeating it is harmless. A conversation under legal hold refuses it
+        (``OnLegalHold``, 409), as it stops retention.
         """
         if reason not in SHRED_REASONS:
             raise Invalid(
@@ -865,6 +876,8 @@ class Messaging(Application[UUID]):
                     "only an encrypted message has a content key to destroy; a plain-text "
                     "message's content is part of the event log"
                 )
+            if not message.shredded:
+                self._check_no_hold(ctx, message)
             destroyed += self.crypto.vault.shred(message.id)
             if not message.shredded:
                 message.shred(reason=reason, meta=ctx.as_meta())
@@ -881,6 +894,14 @@ class Messaging(Application[UUID]):
             "reason": reason,
             "keysDestroyed": destroyed,
         }
+
+
+def _hold_refusal() -> OnLegalHold:
+    return OnLegalHold(
+        "the message's conversation is under a legal hold: its content cannot be shredded "
+        "until an auditor releases the hold (DELETE /api/audit/conversations/{id}/hold)",
+        [{"field": "conversationId", "issue": "under legal hold"}],
+    )
 
 
 def _missing_keys(missing: list[str]) -> MissingKeys:

@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError
 
-from application.errors import Invalid, NotFound
+from application.errors import Invalid, NotFound, OnLegalHold
 from application.jobs import MESSAGE_CLEANUP, Job
 from application.messaging import Messaging
 from domain.conversation import Conversation
@@ -106,6 +106,8 @@ class Retention:
             if holds[cid]:
                 return "held"  # the read side had not seen the hold yet
             self.app.shred(ctx, message.id, "retention")
+        except OnLegalHold:
+            return "held"  # placed since the look above
         except (NotFound, Invalid):
             log.warning("retention could not shred message %s", message_id, exc_info=True)
             return "failed"

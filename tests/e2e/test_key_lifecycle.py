@@ -122,3 +122,35 @@ def test_shredding_makes_content_unreadable_and_keeps_the_events(runtime: Runtim
     assert after.status_code == 410
     unknown = courier(runtime, "shred", message_id, "--tenant", "clinic-b")
     assert unknown.returncode == 1 and "not found" in unknown.stderr
+
+
+def test_a_legal_hold_stops_a_shred_by_api_and_by_command_until_released(
+    runtime: Runtime,
+) -> None:
+    register_keys(runtime, "alice", "bob")
+    message_id = send_encrypted(runtime, "alice", "bob", "under investigation")
+    runtime.wait_done("alice", message_id)
+    conversation = runtime.message("alice", message_id)["conversationId"]
+    auditor, admin = auth("aud", roles=["auditor"]), auth("dpo", roles=["admin"])
+    hold = f"/api/audit/conversations/{conversation}/hold"
+    placed = runtime.http.put(hold, json={"reason": "case 7"}, headers=auditor)
+    assert placed.status_code == 200, placed.text
+    shred = f"/api/messages/{message_id}/shred"
+
+    refused = runtime.http.post(shred, json={"reason": "erasure"}, headers=admin)
+
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "legal_hold" and "legal hold" in error["message"]
+    assert "case 7" not in refused.text  # the auditor's reason is not the admin's to read
+    by_command = courier(runtime, "shred", message_id, "--tenant", "t1", "--reason", "erasure")
+    assert by_command.returncode == 1 and "legal hold" in by_command.stderr
+    assert vault_rows(runtime, message_id)  # every key is still there
+    readable = runtime.http.get(f"/api/messages/{message_id}/envelope", headers=auth("bob"))
+    assert readable.status_code == 200
+
+    released = runtime.http.request("DELETE", hold, json={"reason": "closed"}, headers=auditor)
+    assert released.status_code == 200, released.text
+    done = runtime.http.post(shred, json={"reason": "erasure"}, headers=admin)
+    assert done.status_code == 200, done.text
+    assert vault_rows(runtime, message_id) == {}
