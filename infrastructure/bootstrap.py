@@ -86,6 +86,9 @@ def make_engine(settings: Settings) -> Engine:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows (a shredded message's wrapped keys) are overwritten, not left in
+        # free pages of the file.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     return engine

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import Engine, select
 
-from infrastructure.settings import Settings, SettingsError
+from infrastructure.settings import Settings, SettingsError, secret_file
 from projections.chain import StoredNotification, Verdict, head, verify
 from projections.tables import audit_chain, audit_checkpoints
 
@@ -71,13 +71,7 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey | None:
 
 
 def _secret_file(path: Path) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = generate_signing_key()
-    path.write_text(value + "\n")
-    path.chmod(0o600)
-    return value
+    return secret_file(path, generate_signing_key)
 
 
 def _payload(checkpoint: dict[str, Any]) -> bytes:

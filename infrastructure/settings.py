@@ -6,7 +6,7 @@ import base64
 import binascii
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlparse
@@ -304,12 +304,24 @@ def queue_settings(env: Mapping[str, str]) -> dict[str, QueueSettings]:
 
 def _secret_file(path: Path, make: str) -> str:
     """A secret kept under the data dir for the embedded default, made on first start."""
+    return secret_file(path, lambda: make)
+
+
+def secret_file(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in a file of its own: read, or made and written to a file that is
+    0600 from its creation (never readable by others, not even for a moment); of two
+    processes making it at once, the second keeps the first one's."""
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(make + "\n")
-    path.chmod(0o600)
-    return make
+    value = make()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(value + "\n")
+    return value
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

@@ -114,3 +114,23 @@ def test_a_malformed_at_rest_key_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="EVENT_STORE_CIPHER_KEY"):
         load({**env, "EVENT_STORE_CIPHER_KEY": "c2hvcnQ="})
     assert "CIPHER_TOPIC" not in load(env).eventstore_env()
+
+
+def test_the_embedded_read_database_overwrites_what_it_deletes(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from infrastructure.bootstrap import make_engine
+
+    settings = load(
+        {
+            "COURIER_DATA_DIR": str(tmp_path),
+            "JWT_SECRET": "s" * 40,
+            "ENCRYPTION_MASTER_KEYS": generate_master_key_spec(),
+        }
+    )
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA secure_delete")).scalar() == 1
+    finally:
+        engine.dispose()

@@ -3,6 +3,7 @@ a connection that does not verify the server."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,3 +124,26 @@ def test_outside_production_any_sslmode_is_accepted_but_not_a_misspelt_one() -> 
 def test_sqlite_is_not_concerned(tmp_path: Any) -> None:
     s = load({"COURIER_DATA_DIR": str(tmp_path), "COURIER_ENV": "production"})
     assert s.embedded and "POSTGRES_LOCK_TIMEOUT" not in s.eventstore_env()
+
+
+def test_a_secret_file_is_private_from_its_creation_and_made_once(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from infrastructure.settings import secret_file
+
+    path = tmp_path / "var" / "secret"
+    made: list[str] = []
+
+    def make() -> str:
+        made.append("s3cret")
+        return "s3cret"
+
+    old = os.umask(0)  # a permissive umask must not make the file readable by others
+    try:
+        assert secret_file(path, make) == "s3cret"
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert secret_file(path, lambda: "another") == "s3cret"
+    assert made == ["s3cret"]
