@@ -302,8 +302,8 @@ def build(
     if settings.is_postgres:
         guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
     # On PostgreSQL a send's key-vault rows can ride along with its events.
-    put = eventstore.with_keys(messaging.events.put) if settings.is_postgres else None
-    committer = GroupCommitter(put or messaging.events.put)
+    put = messaging.events.put
+    committer = GroupCommitter(eventstore.with_keys(put) if settings.is_postgres else put)
     messaging.record_with(committer.submit)
     redis_client = None
     if settings.redis_url:
