@@ -36,6 +36,7 @@ from application.ports import (
     Keyring,
     KeyVault,
     VaultEntry,
+    message_key_context,
 )
 from application.search import blind_words
 from domain.access import ENVELOPE, MESSAGE, Access
@@ -595,9 +596,12 @@ class Messaging(Application[UUID]):
 
     def _server_seal(self, mid: UUID, content: str) -> tuple[dict[str, Any], list[VaultEntry]]:
         sealed = self.crypto.cipher.seal(content.encode("utf-8"), aad_for(mid))
-        key_id, wrapped = self.crypto.keyring.wrap(sealed.data_key)
         dek_id = new_id().hex
-        entry = VaultEntry(mid, f"{SERVICE_HOLDER}:{dek_id}", key_id, wrapped)
+        holder = f"{SERVICE_HOLDER}:{dek_id}"
+        key_id, wrapped = self.crypto.keyring.wrap(
+            sealed.data_key, message_key_context(mid, holder)
+        )
+        entry = VaultEntry(mid, holder, key_id, wrapped)
         envelope = {
             "ciphertext": b64(sealed.ciphertext),
             "iv": b64(sealed.iv),

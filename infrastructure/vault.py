@@ -101,13 +101,24 @@ class SqlKeyVault:
             )
         return int(result.rowcount or 0)
 
-    def entries_not_under(
-        self, holder_prefix: str, key_id: str, after: tuple[str, str] | None, limit: int
-    ) -> list[VaultEntry]:
-        query = select(key_vault).where(
+    def _to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> Any:
+        return and_(
             key_vault.c.holder.startswith(holder_prefix, autoescape=True),
-            key_vault.c.key_id != key_id,
+            or_(
+                key_vault.c.key_id != key_id,
+                func.length(key_vault.c.wrapped_key) == legacy_bytes,
+            ),
         )
+
+    def entries_to_rewrap(
+        self,
+        holder_prefix: str,
+        key_id: str,
+        legacy_bytes: int,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[VaultEntry]:
+        query = select(key_vault).where(self._to_rewrap(holder_prefix, key_id, legacy_bytes))
         if after is not None:
             message_id, holder = after
             query = query.where(
@@ -122,6 +133,19 @@ class SqlKeyVault:
         return [
             VaultEntry(UUID(r.message_id), r.holder, r.key_id, bytes(r.wrapped_key)) for r in rows
         ]
+
+    def count_to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> int:
+        query = select(func.count()).where(self._to_rewrap(holder_prefix, key_id, legacy_bytes))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def count_of_size(self, holder_prefix: str, size: int) -> int:
+        query = select(func.count()).where(
+            key_vault.c.holder.startswith(holder_prefix, autoescape=True),
+            func.length(key_vault.c.wrapped_key) == size,
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def count_by_key_id(self, holder_prefix: str) -> dict[str, int]:
         query = (

@@ -65,10 +65,14 @@ class FakeKeyring:
     def active_key_id(self) -> str:
         return "mk1"
 
-    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
+    @property
+    def legacy_wrap_bytes(self) -> int:
+        return 60
+
+    def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]:
         return "mk1", b"W" + data_key
 
-    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+    def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes:
         return wrapped[1:]
 
     def digest(self, data: bytes) -> str:
