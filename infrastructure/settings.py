@@ -70,6 +70,77 @@ def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
 
 
 @dataclass(frozen=True)
+class TokenRules:
+    """What a bearer token must also say (docs/SECURITY.md, "Access"): ``JWT_ISSUER``,
+    ``JWT_AUDIENCE`` (checked when set) and ``JWT_MAX_LIFETIME_SECONDS`` (``exp - iat``)."""
+
+    issuer: str | None = None
+    audience: str | None = None
+    max_lifetime: float = 3600.0
+
+
+MIN_JWT_SECRET_BYTES = 32
+MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def token_rules(env: Mapping[str, str]) -> TokenRules:
+    max_lifetime = _float(env, "JWT_MAX_LIFETIME_SECONDS", TokenRules.max_lifetime)
+    if max_lifetime <= 0:
+        raise SettingsError(f"JWT_MAX_LIFETIME_SECONDS must be more than 0, got {max_lifetime:g}")
+    return TokenRules(
+        issuer=env.get("JWT_ISSUER", "").strip() or None,
+        audience=env.get("JWT_AUDIENCE", "").strip() or None,
+        max_lifetime=max_lifetime,
+    )
+
+
+def _check_jwt_secret(secret: str) -> None:
+    size = len(secret.encode("utf-8"))
+    if size < MIN_JWT_SECRET_BYTES:
+        raise SettingsError(
+            f"JWT_SECRET is {size} bytes long; an HS256 secret must be at least "
+            f"{MIN_JWT_SECRET_BYTES} bytes of randomness. Make one with: {MAKE_A_SECRET}"
+        )
+
+
+def jwt_algorithm(public_key_pem: str) -> str:
+    """The one algorithm tokens signed by the identity provider's key may use: RS256 for
+    an RSA key, EdDSA for an Ed25519 key (never chosen by the token's own header)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(public_key_pem.strip().encode("ascii"))
+    except (ValueError, TypeError, UnicodeError):
+        key = None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise SettingsError(f"JWT_PUBLIC_KEY: an RSA key of {key.key_size} bits is too weak")
+        return "RS256"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise SettingsError(
+        "JWT_PUBLIC_KEY (or the file JWT_PUBLIC_KEY_FILE names) must be a PEM public key "
+        "(-----BEGIN PUBLIC KEY-----) of RSA, for RS256, or Ed25519, for EdDSA"
+    )
+
+
+def _jwt_public_key(env: Mapping[str, str]) -> str | None:
+    inline, path = env.get("JWT_PUBLIC_KEY") or "", env.get("JWT_PUBLIC_KEY_FILE") or ""
+    if inline and path:
+        raise SettingsError("set JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE, not both")
+    if path:
+        try:
+            inline = Path(path).read_text()
+        except OSError as error:
+            raise SettingsError(f"JWT_PUBLIC_KEY_FILE {path!r} cannot be read: {error}") from None
+    if not inline:
+        return None
+    jwt_algorithm(inline)
+    return inline
+
+
+@dataclass(frozen=True)
 class Limits:
     """What one client may send (docs/SECURITY.md, "Hostile input"): ``HTTP_*``, ``WS_*``,
     ``RATE_LIMIT_*``, ``JWT_LEEWAY_SECONDS``. A rate limit of 0 is off."""
@@ -146,6 +217,7 @@ class Settings:
     job_runs_retention_days: float = 7.0
     retention_interval: float = 3600.0
     limits: Limits = field(default_factory=Limits)
+    tokens: TokenRules = field(default_factory=TokenRules)
 
     @property
     def embedded(self) -> bool:
@@ -338,6 +410,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if embedded:
         Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     jwt_secret = env.get("JWT_SECRET") or ""
+    jwt_public_key = _jwt_public_key(env)
     master_keys = env.get("ENCRYPTION_MASTER_KEYS") or ""
     if embedded:
         jwt_secret = jwt_secret or _secret_file(data_dir / "jwt-secret", secrets.token_urlsafe(48))
@@ -346,16 +419,19 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
             master_keys = _secret_file(data_dir / "master-keys", generate_master_key_spec())
     else:
-        if not jwt_secret:
+        if not jwt_secret and not jwt_public_key:
             raise SettingsError(
                 "JWT_SECRET is missing, and has no default outside the embedded runtime: "
-                "set it to a long random string shared by every API process"
+                f"set it to at least {MIN_JWT_SECRET_BYTES} random bytes shared by every API "
+                f"process ({MAKE_A_SECRET})"
             )
         if not master_keys:
             raise SettingsError(
                 "ENCRYPTION_MASTER_KEYS is missing, and has no default outside the embedded "
                 "runtime: run `courier keys generate` and share the value with every process"
             )
+    if jwt_secret or not jwt_public_key:
+        _check_jwt_secret(jwt_secret)
     _check_cipher_key(env.get(EVENT_STORE_CIPHER_KEY, ""))
     _check_database_tls(env, database_url)
     max_content_bytes = _int(env, "MAX_CONTENT_BYTES", 65536)
@@ -373,7 +449,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         broker_url=env.get("BROKER_URL") or "memory://",
         redis_url=env.get("REDIS_URL") or None,
         jwt_secret=jwt_secret,
-        jwt_public_key=env.get("JWT_PUBLIC_KEY") or None,
+        jwt_public_key=jwt_public_key,
         master_keys=master_keys,
         queues=queue_settings(env),
         max_content_bytes=max_content_bytes,
@@ -401,4 +477,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         retention_interval=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
         notifications=notification_settings(env),
         limits=limits(env, max_content_bytes),
+        tokens=token_rules(env),
     )

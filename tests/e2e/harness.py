@@ -46,6 +46,7 @@ def token(user: str, tenant: str = "t1", roles: list[str] | None = None, ttl: in
         "sub": user,
         "tenant": tenant,
         "roles": roles or ["user"],
+        "iat": int(time.time()),
         "exp": int(time.time()) + ttl,
     }
     return jwt.encode(claims, JWT_SECRET, algorithm="HS256")

@@ -183,7 +183,8 @@ def client(container: FakeContainer) -> Iterator[TestClient]:
 
 
 def token(user: str = "alice", tenant: str = TENANT, **claims: Any) -> str:
-    body: dict[str, Any] = {"sub": user, "tenant": tenant, "exp": int(time.time()) + 600}
+    now = int(time.time())
+    body: dict[str, Any] = {"sub": user, "tenant": tenant, "iat": now, "exp": now + 600}
     body.update(claims)
     return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
 
@@ -247,7 +248,7 @@ def test_every_api_route_needs_a_token(client: TestClient, endpoint: Any) -> Non
 
 def test_bad_tokens_are_401(client: TestClient) -> None:
     now = int(time.time())
-    claims = {"sub": "alice", "tenant": TENANT, "exp": now + 600}
+    claims = {"sub": "alice", "tenant": TENANT, "iat": now, "exp": now + 600}
     forged = jwt.encode(claims, "another-secret-" + "x" * 40, algorithm="HS256")
     expired = token(exp=now - 31 - 5)
     alg_none = _unsigned(claims, {"alg": "none", "typ": "JWT"})
@@ -269,9 +270,10 @@ def test_expiry_has_thirty_seconds_of_leeway(client: TestClient) -> None:
     assert r.status_code == 202
 
 
-@pytest.mark.parametrize("missing", ["sub", "tenant", "exp"])
+@pytest.mark.parametrize("missing", ["sub", "tenant", "exp", "iat"])
 def test_a_token_without_sub_tenant_or_exp_is_401(client: TestClient, missing: str) -> None:
-    claims: dict[str, Any] = {"sub": "alice", "tenant": TENANT, "exp": int(time.time()) + 60}
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": "alice", "tenant": TENANT, "iat": now, "exp": now + 60}
     del claims[missing]
     headers = {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
     r = client.get(f"/api/messages/{uuid.uuid4()}", headers=headers)
@@ -337,7 +339,8 @@ def test_with_an_rs256_key_only_rs256_is_accepted() -> None:
         .decode()
     )
     settings = make_settings(jwt_public_key=public_pem)
-    claims = {"sub": "alice", "tenant": TENANT, "exp": int(time.time()) + 60}
+    now = int(time.time())
+    claims = {"sub": "alice", "tenant": TENANT, "iat": now, "exp": now + 60}
     good = jwt.encode(claims, private, algorithm="RS256")
     assert decode_token(good, settings).user_id == "alice"
     # The classic confusion: HS256 "signed" with the public key as the secret.
