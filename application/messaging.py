@@ -20,6 +20,7 @@ from eventsourcing.persistence import IntegrityError, Recording
 from application.errors import (
     Conflict,
     ContentShredded,
+    EncryptionRequired,
     Forbidden,
     Invalid,
     MissingKeys,
@@ -167,6 +168,9 @@ class Messaging(Application[UUID]):
         self._get_async: Callable[[list[UUID]], Awaitable[list[Any]]] | None = None
         self._unheard: int | None = None  # newest position saved on the loop, not yet told
         self._known_key_holders = KnownIds()
+        # REQUIRE_ENCRYPTION: every tenant's messages must be encrypted (server-sealed or
+        # end-to-end); a plain-text send is refused before anything is stored.
+        self.require_encryption = False
 
     def record_with(self, put: Callable[[list[Any]], list[Recording[UUID]]]) -> None:
         """Route every save through ``put`` (e.g. a group committer)."""
@@ -552,6 +556,12 @@ class Messaging(Application[UUID]):
             raise Invalid("the conversation has no other participant to send to")
         meta = ctx.as_meta()
         encrypted = outgoing.encrypted or outgoing.sealed is not None
+        if not encrypted and self.require_encryption:
+            raise EncryptionRequired(
+                "this service requires every message to be encrypted (REQUIRE_ENCRYPTION): "
+                'send "encrypted": true, or "sealed" content',
+                [{"field": "encrypted", "issue": "must be true, or the content sealed"}],
+            )
         sealed: dict[str, Any] | None = None
         vault: list[VaultEntry] = []
         search_tokens: list[str] | None = None

@@ -73,8 +73,10 @@ class Processor:
         notifier: Notifier,
         indexer: Indexer,
         retention: Retention | None = None,
+        notify_preview: bool = False,
     ) -> None:
         self.app = app
+        self.notify_preview = notify_preview  # NOTIFY_PREVIEW: content in notifications
         self.presence = presence
         self.notifier = notifier
         self.indexer = indexer
@@ -248,7 +250,7 @@ class Processor:
             raise JobNotReady("the batch is not delivered yet")
         offline = [u for u in recipients if u in message.offline]
         online = [u for u in recipients if u not in message.offline]
-        return notice_for(message), offline, online
+        return notice_for(message, self.notify_preview), offline, online
 
     def index(self, job: Job) -> Outcome:
         message = self._message(job)

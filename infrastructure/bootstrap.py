@@ -299,6 +299,7 @@ def build(
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
     messaging = open_messaging(crypto, settings)
+    messaging.require_encryption = settings.require_encryption
     if settings.is_postgres:
         guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
     # On PostgreSQL a send's key-vault rows can ride along with its events.
@@ -351,7 +352,14 @@ def build(
             container.contacts, SqlSendLog(engine), channels_from(settings.notifications)
         )
         retention = Retention(messaging, container.audit, settings.retention_days)
-        processor = Processor(messaging, presence, notifier, FlagIndexer(), retention)
+        processor = Processor(
+            messaging,
+            presence,
+            notifier,
+            FlagIndexer(),
+            retention,
+            notify_preview=settings.notifications.preview,
+        )
         batches = BatchProcessor(processor, Loader(messaging, event_reader(messaging.recorder)))
         job_runner = JobRunner(
             processor,

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlparse
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlparse
 
 from application.jobs import DEFAULT_QUEUE_SETTINGS, QUEUES, QueueSettings
 
@@ -40,6 +40,7 @@ class NotificationSettings:
     sms_api_key: str | None = field(default=None, repr=False)
     sms_from: str = "Courier"
     timeout_seconds: float = 5.0
+    preview: bool = False  # NOTIFY_PREVIEW: plain messages' text in notifications
 
 
 def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
@@ -56,6 +57,7 @@ def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
             raise SettingsError(
                 f"{key} must be a URL starting with {' or '.join(s + '://' for s in allowed)}"
             )
+    _check_smtp_tls(env)
     defaults = NotificationSettings()
     return NotificationSettings(
         smtp_url=env.get("SMTP_URL") or None,
@@ -66,7 +68,40 @@ def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
         sms_api_key=env.get("SMS_API_KEY") or None,
         sms_from=env.get("SMS_FROM") or defaults.sms_from,
         timeout_seconds=_float(env, "NOTIFY_TIMEOUT_SECONDS", defaults.timeout_seconds),
+        preview=flag(env, "NOTIFY_PREVIEW"),
     )
+
+
+def smtp_starttls(url: str) -> bool:
+    """Whether an ``smtp://`` URL asks for STARTTLS (``?starttls=1``)."""
+    value = parse_qs(urlparse(url).query).get("starttls", ["0"])[0]
+    return value.strip().lower() in TRUE
+
+
+def _check_smtp_tls(env: Mapping[str, str]) -> None:
+    """Mail leaves the host: ``smtp://`` without STARTTLS only when explicitly allowed."""
+    url = env.get("SMTP_URL") or ""
+    if urlparse(url).scheme != "smtp" or smtp_starttls(url) or flag(env, "SMTP_ALLOW_PLAINTEXT"):
+        return
+    raise SettingsError(
+        "SMTP_URL is smtp:// without STARTTLS: mail, and the SMTP password, would cross the "
+        "network in plain text. Use smtps://host:465, or add ?starttls=1 (port 587), or set "
+        "SMTP_ALLOW_PLAINTEXT=1 to accept it knowingly (e.g. a relay on localhost)"
+    )
+
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+def flag(env: Mapping[str, str], key: str) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off (unset: no)."""
+    value = (env.get(key) or "").strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise SettingsError(f"{key} must be 1 or 0 (true/false, yes/no, on/off), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -218,6 +253,7 @@ class Settings:
     retention_interval: float = 3600.0
     limits: Limits = field(default_factory=Limits)
     tokens: TokenRules = field(default_factory=TokenRules)
+    require_encryption: bool = False  # REQUIRE_ENCRYPTION: plain-text sends answer 422
 
     @property
     def embedded(self) -> bool:
@@ -478,4 +514,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         notifications=notification_settings(env),
         limits=limits(env, max_content_bytes),
         tokens=token_rules(env),
+        require_encryption=flag(env, "REQUIRE_ENCRYPTION"),
     )
