@@ -381,8 +381,11 @@ def test_a_service_wrap_copied_from_another_message_is_refused(
     holder = f"{SERVICE_HOLDER}:{_dek(app, mine)}"
     vault.put([VaultEntry(mine, holder, copied.key_id, copied.wrapped_key)])
 
-    with pytest.raises(ForeignWrappedKey, match="not bound to it"):
+    with pytest.raises(ForeignWrappedKey, match="not bound to it") as refused:
         encrypt(app, mine)
+    assert describe(refused.value).startswith(
+        f"ForeignWrappedKey: the service's wrapped data key of message {mine}"
+    )
     assert sorted(k[1] for k in vault.rows if k[0] == str(mine)) == [holder]  # nothing wrapped
     assert app.get_message(TENANT, mine).encryption is None
 
