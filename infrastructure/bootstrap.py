@@ -19,6 +19,7 @@ from application.batches import BatchProcessor
 from application.jobs import QueueSettings
 from application.loading import Loader
 from application.messaging import Crypto, Messaging
+from application.policies import JOB_EVENTS
 from application.processing import Processor
 from application.retention import Retention
 from infrastructure import eventstore
@@ -45,7 +46,7 @@ from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
 from projections.catalog import PROJECTIONS as VIEWS
 from projections.messages import MessageQueriesSQL
-from projections.runner import ApplicationLog, Following, ProjectionRunner
+from projections.runner import ApplicationLog, Following, ProjectionRunner, SelectiveLog
 from projections.shared import SharedFollower
 
 log = logging.getLogger("courier")
@@ -373,7 +374,7 @@ def build(
     if everything or role == RELAY:
         container.relay = Relay(
             messaging,
-            log_,
+            SelectiveLog(log_, JOB_EVENTS),
             engine,
             broker,
             delayed,
