@@ -1,4 +1,4 @@
-"""Short-lived, single-use WebSocket tickets (docs/REALTIME.md, "Tickets").
+"""Short-lived, single-use WebSocket tickets (docs/REALTIME.md, "Connecting").
 
 ``POST /api/ws/ticket`` issues one; ``/ws?ticket=`` redeems it, once, before it expires.
 A ticket is 256 random bits; the store keeps what it stands for under the ticket's

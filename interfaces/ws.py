@@ -81,7 +81,7 @@ async def _refuse(websocket: WebSocket, status: int, message: str) -> None:
 
 
 def origin_allowed(origin: str | None, host: str, settings: Settings) -> bool:
-    """Whether a page of ``origin`` may open the socket (docs/REALTIME.md, "Origins").
+    """Whether a page of ``origin`` may open the socket (docs/REALTIME.md, "Connecting").
 
     No ``Origin`` header: not a browser, which the token or ticket alone admits. With
     ``WS_ALLOWED_ORIGINS`` set, only those origins (``*``: any); unset, the page's own
