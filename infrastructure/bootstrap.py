@@ -41,6 +41,7 @@ from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Ru
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
 from infrastructure.storegate import guard
+from infrastructure.tickets import LocalTickets, RedisTickets, Tickets
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
@@ -150,6 +151,7 @@ class Container:
     hub: Any = None
     committer: GroupCommitter | None = None
     limiter: RateLimiter | None = None
+    tickets: Tickets = field(default_factory=LocalTickets)
 
     @property
     def event_log(self) -> ApplicationLog:
@@ -337,6 +339,7 @@ def build(
         chain=ChainKeeper(messaging.recorder, engine, signing_key(settings)),
         redis=redis_client,
         committer=committer,
+        tickets=RedisTickets(redis_client) if redis_client is not None else LocalTickets(),
     )
     if role in (SERVE, ALL):
         container.limiter = rate_limiter(settings)
