@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError, Recording
 
 from application.errors import (
@@ -211,6 +212,23 @@ class Messaging(Application[UUID]):
         if position:
             for listener in list(self._listeners):
                 listener(position)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """eventsourcing's ``save``, with events taken as they are: its
+        ``collect_events`` tells an event from an aggregate with a runtime Protocol
+        check, which cost a unit of work of the worker a twentieth of its time."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, DomainEvent):
+                processing_event.events.append(obj)
+            elif obj is not None:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # eventsourcing's (deprecated) hook
+        return recordings
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         if self._put is None or processing_event.tracking is not None:

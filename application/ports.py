@@ -179,7 +179,7 @@ class MessageQueries(Protocol):
     """The read side, as the interfaces see it (plain dicts, camelCase)."""
 
     def conversation_messages(
-        self, tenant_id: str, conversation_id: UUID, limit: int, before: str | None
+        self, tenant_id: str, user_id: str, conversation_id: UUID, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]: ...
 
     def delivered_since(

@@ -205,6 +205,19 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _ws_origins(raw: str) -> tuple[str, ...]:
+    """``WS_ALLOWED_ORIGINS``: exact origins (as ``CORS_ORIGINS``), or ``*`` for any."""
+    if raw.strip() == "*":
+        return ("*",)
+    try:
+        return _origins(raw)
+    except SettingsError:
+        raise SettingsError(
+            "WS_ALLOWED_ORIGINS must be * or a comma-separated list of origins such as "
+            "https://app.example.org (scheme and host, no path)"
+        ) from None
+
+
 def limits(env: Mapping[str, str], max_content_bytes: int) -> Limits:
     """The request, WebSocket and rate limits; the body cap fits the largest message."""
     d = Limits()
@@ -240,6 +253,9 @@ class Settings:
     ws_send_queue: int = 256
     ws_idle_seconds: float = 120.0
     ws_max_per_user: int = 16
+    # Origins whose pages may open the WebSocket; empty: the page's own (and CORS_ORIGINS).
+    ws_allowed_origins: tuple[str, ...] = ()
+    ws_ticket_seconds: int = 30  # a WebSocket ticket's life (single use)
     poll_interval: float = 0.05
     reconcile_after: float = 60.0
     visibility_timeout: float = 660.0
@@ -495,6 +511,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ws_send_queue=_int(env, "WS_SEND_QUEUE", 256),
         ws_idle_seconds=_float(env, "WS_IDLE_SECONDS", 120.0),
         ws_max_per_user=max(1, _int(env, "WS_MAX_PER_USER", 16)),
+        ws_allowed_origins=_ws_origins(env.get("WS_ALLOWED_ORIGINS", "")),
+        ws_ticket_seconds=min(300, max(1, _int(env, "WS_TICKET_SECONDS", 30))),
         poll_interval=_float(env, "COURIER_POLL_INTERVAL", 0.05),
         background_nice=min(19, max(0, _int(env, "BACKGROUND_NICE", 10))),
         lock_timeout=_timeout_seconds(env, "POSTGRES_LOCK_TIMEOUT", 2),

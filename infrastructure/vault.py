@@ -7,12 +7,21 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from psycopg import sql
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from application.ports import VaultEntry
 from infrastructure.groupcommit import GroupCommitter
+from projections.bulk import driver, qualified
 from projections.tables import key_vault
+
+_UPSERT_ARRAYS = sql.SQL(
+    "INSERT INTO {} (message_id, holder, key_id, wrapped_key, created_at) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::timestamptz[]) "
+    "ON CONFLICT (message_id, holder) DO UPDATE "
+    "SET key_id = EXCLUDED.key_id, wrapped_key = EXCLUDED.wrapped_key"
+)
 
 
 class SqlKeyVault:
@@ -49,18 +58,35 @@ class SqlKeyVault:
         now = datetime.now(UTC)
         # One statement may not touch a row twice: the last write of a key wins.
         latest = {(e.message_id, e.holder): e for e in entries}
-        rows = [
-            {
-                "message_id": str(e.message_id),
-                "holder": e.holder,
-                "key_id": e.key_id,
-                "wrapped_key": e.wrapped_key,
-                "created_at": now,
-            }
-            for e in latest.values()
-        ]
         with self.engine.begin() as conn:
-            conn.execute(self._upsert, rows)
+            if conn.dialect.name == "postgresql":
+                # One statement of fixed text with a column array each: a unit of work
+                # writes a key per participant of every message it encrypts.
+                driver(conn).execute(
+                    _UPSERT_ARRAYS.format(qualified(conn, key_vault)),
+                    (
+                        [str(m) for m, _ in latest],
+                        [h for _, h in latest],
+                        [e.key_id for e in latest.values()],
+                        [e.wrapped_key for e in latest.values()],
+                        [now] * len(latest),
+                    ),
+                    prepare=True,
+                )
+            else:
+                conn.execute(
+                    self._upsert,
+                    [
+                        {
+                            "message_id": str(e.message_id),
+                            "holder": e.holder,
+                            "key_id": e.key_id,
+                            "wrapped_key": e.wrapped_key,
+                            "created_at": now,
+                        }
+                        for e in latest.values()
+                    ],
+                )
         return []
 
     def get(self, message_id: UUID, holder: str) -> VaultEntry | None:

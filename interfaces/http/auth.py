@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import time
 from collections.abc import Collection, Sequence
@@ -227,6 +228,25 @@ def require_role(principal: Principal, roles: Collection[str]) -> None:
     """Roles do not imply one another (docs/API.md §3): one of ``roles`` itself is needed."""
     if principal.roles.isdisjoint(roles):
         raise RoleRequired(f"this needs the role {' or '.join(sorted(roles))}")
+
+
+def ticket_payload(principal: Principal, token: str) -> str:
+    """What a WebSocket ticket stands for: the (verified) token's caller, roles and expiry."""
+    exp = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
+    ctx = principal.context
+    roles = [ctx.actor_role, *sorted(principal.roles - {ctx.actor_role})]
+    return json.dumps({"sub": ctx.actor_id, "tenant": ctx.tenant_id, "roles": roles, "exp": exp})
+
+
+def ticket_principal(
+    payload: str, *, correlation_id: str = "", source_ip: str = "", user_agent: str = ""
+) -> tuple[Principal, float]:
+    """The caller a redeemed ticket stands for, and when its token expires (Unix time)."""
+    data = json.loads(payload)
+    verified = _Verified(
+        str(data["sub"]), str(data["tenant"]), tuple(data["roles"]), float(data["exp"])
+    )
+    return verified.principal(correlation_id, source_ip, user_agent), verified.expires
 
 
 def mint_token(

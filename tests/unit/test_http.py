@@ -106,9 +106,9 @@ class FakeQueries:
         return self.calls[-1]
 
     def conversation_messages(
-        self, tenant_id: str, conversation_id: UUID, limit: int, before: str | None
+        self, tenant_id: str, user_id: str, conversation_id: UUID, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        self.calls.append(("page", tenant_id, conversation_id, limit, before))
+        self.calls.append(("page", tenant_id, user_id, conversation_id, limit, before))
         if self.failure is not None:
             raise self.failure
         return [{"id": "m1"}], "next-1"
@@ -414,10 +414,10 @@ def test_conversation_messages_checks_membership_then_asks_the_read_side(
     r = client.get(f"/api/conversations/{cid}/messages", headers=auth("bob"))
     assert r.status_code == 200
     assert r.json() == {"items": [{"id": "m1"}], "nextCursor": "next-1"}
-    assert container.queries.last() == ("page", TENANT, UUID(cid), 50, None)
+    assert container.queries.last() == ("page", TENANT, "bob", UUID(cid), 50, None)
     r = client.get(f"/api/conversations/{cid}/messages?limit=200&before=c1", headers=auth())
     assert r.status_code == 200
-    assert container.queries.last() == ("page", TENANT, UUID(cid), 200, "c1")
+    assert container.queries.last() == ("page", TENANT, "alice", UUID(cid), 200, "c1")
     calls = len(container.queries.calls)
     for bad in ("0", "201", "ten", "-1", "9" * 50):
         r = client.get(f"/api/conversations/{cid}/messages?limit={bad}", headers=auth())
