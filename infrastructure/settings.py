@@ -114,12 +114,20 @@ class TokenRules:
     max_lifetime: float = 3600.0
 
 
+# ``JWT_MAX_LIFETIME_SECONDS`` when unset: an hour under ``COURIER_ENV=production``; a day
+# elsewhere (development, tests, benchmarks), where tools mint tokens for a whole run.
+PRODUCTION_TOKEN_LIFETIME = 3600.0
+OTHER_TOKEN_LIFETIME = 86400.0
+
+
 MIN_JWT_SECRET_BYTES = 32
 MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 def token_rules(env: Mapping[str, str]) -> TokenRules:
-    max_lifetime = _float(env, "JWT_MAX_LIFETIME_SECONDS", TokenRules.max_lifetime)
+    production = env.get("COURIER_ENV", "").strip().lower() == PRODUCTION
+    default = PRODUCTION_TOKEN_LIFETIME if production else OTHER_TOKEN_LIFETIME
+    max_lifetime = _float(env, "JWT_MAX_LIFETIME_SECONDS", default)
     if max_lifetime <= 0:
         raise SettingsError(f"JWT_MAX_LIFETIME_SECONDS must be more than 0, got {max_lifetime:g}")
     return TokenRules(

@@ -42,8 +42,11 @@ def refusal(token: str, s: Settings) -> str:
 # ---- lifetime ----------------------------------------------------------------------------
 
 
-def test_a_token_may_live_an_hour_by_default_and_no_longer() -> None:
-    s = settings()
+PRODUCTION = {"COURIER_ENV": "production", "ALLOW_INSECURE_DATABASE": "1"}
+
+
+def test_in_production_a_token_may_live_an_hour_by_default_and_no_longer() -> None:
+    s = settings(**PRODUCTION)
     now = int(time.time())
     assert s.tokens.max_lifetime == 3600
     assert decode_token(signed(iat=now, exp=now + 3600), s).user_id == "alice"
@@ -51,6 +54,14 @@ def test_a_token_may_live_an_hour_by_default_and_no_longer() -> None:
     assert "3601 s" in message and "JWT_MAX_LIFETIME_SECONDS" in message
     # A token of the past that was long-lived is refused the same way.
     assert "longer than" in refusal(signed(iat=now - 86_000, exp=now + 400), s)
+
+
+def test_elsewhere_a_token_may_live_a_day_by_default_and_no_longer() -> None:
+    s = settings()
+    now = int(time.time())
+    assert s.tokens.max_lifetime == 86400
+    assert decode_token(signed(iat=now, exp=now + 86400), s).user_id == "alice"
+    assert "longer than" in refusal(signed(iat=now, exp=now + 86401), s)
 
 
 def test_a_token_without_iat_or_exp_is_refused() -> None:
@@ -73,11 +84,12 @@ def test_a_bench_driver_token_passes_within_the_cap() -> None:
     issued = int(time.time())
     claims = {"sub": "u1", "tenant": "bench", "roles": ["user"], "iat": issued}
     token = jwt.encode({**claims, "exp": issued + 7800}, SECRET, algorithm="HS256")
+    assert decode_token(token, settings()).user_id == "u1"  # the default outside production
     assert decode_token(token, settings(JWT_MAX_LIFETIME_SECONDS="7800")).user_id == "u1"
 
 
 def test_courier_token_will_not_mint_past_the_cap() -> None:
-    s = settings()
+    s = settings(**PRODUCTION)
     assert decode_token(mint_token(s, "dora", "t1", ["user"], 3600), s).user_id == "dora"
     with pytest.raises(AuthError, match="JWT_MAX_LIFETIME_SECONDS"):
         mint_token(s, "dora", "t1", ["user"], 3601)
@@ -140,7 +152,7 @@ def test_an_ed25519_key_file_verifies_eddsa_tokens_only(tmp_path: Path) -> None:
     refusal(signed(ed25519.Ed25519PrivateKey.generate(), "EdDSA"), s)
     refusal(signed(SECRET, "HS256"), s)
     refusal(signed(rsa.generate_private_key(65537, 2048), "RS256"), s)
-    assert "longer than" in refusal(signed(idp, "EdDSA", exp=int(time.time()) + 7200), s)
+    assert "longer than" in refusal(signed(idp, "EdDSA", exp=int(time.time()) + 86_400 + 60), s)
 
 
 def test_an_rsa_key_file_verifies_rs256_tokens(tmp_path: Path) -> None:
