@@ -39,7 +39,7 @@ from infrastructure.queues import QueueMonitor
 from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Rule, Windows
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
-from infrastructure.storegate import guard
+from infrastructure.storegate import StoreGate, guard
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
@@ -149,6 +149,7 @@ class Container:
     hub: Any = None
     committer: GroupCommitter | None = None
     limiter: RateLimiter | None = None
+    store_gate: StoreGate | None = None
 
     @property
     def event_log(self) -> ApplicationLog:
@@ -299,8 +300,8 @@ def build(
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
     messaging = open_messaging(crypto, settings)
-    if settings.is_postgres:
-        guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
+    # Fail fast (503) while PostgreSQL is down.
+    gate = guard(messaging.recorder) if settings.is_postgres else None
     # On PostgreSQL a send's key-vault rows can ride along with its events.
     put = messaging.events.put
     committer = GroupCommitter(eventstore.with_keys(put) if settings.is_postgres else put)
@@ -336,6 +337,7 @@ def build(
         chain=ChainKeeper(messaging.recorder, engine, signing_key(settings)),
         redis=redis_client,
         committer=committer,
+        store_gate=gate,
     )
     if role in (SERVE, ALL):
         container.limiter = rate_limiter(settings)
