@@ -155,3 +155,30 @@ def test_every_metric_the_alert_rules_use_is_exported(runtime: Runtime) -> None:
         text, "courier_http_requests_total", route="unmatched", method="GET", status="404"
     )
     assert "path-zq" not in text
+
+
+def test_figures_of_other_processes_come_from_shared_state(services: Runtime) -> None:
+    """The API reports a job that waits for a stopped worker, and no leader once the
+    relay is gone, from the database alone."""
+    http = services.http
+    services.processes["worker"].stop()
+    sent = http.post(
+        "/api/messages/direct",
+        json={"recipientId": "metrics-r", "content": "waits for a worker"},
+        headers=auth("metrics-s"),
+    )
+    assert sent.status_code == 202, sent.text
+
+    def waiting_age() -> float | None:
+        text = http.get("/metrics").text
+        age = sample(text, "courier_queue_oldest_waiting_seconds", queue="MESSAGE_DELIVERY")
+        return age if age is not None and age >= 0.5 else None
+
+    wait_for(waiting_age, 30, "the undelivered job to show as waiting")
+    assert sample(http.get("/metrics").text, "courier_relay_leader") == 1.0
+    services.processes["relay"].stop()
+    wait_for(
+        lambda: sample(http.get("/metrics").text, "courier_relay_leader") == 0.0,
+        30,
+        "the relay's leader lock to be released",
+    )
