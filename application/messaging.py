@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hmac
 import json
 import threading
 from collections import OrderedDict
@@ -32,6 +33,9 @@ from application.errors import (
 from application.jobs import BadJobId, Job
 from application.policies import first_jobs
 from application.ports import (
+    DIGEST_HOLDER,
+    DIGEST_REF,
+    SEARCH_HOLDER,
     BlindIndex,
     Cipher,
     InvalidPublicKey,
@@ -541,14 +545,30 @@ class Messaging(Application[UUID]):
             or message.sender_id != ctx.actor_id
         ):
             raise Conflict("clientMessageId is already used")
-        if message.content_digest != digest:
+        stored = self._stored_digest(message)
+        if stored is None:
+            raise Conflict(
+                "clientMessageId was used by a message since shredded: send with a new one"
+            )
+        if not hmac.compare_digest(stored, digest):
             raise Conflict("clientMessageId was already used for a different message")
         return SendResult(message, first_jobs(message, ctx.correlation_id), created=False)
+
+    def _stored_digest(self, message: Message) -> str | None:
+        """The digest of the send that made ``message``: in the key vault under the
+        reference its ``Created`` names (None once shredded), or, in events recorded
+        before digests left the log, the digest itself."""
+        reference = message.content_digest
+        if not reference.startswith(DIGEST_REF):
+            return reference or None
+        entry = self.crypto.vault.get(message.id, DIGEST_HOLDER + reference[len(DIGEST_REF) :])
+        return None if entry is None else entry.wrapped_key.decode("ascii")
 
     def _digest(self, target: str, outgoing: Outgoing) -> str:
         """What tells a repeated idempotent send from a different one: only a send with a
         ``clientMessageId`` has one. Others carry none, so that identical messages are
-        not linkable by it."""
+        not linkable by it. It is kept in the key vault, never in the event log, so that
+        shredding the message destroys it with the keys."""
         if outgoing.client_message_id is None:
             return ""
         canonical = json.dumps(
@@ -589,8 +609,18 @@ class Messaging(Application[UUID]):
             self._require_keys(ctx.tenant_id, [ctx.actor_id, *recipients])
             sealed, vault = self._server_seal(mid, outgoing.content or "")
             search_tokens = self._search_tokens(ctx.tenant_id, outgoing)
+        # What is derived from the content goes in the key vault, deleted by shredding,
+        # beside the keys (in their write: no round trip of its own), never in the log.
+        # A send with a clientMessageId names its rows by a random reference, so that
+        # a concurrent send of the same id cannot overwrite the winner's.
+        reference = new_id().hex if digest else ""
+        if digest:
+            vault.append(VaultEntry(mid, DIGEST_HOLDER + reference, "hmac", digest.encode()))
+        if search_tokens:
+            tokens = "\n".join(search_tokens).encode()
+            vault.append(VaultEntry(mid, SEARCH_HOLDER + reference, "blind-index", tokens))
         message = Message(
-            search_tokens=search_tokens,
+            search_tokens=None,
             id=mid,
             tenant_id=ctx.tenant_id,
             conversation_id=conversation.id,
@@ -603,7 +633,7 @@ class Messaging(Application[UUID]):
             content=None if encrypted else outgoing.content,
             sealed=sealed,
             end_to_end=outgoing.sealed is not None,
-            content_digest=digest,
+            content_digest=DIGEST_REF + reference if digest else "",
             client_message_id=outgoing.client_message_id,
             meta=meta,
         )

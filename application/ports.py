@@ -65,9 +65,31 @@ def index_key_context(tenant_id: str) -> str:
 @dataclass(frozen=True)
 class VaultEntry:
     message_id: UUID
-    holder: str  # "service:<data key id>" (key_id: a master key id) or a user id
+    # "service:<data key id>" (key_id: a master key id) or a user id: a wrapped data key.
+    # Or what must die with the message's keys (never in the event log): DIGEST_HOLDER +
+    # the send's reference (the HMAC that tells a repeated clientMessageId send from a
+    # different one), SEARCH_HOLDER [+ reference] (a server-sealed message's blind-index
+    # tokens, one per line).
+    holder: str
     key_id: str
     wrapped_key: bytes
+
+
+DIGEST_HOLDER = "digest:"
+SEARCH_HOLDER = "search:"
+# ``Message.Created.content_digest`` of a send with a clientMessageId: this prefix and the
+# reference of its key-vault rows (events recorded before: the digest itself).
+DIGEST_REF = "vault:"
+
+
+def vault_reference(content_digest: str) -> str:
+    """The reference of a message's key-vault rows, from its ``content_digest``."""
+    return content_digest[len(DIGEST_REF) :] if content_digest.startswith(DIGEST_REF) else ""
+
+
+def holds_key(holder: str) -> bool:
+    """Whether a vault row of this holder is a wrapped data key (not a digest or tokens)."""
+    return not holder.startswith((DIGEST_HOLDER, SEARCH_HOLDER))
 
 
 class KeyVault(Protocol):
@@ -76,7 +98,9 @@ class KeyVault(Protocol):
     def put(self, entries: list[VaultEntry]) -> None: ...
     def get(self, message_id: UUID, holder: str) -> VaultEntry | None: ...
     def get_many(self, wanted: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], VaultEntry]: ...
-    def shred(self, message_id: UUID) -> int: ...
+    def shred(self, message_id: UUID) -> int:
+        """Delete every row of the message; how many were wrapped keys (``holds_key``)."""
+        ...
 
     def entries_to_rewrap(
         self,

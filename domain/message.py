@@ -62,10 +62,13 @@ class Message(Aggregate):
         content: str | None
         sealed: dict[str, Any] | None
         end_to_end: bool
+        # Nothing derived from the content is recorded here: with a clientMessageId,
+        # "vault:<reference>" names the key-vault rows (deleted by shredding) holding the
+        # send's digest and tokens; else "". Events recorded before held the digest.
         content_digest: str
         client_message_id: str | None
-        # Blind-index tokens of an encrypted message's words, for the search view
-        # (HMACs under the tenant's index key, never the words); None otherwise.
+        # Always None now (the tokens are in the key vault); events recorded before held
+        # a server-sealed message's blind-index tokens here.
         search_tokens: list[str] | None = None
 
     class EncryptionQueued(Event):

@@ -40,7 +40,7 @@ from infrastructure.queues import QueueMonitor
 from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Rule, Windows
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
-from infrastructure.storegate import guard
+from infrastructure.storegate import StoreGate, guard
 from infrastructure.tickets import LocalTickets, RedisTickets, Tickets
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
@@ -152,6 +152,7 @@ class Container:
     committer: GroupCommitter | None = None
     limiter: RateLimiter | None = None
     tickets: Tickets = field(default_factory=LocalTickets)
+    store_gate: StoreGate | None = None
 
     @property
     def event_log(self) -> ApplicationLog:
@@ -303,8 +304,8 @@ def build(
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
     messaging = open_messaging(crypto, settings)
     messaging.require_encryption = settings.require_encryption
-    if settings.is_postgres:
-        guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
+    # Fail fast (503) while PostgreSQL is down.
+    gate = guard(messaging.recorder) if settings.is_postgres else None
     # On PostgreSQL a send's key-vault rows can ride along with its events.
     put = messaging.events.put
     committer = GroupCommitter(eventstore.with_keys(put) if settings.is_postgres else put)
@@ -341,6 +342,7 @@ def build(
         redis=redis_client,
         committer=committer,
         tickets=RedisTickets(redis_client) if redis_client is not None else LocalTickets(),
+        store_gate=gate,
     )
     if role in (SERVE, ALL):
         container.limiter = rate_limiter(settings)

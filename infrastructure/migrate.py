@@ -73,10 +73,48 @@ def upgrade(
     command.upgrade(alembic_config(sqlalchemy_url, schema, app_role), revision)
 
 
+# The revisions that create a table of keys, which reverting them drops with every key.
+KEY_TABLES = {"0001": "key_vault"}
+
+
+class KeysWouldBeDestroyed(RuntimeError):
+    """A downgrade would drop the key vault: refused unless the caller says to go ahead."""
+
+
+def reverted(sqlalchemy_url: str, revision: str, schema: str | None = None) -> list[str]:
+    """The revisions a downgrade to ``revision`` would revert, newest first (as
+    ``alembic downgrade`` resolves them: ``base``, ``-N``, an id)."""
+    current_ = current(sqlalchemy_url, schema)
+    if current_ is None:
+        return []
+    script = ScriptDirectory.from_config(alembic_config(sqlalchemy_url, schema))
+    return [step.revision.revision for step in script._downgrade_revs(revision, current_)]
+
+
 def downgrade(
-    sqlalchemy_url: str, revision: str, schema: str | None = None, app_role: str | None = None
+    sqlalchemy_url: str,
+    revision: str,
+    schema: str | None = None,
+    app_role: str | None = None,
+    *,
+    destroy_keys: bool = False,
 ) -> None:
-    """Migrate the read side down to ``revision`` (``"base"`` drops every read table)."""
+    """Migrate the read side down to ``revision`` (``"base"`` drops every read table).
+
+    Reverting a revision that creates ``key_vault`` drops every message's wrapped
+    content key: no sealed message could be opened again, in any backup of the event
+    log either. Refused (``KeysWouldBeDestroyed``) unless ``destroy_keys``.
+    """
+    if not destroy_keys:
+        lost = [r for r in reverted(sqlalchemy_url, revision, schema) if r in KEY_TABLES]
+        if lost:
+            tables = ", ".join(KEY_TABLES[r] for r in lost)
+            raise KeysWouldBeDestroyed(
+                f"downgrading to {revision} reverts revision {', '.join(lost)}, which drops "
+                f"{tables}: every message's content key would be destroyed and no sealed "
+                "message could be opened again (as if every message were shredded). "
+                "Back up the read database first; to go ahead, add --destroy-keys"
+            )
     command.downgrade(alembic_config(sqlalchemy_url, schema, app_role), revision)
 
 

@@ -1,4 +1,5 @@
-"""The key vault: wrapped data keys in a table outside the event log."""
+"""The key vault: wrapped data keys in a table outside the event log, and what else must
+go with them when a message is shredded (application/ports.py, ``VaultEntry``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from psycopg import sql
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from application.ports import VaultEntry
+from application.ports import VaultEntry, holds_key
 from infrastructure.groupcommit import GroupCommitter
 from projections.bulk import driver, qualified
 from projections.tables import key_vault
@@ -121,11 +122,14 @@ class SqlKeyVault:
         return {pair: found[pair] for pair in wanted if pair in found}
 
     def shred(self, message_id: UUID) -> int:
+        """Delete every row of the message (keys, digest, tokens); count the keys."""
         with self.engine.begin() as conn:
-            result = conn.execute(
-                delete(key_vault).where(key_vault.c.message_id == str(message_id))
-            )
-        return int(result.rowcount or 0)
+            holders = conn.execute(
+                delete(key_vault)
+                .where(key_vault.c.message_id == str(message_id))
+                .returning(key_vault.c.holder)
+            ).scalars()
+            return sum(1 for holder in holders if holds_key(holder))
 
     def _to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> Any:
         return and_(

@@ -123,11 +123,22 @@ def projections() -> None:
     _run_until_signalled("projections")
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})  # `down -1` is a revision
 @click.argument("direction", type=click.Choice(["up", "down"]), default="up")
 @click.argument("revision", required=False)
-def migrate(direction: str, revision: str | None) -> None:
-    """Apply (up [REV], default head) or revert (down REV) read-side migrations."""
+@click.option(
+    "--destroy-keys",
+    is_flag=True,
+    help="Let `down` revert the revision that creates key_vault: every message's content "
+    "key is destroyed.",
+)
+def migrate(direction: str, revision: str | None, destroy_keys: bool) -> None:
+    """Apply (up [REV], default head) or revert (down REV) read-side migrations.
+
+    `down` refuses to drop the key vault (below revision 0001) without --destroy-keys.
+    """
+    from alembic.util import CommandError
+
     from infrastructure import migrate as migrations
 
     settings = _settings()
@@ -139,7 +150,12 @@ def migrate(direction: str, revision: str | None) -> None:
     else:
         if not revision:
             raise click.UsageError("`courier migrate down` needs a revision, e.g. `base` or `-1`")
-        migrations.downgrade(url, revision, schema=schema, app_role=role)
+        try:
+            migrations.downgrade(
+                url, revision, schema=schema, app_role=role, destroy_keys=destroy_keys
+            )
+        except (migrations.KeysWouldBeDestroyed, CommandError) as error:
+            raise click.ClickException(str(error)) from error
     click.echo(f"read side at revision {migrations.current(url, schema=schema) or 'base'}")
 
 

@@ -13,6 +13,7 @@ from projections.tables import queue_metric_jobs, queue_metric_totals
 THROUGHPUT_SECONDS = 60.0
 LATENCY_SECONDS = 300.0
 LATENCY_SAMPLE = 5000  # the most recent completions a percentile is taken over
+OPEN_HORIZON = 86400.0  # jobs scheduled longer ago than this no longer count as waiting
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,29 @@ class QueueMetricsSQL:
                 p95_ms=round(percentile(values, 0.95), 1) if values else None,
             )
         return result
+
+    def oldest_open(
+        self, queues: Iterable[str], now: float | None = None, horizon: float = OPEN_HORIZON
+    ) -> dict[str, float]:
+        """Per queue, the age in seconds of the oldest job the log scheduled and no event
+        has completed or failed yet, among those scheduled within ``horizon`` seconds
+        (a job that ends without an event of its own, e.g. of a message shredded before
+        it ran, would otherwise age for ever); 0 for a queue with none."""
+        now = time.time() if now is None else now
+        names = list(queues)
+        jobs = queue_metric_jobs.c
+        with self.engine.connect() as conn:
+            oldest = {
+                str(queue): float(at)
+                for queue, at in conn.execute(
+                    select(jobs.queue, func.min(jobs.scheduled_at))
+                    .where(
+                        jobs.queue.in_(names),
+                        jobs.completed_at.is_(None),
+                        jobs.failed.is_(False),
+                        jobs.scheduled_at >= now - horizon,
+                    )
+                    .group_by(jobs.queue)
+                )
+            }
+        return {name: max(0.0, now - oldest[name]) if name in oldest else 0.0 for name in names}

@@ -2,9 +2,10 @@
 
 A plain message is indexed by the database's full-text search over its normalised
 words (PostgreSQL: a tsvector with a GIN index; SQLite: the FTS5 table
-``search_fts``). An encrypted message is indexed by the blind-index tokens its
-``Created`` event carries: HMACs of its distinct words under the tenant's index key,
-so that an exact word can be matched and the words themselves are never stored.
+``search_fts``). An encrypted message is indexed by its blind-index tokens: HMACs of its
+distinct words under the tenant's index key, so that an exact word can be matched and the
+words themselves are never stored. The send puts them in the key vault, which shredding
+empties (older ``Created`` events carry them).
 A message becomes findable when it is ``Indexed``; ``Shredded`` removes it.
 """
 
@@ -36,10 +37,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import REGCONFIG
 
+from application.ports import SEARCH_HOLDER, vault_reference
 from application.search import words
 from domain.message import Message
 from projections.bulk import driver, qualified, set_where_in, upsert_rows
-from projections.tables import message_recipients, search_documents, search_tokens
+from projections.tables import key_vault, message_recipients, search_documents, search_tokens
 
 # Stemmed English on both backends ("clinics" finds "clinic"); the blind index has
 # no stemmer, so an encrypted message is found by its exact (normalised) words only.
@@ -57,6 +59,8 @@ class _Pending:
     documents: list[dict[str, Any]] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)  # message id -> its words
     tokens: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Encrypted messages whose tokens are in the key vault: message id -> (tenant, holder)
+    vaulted: dict[str, tuple[str, str]] = field(default_factory=dict)
     indexed: list[str] = field(default_factory=list)
 
 
@@ -106,13 +110,17 @@ class SearchView:
         if document:
             pending.texts[mid] = document
         tokens = sorted(set(getattr(event, "search_tokens", None) or ()))
-        if tokens:
+        if tokens:  # an event recorded before the tokens left the log
             pending.tokens[mid] = [
                 {"tenant_id": tenant, "token": t, "message_id": mid} for t in tokens
             ]
+        elif event.encrypted and not event.end_to_end:
+            holder = SEARCH_HOLDER + vault_reference(event.content_digest)
+            pending.vaulted[mid] = (tenant, holder)
 
     def _write(self, conn: Connection, pending: _Pending) -> None:
         postgres = conn.dialect.name == "postgresql"
+        _vaulted_tokens(conn, pending)
         if pending.documents:
             # Only messages new to the view get their words and tokens (a replay from a
             # position meets messages it already holds).
@@ -131,6 +139,30 @@ class SearchView:
             tokens = [t for mid, rows in pending.tokens.items() if mid in inserted for t in rows]
             upsert_rows(conn, search_tokens, (), tokens)
         set_where_in(conn, search_documents, {"searchable": True}, "message_id", pending.indexed)
+
+
+VAULTED = text(
+    f"SELECT message_id, holder, wrapped_key FROM {key_vault.name}"
+    " WHERE message_id IN :ids AND holder LIKE :holders"
+).bindparams(bindparam("ids", expanding=True))
+
+
+def _vaulted_tokens(conn: Connection, pending: _Pending) -> None:
+    """The tokens the send put in the key vault, in one query (none once shredded:
+    a rebuild then finds nothing to index a shredded message by)."""
+    if not pending.vaulted:
+        return
+    # Text, not a Table: a rebuild in a shadow schema translates every table's schema,
+    # but the vault is read where it lives (the connection's search path).
+    rows = conn.execute(VAULTED, {"ids": list(pending.vaulted), "holders": SEARCH_HOLDER + "%"})
+    for mid, holder, data in rows:
+        tenant, wanted = pending.vaulted[mid]
+        if holder == wanted:
+            tokens = sorted(set(bytes(data).decode("ascii").split("\n")) - {""})
+            pending.tokens[mid] = [
+                {"tenant_id": tenant, "token": t, "message_id": mid} for t in tokens
+            ]
+    pending.vaulted.clear()
 
 
 def _insert_documents(conn: Connection, documents: list[dict[str, Any]]) -> set[str]:

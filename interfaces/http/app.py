@@ -23,6 +23,7 @@ from interfaces.http.endpoints import Endpoint, Handler, Services
 from interfaces.http.errors import exception_handlers
 from interfaces.http.middleware import AddressLimit, RequestHeaders, RequestLimits, rate_limited
 from interfaces.http.openapi import document
+from interfaces.http.telemetry import HttpStats, HttpTelemetry, route_templates
 from interfaces.ws import ws_endpoint
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -85,6 +86,8 @@ def create_app(
     middleware = [Middleware(RequestHeaders)]
     if limits.cors_origins:
         middleware.insert(0, Middleware(Cors, origins=limits.cors_origins))
+    stats = HttpStats()
+    middleware.insert(0, Middleware(HttpTelemetry, stats=stats, templates=route_templates(routes)))
     if limiter is not None:
         middleware.append(Middleware(AddressLimit, limiter=limiter))
     middleware.append(
@@ -101,6 +104,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.container = container
+    app.state.http_stats = stats
     app.state.openapi = document(ENDPOINTS)
     return app
 

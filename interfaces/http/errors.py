@@ -30,6 +30,7 @@ from application.errors import (
     MissingKeys,
     NotFound,
 )
+from infrastructure.storegate import LockTimeout
 from interfaces.http.auth import AuthError, RoleRequired
 
 log = logging.getLogger("courier.http")
@@ -171,7 +172,19 @@ async def on_client_gone(request: Request, exc: Exception) -> Response:
     return error_response(400, "client_disconnected", "the client went away mid-request")
 
 
+def outage_cause(exc: Exception) -> str:
+    """Which store an outage error comes from (``courier_http_unavailable``'s cause)."""
+    if isinstance(exc, LockTimeout):
+        return "lock_timeout"
+    if isinstance(exc, persistence.OperationalError | persistence.InterfaceError):
+        return "event_store"
+    return "read_store"
+
+
 async def on_outage(request: Request, exc: Exception) -> Response:
+    stats = getattr(request.app.state, "http_stats", None)
+    if stats is not None:
+        stats.refused(outage_cause(exc))
     log.warning("a store is unreachable: %s: %s", type(exc).__name__, exc)
     message = "a backing service is unavailable; try again shortly"
     return error_response(503, "service_unavailable", message, headers={"Retry-After": "2"})

@@ -6,18 +6,23 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, pool
+from click.testing import CliRunner
+from sqlalchemy import Engine, create_engine, func, inspect, pool, select
 from sqlalchemy.dialects.postgresql import JSONB
 
 from infrastructure import migrate
+from infrastructure.crypto import generate_master_key_spec
+from interfaces.cli import main
 from projections.search import FTS_TABLE
-from projections.tables import metadata
+from projections.tables import key_vault, metadata
+from tests.conftest import PG_DSN
 
 NAMED_INDEXES = {"messages_is_encrypted_idx", "messages_conversation_encrypted_idx"}
 
@@ -121,7 +126,7 @@ def test_upgrade_downgrade_upgrade(database: Database, capsys: pytest.CaptureFix
     assert migrate.current(database.url, schema=database.schema) == head()
     assert not migrate.pending(database.url, schema=database.schema)
 
-    migrate.downgrade(database.url, "base", schema=database.schema)
+    migrate.downgrade(database.url, "base", schema=database.schema, destroy_keys=True)
     assert read_tables(database) == set()
     assert migrate.current(database.url, schema=database.schema) is None
     assert migrate.pending(database.url, schema=database.schema)
@@ -207,3 +212,71 @@ def test_a_process_waits_for_another_that_migrates_longer_than_the_lock_timeout(
         assert "messages" in inspect(engine).get_table_names(schema=pg_schema)
     finally:
         engine.dispose()
+
+
+def cli_env(db: Database) -> dict[str, str]:
+    """The settings of a `courier` process whose read side is ``db``."""
+    if db.schema is None:
+        events = db.url.removeprefix("sqlite:///").removesuffix(".read.db") + ".db"
+        return {"DATABASE_URL": f"sqlite:///{events}"}
+    return {
+        "DATABASE_URL": PG_DSN,
+        "POSTGRES_SCHEMA": db.schema,
+        "JWT_SECRET": "migrations-" + "x" * 40,
+        "ENCRYPTION_MASTER_KEYS": generate_master_key_spec(),
+    }
+
+
+def keys_held(db: Database) -> int:
+    engine = db.engine()
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(key_vault)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_a_downgrade_that_drops_the_key_vault_needs_destroy_keys(database: Database) -> None:
+    migrate.upgrade(database.url, schema=database.schema)
+    engine = database.engine()
+    with engine.begin() as conn:
+        conn.execute(
+            key_vault.insert().values(
+                message_id=str(uuid.uuid4()),
+                holder="service",
+                key_id="k1",
+                wrapped_key=b"wrapped",
+                created_at=datetime.now(UTC),
+            )
+        )
+    engine.dispose()
+    env = cli_env(database)
+
+    def courier(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["migrate", "down", *args], env=env)
+        return result.exit_code, result.output
+
+    for target in ("base", "-6"):
+        code, output = courier(target)
+        assert code == 1, output
+        assert "key_vault" in output and "--destroy-keys" in output, output
+        assert "content key would be destroyed" in output
+        assert migrate.current(database.url, schema=database.schema) == head()
+        assert keys_held(database) == 1
+    with pytest.raises(migrate.KeysWouldBeDestroyed):
+        migrate.downgrade(database.url, "base", schema=database.schema)
+
+    # Down to the revision that made the vault: the vault stays, no flag needed.
+    code, output = courier("0001")
+    assert code == 0, output
+    assert migrate.current(database.url, schema=database.schema) == "0001"
+    assert keys_held(database) == 1
+    code, output = courier("-1")
+    assert code == 1 and "reverts revision 0001" in output, output
+    code, output = courier("nonsense")
+    assert code == 1 and "nonsense" in output and "Traceback" not in output, output
+
+    code, output = courier("base", "--destroy-keys")
+    assert code == 0, output
+    assert read_tables(database) == set()
+    assert migrate.current(database.url, schema=database.schema) is None

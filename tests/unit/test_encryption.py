@@ -15,7 +15,7 @@ from application.errors import ContentShredded, Invalid, MissingKeys, NotFound, 
 from application.jobs import MESSAGE_ENCRYPTION, Job
 from application.messaging import SERVICE_HOLDER, Crypto, Messaging, Outgoing
 from application.policies import pending_jobs
-from application.ports import VaultEntry, message_key_context
+from application.ports import VaultEntry, holds_key, message_key_context
 from application.processing import ForeignWrappedKey, Processor
 from application.rotation import KeyRotation
 from domain.events import Context
@@ -46,7 +46,7 @@ class MemoryVault:
         doomed = [k for k in self.rows if k[0] == str(message_id)]
         for k in doomed:
             del self.rows[k]
-        return len(doomed)
+        return sum(1 for _, holder in doomed if holds_key(holder))
 
     def entries_to_rewrap(
         self,

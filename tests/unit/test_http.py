@@ -28,7 +28,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from application.messaging import Crypto, Messaging
-from application.ports import InvalidPublicKey, PublicKeyInfo, SealedContent, VaultEntry
+from application.ports import (
+    InvalidPublicKey,
+    PublicKeyInfo,
+    SealedContent,
+    VaultEntry,
+    holds_key,
+)
 from infrastructure.settings import Settings, load
 from interfaces.http.app import ENDPOINTS, RedactTokens, create_app, install_log_redaction
 from interfaces.http.auth import AuthError, authenticate, decode_token, mint_token
@@ -94,7 +100,7 @@ class DictVault:
         doomed = [k for k in self.entries if k[0] == message_id]
         for key in doomed:
             del self.entries[key]
-        return len(doomed)
+        return sum(1 for _, holder in doomed if holds_key(holder))
 
 
 @dataclass

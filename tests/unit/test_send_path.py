@@ -315,15 +315,18 @@ def test_a_view_on_the_event_loop_is_an_access_record_and_a_refusal_is_recorded(
     ]
 
 
-def test_only_an_idempotent_send_carries_a_digest_of_its_content() -> None:
+def test_an_idempotent_send_keeps_its_digest_in_the_vault_not_in_the_log() -> None:
+    from application.errors import Conflict
     from application.messaging import Crypto, Messaging, Outgoing
+    from application.ports import DIGEST_HOLDER, DIGEST_REF
     from domain.events import Context
     from domain.message import Message
     from infrastructure.crypto import AesGcmCipher, MasterKeyring
     from tests.unit.test_encryption import KEY_A, MemoryVault
 
+    vault = MemoryVault()
     app = Messaging(
-        crypto=Crypto(AesGcmCipher(), MasterKeyring.from_spec(KEY_A), MemoryVault()),
+        crypto=Crypto(AesGcmCipher(), MasterKeyring.from_spec(KEY_A), vault),
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
     )
     alice = Context(actor_id="alice", tenant_id="t")
@@ -331,16 +334,30 @@ def test_only_an_idempotent_send_carries_a_digest_of_its_content() -> None:
     keyed = app.send_direct(
         alice, "bob", Outgoing(content="result: positive", client_message_id="c1")
     )
+    digest = app._digest("direct:bob", Outgoing(content="result: positive", client_message_id="c1"))
 
-    def digest(message_id: object) -> str:
+    def reference(message_id: object) -> str:
         created = next(iter(app.events.get(message_id)))  # type: ignore[arg-type]
         assert isinstance(created, Message.Created)
         return created.content_digest
 
-    assert [digest(s.message.id) for s in plain] == ["", ""]  # identical sends: not linkable
-    assert len(digest(keyed.message.id)) == 64
+    assert [reference(s.message.id) for s in plain] == ["", ""]  # identical sends: not linkable
+    # The plain sends wrote nothing to the vault: only the idempotent one did.
+    assert {message_id for message_id, _ in vault.rows} == {str(keyed.message.id)}
+    stored = reference(keyed.message.id)
+    assert stored.startswith(DIGEST_REF) and digest not in stored
+    holder = DIGEST_HOLDER + stored.removeprefix(DIGEST_REF)
+    assert vault.rows[(str(keyed.message.id), holder)].wrapped_key == digest.encode()
+    logged = b"".join(e.state for e in app.recorder.select_events(keyed.message.id))
+    assert digest.encode() not in logged
+
     again = app.send_direct(
         alice, "bob", Outgoing(content="result: positive", client_message_id="c1")
     )
     assert again.message.id == keyed.message.id and not again.created
+    with pytest.raises(Conflict, match="different message"):
+        app.send_direct(alice, "bob", Outgoing(content="result: negative", client_message_id="c1"))
+    vault.shred(keyed.message.id)  # what shredding does to the vault
+    with pytest.raises(Conflict, match="shredded"):
+        app.send_direct(alice, "bob", Outgoing(content="result: positive", client_message_id="c1"))
     app.close()
