@@ -158,8 +158,16 @@ class MessageQueries(Protocol):
     """The read side, as the interfaces see it (plain dicts, camelCase)."""
 
     def conversation_messages(
-        self, tenant_id: str, conversation_id: UUID, limit: int, before: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
+        self,
+        tenant_id: str,
+        conversation_id: UUID,
+        limit: int,
+        before: str | None,
+        viewer_id: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the conversation's messages; with ``viewer_id``, without the
+        scheduled (not begun) or cancelled sends of others."""
+        ...
 
     def delivered_since(
         self, tenant_id: str, user_id: str, since: int, limit: int

@@ -75,7 +75,7 @@ def _page(
     with access.on_conversation(ctx, PAGE, conversation_id):
         container.messaging.get_conversation(ctx, conversation_id)
     items, cursor = container.queries.conversation_messages(
-        ctx.tenant_id, conversation_id, limit, before
+        ctx.tenant_id, conversation_id, limit, before, ctx.actor_id
     )
     access.viewed(ctx, PAGE, conversation_id, [str(item["id"]) for item in items])
     return {"items": items, "nextCursor": cursor}

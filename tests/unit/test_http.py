@@ -102,7 +102,12 @@ class FakeQueries:
         return self.calls[-1]
 
     def conversation_messages(
-        self, tenant_id: str, conversation_id: UUID, limit: int, before: str | None
+        self,
+        tenant_id: str,
+        conversation_id: UUID,
+        limit: int,
+        before: str | None,
+        viewer_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         self.calls.append(("page", tenant_id, conversation_id, limit, before))
         if self.failure is not None:
