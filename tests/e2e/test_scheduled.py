@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import PG_DSN
 from tests.e2e.conftest import services_env
 from tests.e2e.harness import Runtime, auth, wait_for
+from tests.e2e.sealing import envelope, register_keys
+from tests.recipient import open_envelope, public_pem, seal
 
 pytestmark = pytest.mark.e2e
 
@@ -192,3 +194,56 @@ def test_a_malformed_schedule_or_priority_is_refused(runtime: Runtime) -> None:
         assert error["code"] == "validation_error"
         assert [d["field"] for d in error["details"]] == [field], fields
         assert error["details"][0]["issue"], error
+
+
+def test_an_encrypted_scheduled_send_is_sealed_for_its_recipients_only_when_due(
+    runtime: Runtime, pg_schema: str
+) -> None:
+    register_keys(runtime, "alice", "bob")
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+    text = "INR 4.2: hold warfarin tonight"
+    answer = runtime.http.post(
+        "/api/messages/direct",
+        json={"recipientId": "bob", "content": text, "encrypted": True, "sendAt": rfc3339(due)},
+        headers=auth("alice"),
+    )
+    assert answer.status_code == 202, answer.text
+    mid = answer.json()["message"]["id"]
+    assert answer.json()["message"]["status"] == "scheduled"
+    assert answer.json()["queue"]["jobs"][0]["jobId"] == f"MESSAGE_ENCRYPTION:{mid}:seal"
+    sealed = seal(
+        b"end to end, later",
+        b"aad",
+        {user: public_pem(user) for user in ("alice", "bob")},
+    )
+    client = runtime.http.post(
+        "/api/messages/direct",
+        json={"recipientId": "bob", "sealed": sealed, "sendAt": rfc3339(due)},
+        headers=auth("alice"),
+    )
+    assert client.status_code == 202, client.text
+    client_id = client.json()["message"]["id"]
+    assert client.json()["message"]["status"] == "scheduled"
+    assert client.json()["message"]["encryptionMetadata"] is None
+
+    def holders(message_id: str) -> list[str]:
+        rows = sql(pg_schema, "SELECT holder FROM key_vault WHERE message_id = %s", message_id)
+        return sorted(str(holder) for (holder,) in rows)
+
+    wait_for(lambda: delayed(runtime, "MESSAGE_ENCRYPTION") == 2, 30, "two held seal jobs")
+    # Before it is due: sealed under the service's key only; nothing for bob.
+    assert all(h.startswith("service:") for h in holders(mid)), holders(mid)
+    assert events(pg_schema, mid, "Encrypted") == 0
+    assert events(pg_schema, client_id, "Encrypted") == 0
+    early = runtime.http.get(f"/api/messages/{mid}/envelope", headers=auth("bob"))
+    assert early.status_code == 404
+    assert datetime.now(UTC) < due, "the checks took longer than the schedule's margin"
+
+    runtime.wait_done("alice", mid, timeout=60)
+    assert "bob" in holders(mid)
+    assert open_envelope("bob", envelope(runtime, "bob", mid)).decode() == text
+    assert events(pg_schema, mid, "Encrypted") == 1
+    done = runtime.wait_done("alice", client_id, timeout=60)
+    assert done["encryptionMetadata"]["iv"] == sealed["iv"]
+    assert open_envelope("bob", envelope(runtime, "bob", client_id)) == b"end to end, later"
+    assert events(pg_schema, client_id, "Delivered") == 1
