@@ -247,3 +247,19 @@ def test_an_encrypted_scheduled_send_is_sealed_for_its_recipients_only_when_due(
     assert done["encryptionMetadata"]["iv"] == sealed["iv"]
     assert open_envelope("bob", envelope(runtime, "bob", client_id)) == b"end to end, later"
     assert events(pg_schema, client_id, "Delivered") == 1
+
+
+def test_a_scheduled_send_on_the_embedded_runtime(embedded: Runtime) -> None:
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    body = {"recipientId": "bob", "content": "embedded, later", "priority": "high"}
+    answer = embedded.http.post(
+        "/api/messages/direct", json={**body, "sendAt": rfc3339(due)}, headers=auth("alice")
+    )
+    assert answer.status_code == 202, answer.text
+    mid = answer.json()["message"]["id"]
+    wait_for(lambda: delayed(embedded, "MESSAGE_DELIVERY") == 1, 30, "the held delivery")
+    assert embedded.message("alice", mid)["status"] == "scheduled"
+    assert datetime.now(UTC) < due
+    done = embedded.wait_done("alice", mid, timeout=60)
+    assert done["status"] == "delivered"
+    assert datetime.fromisoformat(embedded.message("bob", mid)["updatedAt"]) >= due
