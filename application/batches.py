@@ -133,7 +133,9 @@ class BatchProcessor:
                 continue
             if job.queue == MESSAGE_DELIVERY:
                 presence.setdefault(message.tenant_id, set()).update(message.recipient_ids)
-            elif job.queue == MESSAGE_ENCRYPTION and not (message.encryption or message.shredded):
+            elif job.queue == MESSAGE_ENCRYPTION and not (
+                message.encryption or message.shredded or message.cancelled or message.end_to_end
+            ):
                 sealing.append(message)
         self._notify(jobs, messages, prepared)
         for tenant, users in presence.items():
@@ -182,7 +184,7 @@ class BatchProcessor:
             if outcomes is not None:
                 message.mark_notified(job.part[1:], outcomes, processor.meta(job))
         elif job.queue == MESSAGE_INDEXING:
-            if not message.indexed:
+            if not (message.indexed or message.cancelled):
                 processor.indexer.index(message)
                 message.mark_indexed(processor.meta(job))
         elif job.queue == MESSAGE_ENCRYPTION:
@@ -192,7 +194,10 @@ class BatchProcessor:
         return []
 
     def _encrypt(self, job: Job, message: Message, prepared: _Prepared) -> None:
-        if message.encryption is not None or message.shredded:
+        if message.encryption is not None or message.shredded or message.cancelled:
+            return
+        if message.end_to_end:
+            self.processor.record_client_sealed(job, message)
             return
         keys: dict[str, tuple[str, str]] = {}
         for user in message.participants():

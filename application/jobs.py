@@ -26,6 +26,20 @@ QUEUES: tuple[str, ...] = (
 )
 
 
+LANES = ("high", "", "low")  # a queue's lanes, taken in this order; "": normal
+LANED: tuple[str, ...] = QUEUES[:5]  # the message queues; MESSAGE_CLEANUP has one lane
+
+
+def lane_name(queue: str, priority: str) -> str:
+    """The broker queue of a queue's lane: ``QUEUE.high``, ``QUEUE``, ``QUEUE.low``."""
+    return f"{queue}.{priority}" if priority and queue in LANED else queue
+
+
+def lane_rank(priority: str) -> int:
+    """0 for high, 1 for normal, 2 for low: the order a worker takes jobs in."""
+    return 0 if priority == "high" else 2 if priority == "low" else 1
+
+
 class BadJobId(ValueError):
     pass
 
@@ -71,16 +85,24 @@ class Job:
     tenant_id: str
     attempt: int = 1
     correlation_id: str = ""
+    # "high" or "low" (empty: normal): which lane of its queue the job travels in. Not
+    # part of its id: the same work is the same job whatever its priority.
+    priority: str = ""
 
     @property
     def job_id(self) -> str:
         return f"{self.queue}:{self.message_id}:{self.part}"
 
+    @property
+    def route(self) -> str:
+        """The broker queue this job is published to (its queue's lane)."""
+        return lane_name(self.queue, self.priority)
+
     def next_attempt(self) -> Job:
         return replace(self, attempt=self.attempt + 1)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "queue": self.queue,
             "messageId": str(self.message_id),
             "part": self.part,
@@ -88,6 +110,9 @@ class Job:
             "attempt": self.attempt,
             "correlationId": self.correlation_id,
         }
+        if self.priority:
+            wire["priority"] = self.priority
+        return wire
 
     @classmethod
     def from_wire(cls, body: Any) -> Job:
@@ -101,6 +126,7 @@ class Job:
                 tenant_id=str(body["tenantId"]),
                 attempt=int(body.get("attempt", 1)),
                 correlation_id=str(body.get("correlationId", "")),
+                priority=_priority(body.get("priority", "")),
             )
         except (KeyError, ValueError, TypeError, OverflowError) as error:
             raise BadJobId(f"malformed job body: {type(error).__name__}") from None
@@ -116,6 +142,12 @@ class Job:
         except ValueError:
             raise BadJobId(job_id) from None
         return cls(queue=queue, message_id=message_id, part=part, tenant_id=tenant_id)
+
+
+def _priority(value: Any) -> str:
+    if value not in ("", "high", "low"):
+        raise ValueError("unknown priority")
+    return str(value)
 
 
 MAX_BATCH = 200  # jobs in one broker message

@@ -105,6 +105,8 @@ class Outgoing:
     notify: bool = True
     index: bool = True
     client_message_id: str | None = None
+    send_at: str | None = None  # a scheduled send: when it is due (RFC 3339, UTC)
+    priority: str = ""  # "high" or "low"; empty: normal
 
 
 @dataclass
@@ -593,6 +595,8 @@ class Messaging(Application[UUID]):
         if not recipients:
             raise Invalid("the conversation has no other participant to send to")
         meta = ctx.as_meta()
+        if outgoing.priority:
+            meta["priority"] = outgoing.priority
         encrypted = outgoing.encrypted or outgoing.sealed is not None
         if not encrypted and self.require_encryption:
             raise EncryptionRequired(
@@ -636,7 +640,11 @@ class Messaging(Application[UUID]):
             content_digest=DIGEST_REF + reference if digest else "",
             client_message_id=outgoing.client_message_id,
             meta=meta,
+            send_at=outgoing.send_at,
         )
+        if outgoing.send_at is not None:
+            # Sealed for its recipients (or its client-sealed metadata recorded) when due.
+            return Pending(message, vault)
         if outgoing.sealed is not None:
             assert sealed is not None
             public = {"iv": sealed.get("iv"), "authTag": sealed.get("authTag"), "keyId": None}
@@ -706,6 +714,29 @@ class Messaging(Application[UUID]):
             envelope["aad"] = sealed["aad"]
         return envelope, entries
 
+    def cancel(self, ctx: Context, message_id: UUID, now: datetime) -> Message:
+        """The sender calls off a scheduled send that is not due yet (``now``).
+
+        Someone who cannot see the message finds nothing; a participant who did not
+        send it is refused; a send that is not scheduled, already cancelled, due or
+        begun conflicts.
+        """
+
+        def attempt() -> Message:
+            message = self.visible_message(ctx, message_id)
+            if message.sender_id != ctx.actor_id:
+                raise Forbidden("only the sender can cancel a scheduled message")
+            if message.cancelled:
+                raise Conflict("this scheduled message is already cancelled")
+            if not message.is_scheduled or datetime.fromisoformat(message.send_at or "") <= now:
+                raise Conflict("this message is not scheduled any more: it is being sent")
+            held = [job.job_id for job in first_jobs(message)]
+            message.cancel(held, ctx.as_meta())
+            self.save(message)
+            return message
+
+        return self.retrying(attempt)
+
     # ---- operating the queues ------------------------------------------------
 
     def request_retry(self, ctx: Context, job_id: str) -> Job:
@@ -726,7 +757,10 @@ class Messaging(Application[UUID]):
                 raise NotFound("failed job not found") from None
             if not any(f["job_id"] == job_id for f in message.failures):
                 raise NotFound("failed job not found")
-            message.request_retry(job.queue, job_id, meta=ctx.as_meta())
+            meta = ctx.as_meta()
+            if message.priority:  # the retried job keeps its message's lane
+                meta["priority"] = message.priority
+            message.request_retry(job.queue, job_id, meta=meta)
             self.save(message)
             return job
 
@@ -820,7 +854,7 @@ class Messaging(Application[UUID]):
 
     def visible_message(self, ctx: Context, message_id: UUID) -> Message:
         message = self._get(Message, message_id, ctx.tenant_id)
-        if not message.may_see(ctx.actor_id):
+        if not message.shown_to(ctx.actor_id):
             raise NotFound("message not found")
         return message
 
@@ -851,7 +885,7 @@ class Messaging(Application[UUID]):
         if (
             not isinstance(message, Message)
             or message.tenant_id != ctx.tenant_id
-            or not message.may_see(ctx.actor_id)
+            or not message.shown_to(ctx.actor_id)
         ):
             raise NotFound("message not found")
         await self.save_async(Access.viewed(ctx.as_meta(), what, None, [str(message.id)]))

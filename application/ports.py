@@ -204,7 +204,10 @@ class MessageQueries(Protocol):
 
     def conversation_messages(
         self, tenant_id: str, user_id: str, conversation_id: UUID, limit: int, before: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the conversation's messages that ``user_id`` sent or received, without
+        others' scheduled (not begun) or cancelled sends."""
+        ...
 
     def delivered_since(
         self, tenant_id: str, user_id: str, since: int, limit: int

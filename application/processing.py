@@ -131,15 +131,19 @@ class Processor:
 
     def meta(self, job: Job) -> dict[str, str]:
         """Who (the system, on this job's behalf) an event the job records comes from."""
-        return system_context(job.tenant_id, job.correlation_id, job.job_id).as_meta()
+        return system_context(job.tenant_id, job.correlation_id, job.job_id, job.priority).as_meta()
 
     def encrypt(self, job: Job) -> Outcome:
         """Wrap the data key for every participant's current RSA key; record Encrypted."""
         message = self._message(job)
-        if message.encryption is not None or message.shredded:
+        if message.encryption is not None or message.shredded or message.cancelled:
             if message.shredded:
                 # Keys a batch wrapped before it saw the message shredded go too.
                 self.app.crypto.vault.shred(message.id)
+            return Outcome([])
+        if message.end_to_end:
+            # A scheduled client-sealed send, now due: its keys came wrapped by the client.
+            self._change(job, lambda m: self.record_client_sealed(job, m), loaded=message)
             return Outcome([])
         holder = service_holder(message)
         service = self.app.crypto.vault.get(message.id, holder)
@@ -157,6 +161,12 @@ class Processor:
 
         self._change(job, change, loaded=message)
         return Outcome([])
+
+    def record_client_sealed(self, job: Job, message: Message) -> bool:
+        """Record the public metadata of a client-sealed message (scheduled, now due)."""
+        sealed = message.sealed or {}
+        public = {"iv": sealed.get("iv"), "authTag": sealed.get("authTag"), "keyId": None}
+        return message.record_encryption(public, ENVELOPE_VERSION, self.meta(job))
 
     def wrap_keys(
         self,
@@ -196,8 +206,18 @@ class Processor:
         """A group message's delivery jobs, one per batch of recipients not yet reached."""
         if not message.ready_for_delivery:
             raise JobNotReady("the message is not encrypted yet")
+        if message.cancelled:
+            return []
         return [
-            Job(MESSAGE_DELIVERY, message.id, f"b{key}", job.tenant_id, 1, job.correlation_id)
+            Job(
+                MESSAGE_DELIVERY,
+                message.id,
+                f"b{key}",
+                job.tenant_id,
+                1,
+                job.correlation_id,
+                job.priority,
+            )
             for key in message.batch_keys()
             if key not in message.delivered
         ]
@@ -209,7 +229,7 @@ class Processor:
     def deliver_step(self, job: Job, message: Message, online: set[str] | None = None) -> bool:
         """Record ``Delivered`` for the job's batch (``online``: who is connected, if known)."""
         batch = _batch_key(job)
-        if batch in message.delivered:
+        if batch in message.delivered or message.cancelled:
             return False
         if not message.ready_for_delivery:
             raise JobNotReady("the message is not encrypted yet")
@@ -254,7 +274,7 @@ class Processor:
 
     def index(self, job: Job) -> Outcome:
         message = self._message(job)
-        if message.indexed:
+        if message.indexed or message.cancelled:
             return Outcome([])
         self.indexer.index(message)
 

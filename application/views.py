@@ -41,6 +41,7 @@ def message_dict(message: Message) -> dict[str, Any]:
         "recipientCount": len(message.recipient_ids),
         "notified": message.is_notified,
         "indexed": message.indexed,
+        "sendAt": message.send_at,
         "createdAt": iso(message.created_on),
         "updatedAt": iso(message.modified_on),
     }

@@ -21,6 +21,9 @@ class Context:
     causation_id: str = ""
     source_ip: str = ""
     user_agent: str = ""
+    # A send's priority ("high" or "low"; empty: normal). Its jobs, and the jobs its
+    # events lead to, travel in that priority's lane (docs/QUEUES.md).
+    priority: str = ""
 
     def __post_init__(self) -> None:
         if not self.correlation_id:
@@ -43,7 +46,9 @@ _FIELDS = tuple(f.name for f in fields(Context))
 SYSTEM_ACTOR = "system"
 
 
-def system_context(tenant_id: str, correlation_id: str = "", causation_id: str = "") -> Context:
+def system_context(
+    tenant_id: str, correlation_id: str = "", causation_id: str = "", priority: str = ""
+) -> Context:
     """The context of work the service does on its own (workers, schedules)."""
     return Context(
         actor_id=SYSTEM_ACTOR,
@@ -51,4 +56,5 @@ def system_context(tenant_id: str, correlation_id: str = "", causation_id: str =
         actor_role="system",
         correlation_id=correlation_id,
         causation_id=causation_id,
+        priority=priority,
     )

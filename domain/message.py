@@ -19,6 +19,13 @@ ENCRYPTED = "encrypted"
 DELIVERING = "delivering"
 DELIVERED = "delivered"
 FAILED = "failed"
+SCHEDULED = "scheduled"
+CANCELLED = "cancelled"
+
+HIGH = "high"
+NORMAL = "normal"
+LOW = "low"
+PRIORITIES = (HIGH, NORMAL, LOW)
 
 _T = "courier.message:"
 
@@ -70,6 +77,8 @@ class Message(Aggregate):
         # Always None now (the tokens are in the key vault); events recorded before held
         # a server-sealed message's blind-index tokens here.
         search_tokens: list[str] | None = None
+        # When a scheduled send is due (RFC 3339, UTC); None: sent at once.
+        send_at: str | None = None
 
     class EncryptionQueued(Event):
         TOPIC = _T + "EncryptionQueued"
@@ -120,12 +129,20 @@ class Message(Aggregate):
         TOPIC = _T + "Shredded"
         reason: str
 
+    class Cancelled(Event):
+        """The sender cancelled a scheduled send before it was due; ``job_ids``: the
+        jobs held until then, which are dropped."""
+
+        TOPIC = _T + "Cancelled"
+        job_ids: list[str]
+
     @event(Created)
     def __init__(
         self,
         # Optional, so it comes before the `*`: eventsourcing treats every keyword-only
         # argument as required. Only the search view reads it; the aggregate keeps none.
         search_tokens: list[str] | None = None,
+        send_at: str | None = None,
         *,
         id: UUID,
         tenant_id: str,
@@ -167,6 +184,9 @@ class Message(Aggregate):
         self.failures: list[dict[str, Any]] = []
         self.read_by: list[str] = []
         self.shredded = False
+        self.send_at = send_at
+        self.priority = meta.get("priority", "")
+        self.cancelled = False
 
     # ---- derived facts -------------------------------------------------
 
@@ -194,7 +214,21 @@ class Message(Aggregate):
         return not self.encrypted or self.encryption is not None
 
     @property
+    def started(self) -> bool:
+        """Whether its processing began (sealed for recipients, delivered, indexed, failed)."""
+        return bool(self.delivered or self.indexed or self.failures or self.encryption is not None)
+
+    @property
+    def is_scheduled(self) -> bool:
+        """A scheduled send whose processing has not begun (and was not cancelled)."""
+        return self.send_at is not None and not self.cancelled and not self.started
+
+    @property
     def status(self) -> str:
+        if self.cancelled:
+            return CANCELLED
+        if self.send_at is not None and not self.started:
+            return SCHEDULED
         if self.is_delivered:
             return DELIVERED
         if self.failures:
@@ -213,6 +247,13 @@ class Message(Aggregate):
     def may_see(self, user_id: str) -> bool:
         return user_id == self.sender_id or user_id in self.recipient_ids
 
+    def shown_to(self, user_id: str) -> bool:
+        """Whether ``user_id`` may see it now: recipients see a scheduled send once its
+        processing began, a cancelled one never."""
+        if user_id == self.sender_id:
+            return True
+        return user_id in self.recipient_ids and not (self.cancelled or self.is_scheduled)
+
     # ---- orders ----------------------------------------------------------
 
     @event(EncryptionQueued)
@@ -223,7 +264,7 @@ class Message(Aggregate):
         self, metadata: dict[str, Any], version: str, meta: dict[str, str]
     ) -> bool:
         """Record the sealed envelope's public metadata; False when it already was."""
-        if self.encryption is not None:
+        if self.encryption is not None or self.cancelled:
             return False
         self._encrypted(metadata=metadata, version=version, kind=self.kind, meta=meta)
         return True
@@ -240,7 +281,7 @@ class Message(Aggregate):
         self, batch: str, online: list[str], offline: list[str], meta: dict[str, str]
     ) -> bool:
         """Record that a batch reached its recipients; False when it already had."""
-        if batch in self.delivered:
+        if batch in self.delivered or self.cancelled:
             return False
         self._delivered(batch=batch, online=online, offline=offline, notify=self.notify, meta=meta)
         return True
@@ -278,7 +319,7 @@ class Message(Aggregate):
         ]
 
     def mark_indexed(self, meta: dict[str, str]) -> bool:
-        if self.indexed:
+        if self.indexed or self.cancelled:
             return False
         self._indexed(meta=meta)
         return True
@@ -320,3 +361,12 @@ class Message(Aggregate):
     @event(Shredded)
     def shred(self, reason: str, meta: dict[str, str]) -> None:
         self.shredded = True
+
+    def cancel(self, job_ids: list[str], meta: dict[str, str]) -> None:
+        if not self.is_scheduled:
+            raise MessageError("only a scheduled send not yet begun can be cancelled")
+        self._cancelled(job_ids=job_ids, meta=meta)
+
+    @event(Cancelled)
+    def _cancelled(self, job_ids: list[str], meta: dict[str, str]) -> None:
+        self.cancelled = True

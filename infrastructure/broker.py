@@ -8,7 +8,16 @@ from typing import Any
 
 from kombu import Connection, Exchange, Queue
 
-from application.jobs import MAX_BATCH, MESSAGE_CLEANUP, QUEUES, Job, batch_to_wire
+from application.jobs import (
+    LANED,
+    LANES,
+    MAX_BATCH,
+    MESSAGE_CLEANUP,
+    QUEUES,
+    Job,
+    batch_to_wire,
+    lane_name,
+)
 
 EXCHANGE = Exchange("courier", type="direct", durable=True)
 
@@ -17,13 +26,21 @@ def queue_for(name: str) -> Queue:
     return Queue(name, exchange=EXCHANGE, routing_key=name, durable=True)
 
 
+def lanes_of(queue: str) -> list[str]:
+    """The broker queues of a queue, in the order its consumer takes them: ``QUEUE.high``,
+    ``QUEUE``, ``QUEUE.low`` for the message queues, the queue alone for cleanup."""
+    if queue not in LANED:
+        return [queue]
+    return [lane_name(queue, priority) for priority in LANES]
+
+
 class Broker:
     """Builds connections to ``BROKER_URL``; one publisher connection per thread."""
 
     def __init__(self, url: str, visibility_timeout: float = 660.0) -> None:
         self.url = url
         self.visibility_timeout = visibility_timeout
-        self.queues = {name: queue_for(name) for name in QUEUES}
+        self.queues = {lane: queue_for(lane) for name in QUEUES for lane in lanes_of(name)}
         self._local = threading.local()
         self._declared = False
         self._declare_lock = threading.Lock()
@@ -99,13 +116,13 @@ class Broker:
         """
         if not jobs:
             return
-        by_queue: dict[str, list[Job]] = {}
+        by_route: dict[str, list[Job]] = {}
         for job in jobs:
-            by_queue.setdefault(job.queue, []).append(job)
+            by_route.setdefault(job.route, []).append(job)
         batches = [
             group[start : start + size]
-            for queue, group in by_queue.items()
-            for size in [1 if queue == MESSAGE_CLEANUP else MAX_BATCH]
+            for route, group in by_route.items()
+            for size in [1 if route == MESSAGE_CLEANUP else MAX_BATCH]
             for start in range(0, len(group), size)
         ]
         for attempt in (1, 2):
@@ -115,7 +132,7 @@ class Broker:
                     producer.publish(
                         batch[0].to_wire() if len(batch) == 1 else batch_to_wire(batch),
                         exchange="",
-                        routing_key=batch[0].queue,
+                        routing_key=batch[0].route,
                         delivery_mode=2,
                         message_id=batch[0].job_id,
                         retry=True,
@@ -132,7 +149,7 @@ class Broker:
         return self.depths([name])[name]
 
     def depths(self, names: list[str]) -> dict[str, int]:
-        """Jobs waiting in each queue, over one connection.
+        """Jobs waiting in each queue (all its lanes), over one connection.
 
         A declare (not a passive one: Redis drops an empty list, which a passive
         declare would report as a missing queue) answers the count on every transport.
@@ -142,8 +159,10 @@ class Broker:
             channel = conn.default_channel
             result = {}
             for name in names:
-                _, count, _ = self.queues[name].bind(channel).queue_declare()
-                result[name] = int(count)
+                result[name] = 0
+                for lane in lanes_of(name):
+                    _, count, _ = self.queues[lane].bind(channel).queue_declare()
+                    result[name] += int(count)
             return result
 
     def ping(self) -> bool:

@@ -35,18 +35,25 @@ class DelayedJobs:
         """Schedule each ``(job, delay)`` inside the caller's transaction."""
         if not jobs:
             return
+        now = time.time()
+        self.hold_in(conn, [(job, now + delay) for job, delay in jobs])
+
+    def hold_in(self, conn: Connection, jobs: Sequence[tuple[Job, float]]) -> None:
+        """Hold each ``(job, due_at)`` (Unix seconds) inside the caller's transaction: a
+        retry, a follow-up, or a scheduled send's first jobs."""
+        if not jobs:
+            return
         insert: Any = (
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         )
-        now = time.time()
         rows = {
             job.job_id: {
                 "job_id": job.job_id,
                 "queue": job.queue,
                 "body": job.to_wire(),
-                "due_at": now + delay,
+                "due_at": due_at,
             }
-            for job, delay in jobs
+            for job, due_at in jobs
         }
         stmt = insert(delayed_jobs)
         stmt = stmt.on_conflict_do_update(
@@ -85,6 +92,11 @@ class DelayedJobs:
                     )
                 )
             )
+
+    def drop_in(self, conn: Connection, job_ids: Sequence[str]) -> None:
+        """Delete the held jobs of these ids (a cancelled scheduled send's)."""
+        if job_ids:
+            conn.execute(delete(delayed_jobs).where(delayed_jobs.c.job_id.in_(list(job_ids))))
 
     def waiting_ids(self) -> set[str]:
         with self.engine.connect() as conn:

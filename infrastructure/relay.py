@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select, text, tuple_
 
 from application.jobs import QUEUES, Job
 from application.messaging import Messaging
-from application.policies import jobs_for, pending_jobs
+from application.policies import dropped_jobs, held_jobs, jobs_for, pending_jobs
 from application.retention import cleanup_job
 from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
@@ -147,7 +147,19 @@ class Relay(threading.Thread):
     def publish_batch(self, batch: Sequence[Positioned]) -> None:
         jobs = [job for _, event in batch if event is not None for job in jobs_for(event)]
         self.broker.publish(jobs)
+        held: list[tuple[Job, float]] = []
+        dropped: list[str] = []
+        for _, event in batch:
+            scheduled = held_jobs(event)
+            if scheduled is not None:
+                due, first = scheduled
+                held.extend((job, due.timestamp()) for job in first)
+            dropped.extend(dropped_jobs(event))
         with self.engine.begin() as conn:
+            # A scheduled send's first jobs wait in the delayed jobs until due, stored
+            # with the position: a restart holds them once, and publishes them once due.
+            self.delayed.hold_in(conn, held)
+            self.delayed.drop_in(conn, dropped)
             write_position(conn, RELAY, batch[-1][0])
         self.published += len(jobs)
 
@@ -219,7 +231,8 @@ class Relay(threading.Thread):
         Walks the candidates in (updated_at, id) order across calls, so that messages
         with a retry pending cannot hide the others from it.
         """
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.reconcile_after)
+        today = datetime.now(UTC)
+        cutoff = today - timedelta(seconds=self.reconcile_after)
         length = (
             func.jsonb_array_length
             if self.engine.dialect.name == "postgresql"
@@ -228,6 +241,9 @@ class Relay(threading.Thread):
         query = select(messages.c.id, messages.c.tenant_id, messages.c.updated_at).where(
             messages.c.updated_at < cutoff,
             length(messages.c.failures) == 0,
+            messages.c.status != "cancelled",
+            # A scheduled send stands still until due: its jobs wait in the delayed jobs.
+            messages.c.send_at.is_(None) | (messages.c.send_at < cutoff),
             (messages.c.status != "delivered")
             | ((messages.c.notify.is_(True)) & messages.c.notified.is_(False))
             | (messages.c.index_requested.is_(True) & messages.c.indexed.is_(False)),
@@ -254,7 +270,7 @@ class Relay(threading.Thread):
             message = self.app.get_message(row.tenant_id, UUID(row.id))
             jobs.extend(
                 j
-                for j in pending_jobs(message)
+                for j in pending_jobs(message, today)
                 if j.job_id not in waiting
                 and j.queue not in busy
                 and j.job_id not in self.republished

@@ -21,9 +21,16 @@ from typing import Any
 
 from application.batches import BatchProcessor, JobResult
 from application.errors import CourierError
-from application.jobs import MESSAGE_CLEANUP, BadJobId, Job, QueueSettings, jobs_from_wire
+from application.jobs import (
+    MESSAGE_CLEANUP,
+    BadJobId,
+    Job,
+    QueueSettings,
+    jobs_from_wire,
+    lane_rank,
+)
 from application.processing import JobNotReady, Processor, UnknownJob
-from infrastructure.broker import Broker
+from infrastructure.broker import Broker, lanes_of
 from infrastructure.delayed import DelayedJobs
 from infrastructure.faults import FaultInjector
 from infrastructure.jobruns import ACTIVE_AFTER, COMPLETED, DROPPED, FAILED, RETRIED, JobRuns
@@ -224,7 +231,7 @@ class QueueConsumer(threading.Thread):
                         conn.ensure_connection(max_retries=1)
                         self.broker.declare(conn)
                         consumer = conn.Consumer(
-                            self.broker.queues[self.settings.name],
+                            [self.broker.queues[lane] for lane in lanes_of(self.settings.name)],
                             callbacks=[self._received],
                             accept=["json"],
                             prefetch_count=self.settings.concurrency,
@@ -465,6 +472,7 @@ class BatchEngine(threading.Thread):
         )
         self.stopping = threading.Event()
         self.units: stdqueue.SimpleQueue[Unit | None] = stdqueue.SimpleQueue()
+        self.backlog: list[tuple[QueueConsumer, Running]] = []  # received, not yet run
         self.unit_thread: threading.Thread | None = None
 
     def submit(self, consumer: QueueConsumer, runs: list[Running]) -> None:
@@ -477,15 +485,9 @@ class BatchEngine(threading.Thread):
     def run(self) -> None:
         self._new_unit_thread()
         while not self.stopping.is_set():
-            try:
-                taken = self.inbox.get(timeout=0.1)
-            except stdqueue.Empty:
+            taken = self._next_unit()
+            if not taken:
                 continue
-            while len(taken) < self.max_jobs:
-                try:
-                    taken.extend(self.inbox.get_nowait())
-                except stdqueue.Empty:
-                    break
             try:
                 self._run(taken)
             except Exception:
@@ -495,6 +497,25 @@ class BatchEngine(threading.Thread):
                     if not run.done:
                         run.recorded = False
                         consumer.settled.put(run)
+
+    def _next_unit(self) -> list[tuple[QueueConsumer, Running]]:
+        """The jobs of the next unit: up to ``max_jobs`` of those received, high-priority
+        lanes first, then normal, then low (each in the order received); the rest wait
+        for the next unit."""
+        if not self.backlog:
+            try:
+                self.backlog = self.inbox.get(timeout=0.1)
+            except stdqueue.Empty:
+                return []
+        while True:
+            try:
+                self.backlog.extend(self.inbox.get_nowait())
+            except stdqueue.Empty:
+                break
+        if any(run.job.priority for _, run in self.backlog):
+            self.backlog.sort(key=lambda taken: lane_rank(taken[1].job.priority))
+        taken, self.backlog = self.backlog[: self.max_jobs], self.backlog[self.max_jobs :]
+        return taken
 
     def _run(self, taken: list[tuple[QueueConsumer, Running]]) -> None:
         queues = self.runner.queues

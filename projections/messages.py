@@ -34,6 +34,15 @@ def _iso(value: datetime | None) -> str | None:
 
 def derive_status(row: dict[str, Any]) -> str:
     """The same rule as ``Message.status``, over the row's columns."""
+    if row["status"] == "cancelled":
+        return "cancelled"
+    if row.get("send_at") is not None and not (
+        row["delivered_count"]
+        or row["failures"]
+        or row["indexed"]
+        or row["encryption_metadata"] is not None
+    ):
+        return "scheduled"
     if row["delivered_count"] >= row["recipient_count"]:
         return "delivered"
     if row["failures"]:
@@ -67,6 +76,7 @@ def row_to_message(row: Any) -> dict[str, Any]:
         "recipientCount": row.recipient_count,
         "notified": bool(row.notify and delivered and len(row.notified_batches) >= batches),
         "indexed": bool(row.indexed),
+        "sendAt": _iso(row.send_at),
         "createdAt": _iso(row.created_at),
         "updatedAt": _iso(row.updated_at),
     }
@@ -88,6 +98,12 @@ class MessageQueriesSQL:
             messages.c.tenant_id == tenant_id,
             messages.c.conversation_id == str(conversation_id),
             visible_to(user_id),
+        )
+        # Others' scheduled sends appear once they begin; cancelled ones never.
+        query = query.where(
+            messages.c.send_at.is_(None)
+            | (messages.c.sender_id == user_id)
+            | messages.c.status.notin_(("scheduled", "cancelled"))
         )
         cursor = decode_cursor(before) if before else None
         if before and cursor is None:

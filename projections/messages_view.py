@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import singledispatchmethod
 from typing import Any
 
@@ -58,6 +59,10 @@ class _Rows:
             return self.conversations[cid]
         except KeyError:
             raise LookupError(f"conversation {cid} is not in the view") from None
+
+
+def _due(send_at: str | None) -> datetime | None:
+    return None if send_at is None else datetime.fromisoformat(send_at)
 
 
 def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
@@ -181,7 +186,14 @@ class MessagesView:
             "is_encrypted": bool(event.encrypted),
             "encryption_metadata": None,
             "encryption_version": "v1" if event.encrypted else None,
-            "status": "encrypting" if event.encrypted else "accepted",
+            "status": (
+                "scheduled"
+                if event.send_at is not None
+                else "encrypting"
+                if event.encrypted
+                else "accepted"
+            ),
+            "send_at": _due(event.send_at),
             "delivered_count": 0,
             "recipient_count": len(recipients),
             "notified": False,
@@ -297,6 +309,12 @@ class MessagesView:
         failures = [f for f in row["failures"] if f["job_id"] != event.job_id]
         self._change(rows, row, position, event, failures=failures)
         rows.failed[event.job_id] = None
+
+    @on.register
+    def _(self, event: Message.Cancelled, position: int, rows: _Rows) -> None:
+        row = rows.message(str(event.originator_id))
+        row["status"] = "cancelled"
+        self._change(rows, row, position, event)
 
     @on.register
     def _(self, event: Message.Read, position: int, rows: _Rows) -> None:

@@ -11,6 +11,7 @@ scheduled by the event that scheduled the split. ``ProcessingFailed`` puts a job
 the failed list and ``RetryRequested`` takes it out (as the `messages` view's
 ``failed_jobs``), counting a retry requested and scheduling the job again.
 
+A scheduled send's first jobs (``held_jobs``) count as scheduled at its due time.
 Only jobs some event scheduled count: an ``Encrypted`` recorded by an end-to-end
 send, say, completes no job. A job that runs and finds nothing to do records no
 event and is not counted; neither are ``MESSAGE_CLEANUP`` runs, which the relay's
@@ -35,7 +36,7 @@ from application.jobs import (
     MESSAGE_NOTIFICATION,
     Job,
 )
-from application.policies import INDEX, SEAL, SPLIT, jobs_for
+from application.policies import INDEX, SEAL, SPLIT, held_jobs, jobs_for
 from domain.message import Message
 from projections.bulk import rows_where_in, upsert_rows
 from projections.tables import queue_metric_jobs, queue_metric_totals
@@ -74,6 +75,9 @@ def completed_by(event: Any) -> list[tuple[str, str]]:
 def touched_by(event: Any) -> set[str]:
     """Every job row applying ``event`` may read or change."""
     ids = {job.job_id for job in jobs_for(event)}
+    held = held_jobs(event)
+    if held is not None:
+        ids.update(job.job_id for job in held[1])
     ids.update(job for job, _ in completed_by(event))
     if isinstance(event, Message.ProcessingFailed | Message.RetryRequested):
         ids.add(event.job_id)
@@ -179,11 +183,21 @@ class QueueMetricsView:
                 failing["failed"] = False
                 rows.count(event.queue, "failed", -1)
                 rows.touch(failing, position)
-        for scheduled in jobs_for(event):
-            row = rows.row(scheduled.job_id, scheduled.queue, at, position)
+        for scheduled, when in self._scheduled(event, at):
+            row = rows.row(scheduled.job_id, scheduled.queue, when, position)
             if row["completed_at"] is None:  # a job done stays done
-                row["scheduled_at"] = at
+                row["scheduled_at"] = when
                 rows.touch(row, position)
+
+    @staticmethod
+    def _scheduled(event: Any, at: float) -> list[tuple[Job, float]]:
+        """The jobs ``event`` schedules and from when: a scheduled send's first jobs
+        count from their due time."""
+        held = held_jobs(event)
+        if held is not None:
+            due, jobs = held
+            return [(job, due.timestamp()) for job in jobs]
+        return [(job, at) for job in jobs_for(event)]
 
     def _write(self, conn: Connection, rows: _Batch) -> None:
         upsert_rows(conn, queue_metric_jobs, ["job_id"], [rows.jobs[j] for j in rows.changed])

@@ -78,6 +78,7 @@ messages = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("position", BigInteger, nullable=False),
+    Column("send_at", DateTime(timezone=True)),  # a scheduled send's due time
     Index("messages_is_encrypted_idx", "is_encrypted"),
     Index("messages_conversation_encrypted_idx", "conversation_id", "is_encrypted"),
     Index("messages_conversation_created_idx", "conversation_id", "created_at", "id"),

@@ -88,11 +88,11 @@ def _purge_amqp(url: str) -> None:
     from kombu import Connection
 
     from application.jobs import QUEUES
-    from infrastructure.broker import queue_for
+    from infrastructure.broker import lanes_of, queue_for
 
     with Connection(url, connect_timeout=5) as conn:
         channel = conn.default_channel
-        for name in QUEUES:
+        for name in (lane for queue in QUEUES for lane in lanes_of(queue)):
             queue = queue_for(name).bind(channel)
             queue.declare()
             queue.purge()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -116,6 +117,14 @@ async def shred(request: Request) -> Response:
     return respond(await run_in_threadpool(app.shred, ctx, message_id, body.reason))
 
 
+async def cancel(request: Request) -> Response:
+    ctx = authenticate(request).context
+    message_id = path_uuid(request, "message")
+    app = services(request).messaging
+    message = await run_in_threadpool(app.cancel, ctx, message_id, datetime.now(UTC))
+    return respond(message_dict(message))
+
+
 async def search(request: Request) -> Response:
     ctx = authenticate(request).context
     query = query_text(request, "q", 200, required=True)
@@ -166,6 +175,13 @@ ENDPOINTS = (
         "/api/messages/{id}",
         view,
         "A message (records that the caller viewed it)",
+        response="Message",
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/messages/{id}",
+        cancel,
+        "Cancel a scheduled message (its sender, before it is due)",
         response="Message",
     ),
     Endpoint(

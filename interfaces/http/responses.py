@@ -71,12 +71,22 @@ MESSAGE = shape(
         ),
         "encryptionVersion": {"type": ["string", "null"]},
         "status": {
-            "enum": ["accepted", "encrypting", "encrypted", "delivering", "delivered", "failed"]
+            "enum": [
+                "scheduled",
+                "accepted",
+                "encrypting",
+                "encrypted",
+                "delivering",
+                "delivered",
+                "failed",
+                "cancelled",
+            ]
         },
         "deliveredCount": COUNT,
         "recipientCount": COUNT,
         "notified": FLAG,
         "indexed": FLAG,
+        "sendAt": {"type": ["string", "null"], "format": "date-time"},
         "createdAt": TIME,
         "updatedAt": TIME,
     }

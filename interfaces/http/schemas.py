@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -101,6 +102,39 @@ class Sealed(Body):
     )
 
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+MAX_SCHEDULE = timedelta(days=30)
+
+
+def _send_at(text: str) -> str:
+    """A future moment at most 30 days ahead, RFC 3339 with an offset; as UTC (``Z``)."""
+    if not RFC3339.fullmatch(text):
+        raise PydanticCustomError(
+            "rfc3339", "must be an RFC 3339 date-time with an offset, e.g. 2030-01-31T09:00:00Z"
+        )
+    fraction = re.search(r"\.(\d+)", text)
+    if fraction:  # fromisoformat takes at most six digits of a second
+        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6].ljust(6, "0"))
+    try:
+        when = datetime.fromisoformat(text.upper()).astimezone(UTC)
+    except ValueError:
+        raise PydanticCustomError("rfc3339", "is not a valid date-time") from None
+    now = datetime.now(UTC)
+    if when <= now:
+        raise PydanticCustomError("send_at_past", "must be in the future")
+    if when > now + MAX_SCHEDULE:
+        raise PydanticCustomError("send_at_too_far", "must be at most 30 days ahead")
+    return when.isoformat().replace("+00:00", "Z")
+
+
+SendAt = Annotated[
+    str,
+    StringConstraints(strict=True, max_length=64),
+    AfterValidator(_send_at),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+
+
 class Send(Body):
     content: Annotated[str, StringConstraints(min_length=1)] | None = None
     sealed: Sealed | None = None
@@ -108,6 +142,8 @@ class Send(Body):
     notify: bool = True
     index: bool = True
     client_message_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    send_at: SendAt | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
 
     @model_validator(mode="after")
     def _one_content(self) -> Send:
@@ -144,6 +180,8 @@ class Send(Body):
             notify=self.notify,
             index=self.index,
             client_message_id=self.client_message_id,
+            send_at=self.send_at,
+            priority="" if self.priority == "normal" else self.priority,
         )
 
 

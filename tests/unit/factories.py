@@ -21,6 +21,7 @@ def new_message(
     notify: bool = True,
     index: bool = True,
     meta: dict[str, str] = META,
+    send_at: str | None = None,
 ) -> Message:
     """A message from alice (to bob unless told), accepted and nothing more."""
     recipients = ["bob"] if recipients is None else recipients
@@ -40,4 +41,5 @@ def new_message(
         content_digest="d" * 64,
         client_message_id=None,
         meta=meta,
+        send_at=send_at,
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
 from application.batches import BatchProcessor
-from application.errors import NotFound
+from application.errors import Conflict, NotFound
 from application.jobs import (
     BATCH_MESSAGE_SENDING,
     MESSAGE_DELIVERY,
@@ -20,6 +21,7 @@ from application.jobs import (
 )
 from application.loading import Loader
 from application.messaging import Crypto, Messaging, Outgoing
+from application.policies import jobs_for
 from application.ports import Delivered, Notice, Outcomes, VaultEntry
 from application.processing import JobNotReady, Processor
 from domain.events import Context
@@ -207,3 +209,54 @@ def test_encryption_wraps_for_every_participant_and_a_job_that_cannot_fails_alon
     assert sorted(message.encryption["recipientKeyIds"]) == ["alice", "bob"]
     assert open_envelope("bob", app.envelope(ctx("bob"), ready)) == b"hi"
     assert app.get_message(TENANT, lacking).encryption is None
+
+
+def test_a_high_priority_send_keeps_its_lane_through_its_jobs_and_an_operator_retry(
+    app: Messaging,
+) -> None:
+    conversation = app.start_conversation(ctx("alice"), "group", ["bob", "carol"], None)
+    sent = app.send_group(ctx("alice"), conversation.id, Outgoing(content="hi", priority="high"))
+    [first, _] = sent.jobs
+    assert first.priority == "high"
+    [split] = batches(app).run([first])
+    assert [j.route for j in split.follow_ups] == ["MESSAGE_DELIVERY.high"]
+
+    batches(app).run(split.follow_ups)
+    message = app.get_message(TENANT, sent.message.id)
+    stored = list(app.events.get(sent.message.id))
+    assert stored[-1].meta["priority"] == "high"  # recorded by the job, in its lane
+    [notification] = jobs_for(stored[-1])
+    assert notification.route == "MESSAGE_NOTIFICATION.high"
+
+    message.fail(MESSAGE_NOTIFICATION, notification.job_id, 3, "Boom", stored[-1].meta)
+    app.save(message)
+    admin = Context(actor_id="ops", tenant_id=TENANT, actor_role="admin")
+    app.request_retry(admin, notification.job_id)
+    retry = list(app.events.get(sent.message.id))[-1]
+    [again] = jobs_for(retry)
+    assert again.job_id == notification.job_id and again.route == "MESSAGE_NOTIFICATION.high"
+
+
+def test_jobs_of_a_cancelled_send_record_nothing(app: Messaging) -> None:
+    for user in ("alice", "bob"):
+        app.register_key(ctx(user), public_pem(user))
+    due = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    mid = send(app, send_at=due, encrypted=True)
+    message = app.get_message(TENANT, mid)
+    assert message.status == "scheduled"
+    cancelled = app.cancel(ctx("alice"), mid, datetime.now(UTC))
+    assert cancelled.status == "cancelled"
+    version = app.get_message(TENANT, mid).version
+
+    results = batches(app).run(
+        [
+            job(MESSAGE_ENCRYPTION, mid, "seal"),
+            job(MESSAGE_DELIVERY, mid, "b0"),
+            job(MESSAGE_INDEXING, mid, "index"),
+        ]
+    )
+
+    assert [r.error for r in results] == [None, None, None]
+    assert app.get_message(TENANT, mid).version == version
+    with pytest.raises(Conflict):
+        app.cancel(ctx("alice"), mid, datetime.now(UTC))
