@@ -306,6 +306,7 @@ def test_an_auditor_page_searches_the_log_shows_a_trail_and_the_tamper_check(
 
     page.get_by_role("button", name="Verify the chain").click()
     expect()(page.locator('[data-verdict="ok"]')).to_contain_text("Intact", timeout=LIVE_MS)
+    expect()(page.locator('[data-verdict="ok"]')).to_contain_text("audit tables match the log")
 
     page.get_by_label("Actor id").fill("bob")
     page.get_by_role("button", name="Search", exact=True).click()
