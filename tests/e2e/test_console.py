@@ -8,6 +8,9 @@ retries it to completion; the pages fit a phone's width and every control has a 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from domain.message import message_id_for
+from tests.conftest import unavailable
 from tests.e2e.browser import (
     KEYGEN_MS,
     LIVE_MS,
@@ -31,7 +35,7 @@ from tests.e2e.browser import (
     user_token,
 )
 from tests.e2e.conftest import FAST
-from tests.e2e.harness import Runtime, auth, wait_for
+from tests.e2e.harness import ROOT, Runtime, auth, wait_for
 from tests.e2e.sealing import register_keys, restart
 from tests.recipient import public_pem, seal
 
@@ -377,3 +381,35 @@ def test_the_console_fits_a_phone_and_keeps_strict_headers(
     missing = embedded.http.get("/console/nothing.js")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert browser.problems == []
+
+
+CONSOLE_CRYPTO = ROOT / "interfaces" / "console" / "static" / "js" / "crypto.js"
+NAMING = [
+    ("t1", "alice", "c-1"),
+    ("clinic-1", "zoë", 'id \u007f\u2028\U0001f600\n"quoted" \\ back'),
+    ("t\u00e9", "b\u00f6b", str(uuid.UUID(int=7))),
+]
+
+
+def test_the_console_names_a_send_exactly_as_the_service_does() -> None:
+    """The AAD a page seals with names the id the service will give the send: the page's
+    UUID v5 (Python's json.dumps rules included) must agree with domain/message.py."""
+    executable = shutil.which("node")
+    if executable is None:
+        unavailable("node (Node.js 20)")
+    assert executable is not None
+    script = (
+        f"import {{ messageIdFor }} from {json.dumps(CONSOLE_CRYPTO.as_uri())};\n"
+        "const cases = JSON.parse(process.argv[1]);\n"
+        "const ids = [];\n"
+        "for (const c of cases) ids.push(await messageIdFor(...c));\n"
+        "console.log(JSON.stringify(ids));\n"
+    )
+    done = subprocess.run(
+        [executable, "--input-type=module", "-e", script, json.dumps(NAMING)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [str(message_id_for(*case)) for case in NAMING]
