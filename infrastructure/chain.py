@@ -161,6 +161,7 @@ class ChainKeeper:
     full_every: float = 900.0
     _verified: Verified | None = field(default=None, init=False, repr=False)
     _anchor: Anchor | None = field(default=None, init=False, repr=False)
+    _remembered: tuple[int, bytes] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def chained_through(self) -> int:
@@ -183,8 +184,11 @@ class ChainKeeper:
             since = self._verified
             if since is not None and time.monotonic() - since.full_at >= self.full_every:
                 since = None
-            verdict, reached = self._walk(anchors, None, since)
+            verdict, reached = self._walk(anchors, None, since, self._remembered)
             self._verified = reached
+            if reached is not None and reached.position:
+                # Kept after a failure too: a cut tail stays reported on every later call.
+                self._remembered = (reached.position, reached.digest)
             if anchor is not None:
                 shown = {"position": anchor.position, "signedAt": anchor.signed_at}
                 verdict = replace(verdict, checkpoint=shown)
@@ -196,14 +200,17 @@ class ChainKeeper:
         progress: Callable[[int], None] | None = None,
     ) -> Verdict:
         """Recompute the chain from the stored events to its head; name the first bad position."""
-        return self._walk(anchors or {}, progress, None)[0]
+        return self._walk(anchors or {}, progress, None, None)[0]
 
     def _walk(
         self,
         anchors: dict[int, bytes],
         progress: Callable[[int], None] | None,
         since: Verified | None,
+        remembered: tuple[int, bytes] | None,
     ) -> tuple[Verdict, Verified | None]:
+        """Walk from ``since`` (else from the start); ``remembered`` is the last position
+        this process verified and its hash, which must still be there."""
         begin = since or Verified(full_at=time.monotonic())
         with self.engine.connect() as conn:
             # Read in this order, each committed before the next is read: a position the
@@ -228,12 +235,12 @@ class ChainKeeper:
                 incremental=since is not None,
             )
 
-        cut = self._cut(stop, reached, begin, anchors, last_entry, log_head)
+        cut = self._cut(stop, reached, remembered, anchors, last_entry, log_head)
         if cut is not None:
             return verdict(False, begin.checked, stop + 1, cut), None
-        if since is not None and since.position and self._link(since.position) != since.digest:
+        if remembered is not None and self._link(remembered[0]) != remembered[1]:
             reason = "the chain's link at a position verified before was changed or removed"
-            return verdict(False, begin.checked, since.position, reason), None
+            return verdict(False, begin.checked, remembered[0], reason), None
         early = self._anchored_before(begin.position, anchors)
         if early is not None:
             return verdict(
@@ -260,7 +267,7 @@ class ChainKeeper:
         self,
         stop: int,
         reached: int,
-        begin: Verified,
+        remembered: tuple[int, bytes] | None,
         anchors: dict[int, bytes],
         last_entry: int,
         log_head: int,
@@ -268,11 +275,11 @@ class ChainKeeper:
         """Why events must have been cut from the end of the log and the chain, if so."""
         if reached > stop:
             return f"the chain's projection had reached position {reached}: links were removed"
-        if begin.position > stop:
-            return f"position {begin.position} was verified before and is gone from the chain"
         beyond = [p for p in anchors if p > stop]
         if beyond:
             return f"a signed checkpoint at position {min(beyond)} lies beyond the chain"
+        if remembered is not None and remembered[0] > stop:
+            return f"position {remembered[0]} was verified before and is gone from the chain"
         if last_entry > log_head:
             return f"the audit entry at position {last_entry} has no event in the log"
         return None
