@@ -34,6 +34,12 @@ class Invalid(CourierError):
     code = "validation_error"
 
 
+class EncryptionRequired(Invalid):
+    """The deployment's policy (``REQUIRE_ENCRYPTION``) refuses plain-text messages."""
+
+    code = "encryption_required"
+
+
 class MissingKeys(CourierError):
     code = "recipient_key_missing"
 

@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import IntegrityError, Recording
 
 from application.errors import (
     Conflict,
     ContentShredded,
+    EncryptionRequired,
     Forbidden,
     Invalid,
     MissingKeys,
@@ -36,6 +38,7 @@ from application.ports import (
     Keyring,
     KeyVault,
     VaultEntry,
+    message_key_context,
 )
 from application.search import blind_words
 from domain.access import ENVELOPE, MESSAGE, Access
@@ -166,6 +169,9 @@ class Messaging(Application[UUID]):
         self._get_async: Callable[[list[UUID]], Awaitable[list[Any]]] | None = None
         self._unheard: int | None = None  # newest position saved on the loop, not yet told
         self._known_key_holders = KnownIds()
+        # REQUIRE_ENCRYPTION: every tenant's messages must be encrypted (server-sealed or
+        # end-to-end); a plain-text send is refused before anything is stored.
+        self.require_encryption = False
 
     def record_with(self, put: Callable[[list[Any]], list[Recording[UUID]]]) -> None:
         """Route every save through ``put`` (e.g. a group committer)."""
@@ -206,6 +212,23 @@ class Messaging(Application[UUID]):
         if position:
             for listener in list(self._listeners):
                 listener(position)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """eventsourcing's ``save``, with events taken as they are: its
+        ``collect_events`` tells an event from an aggregate with a runtime Protocol
+        check, which cost a unit of work of the worker a twentieth of its time."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, DomainEvent):
+                processing_event.events.append(obj)
+            elif obj is not None:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # eventsourcing's (deprecated) hook
+        return recordings
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         if self._put is None or processing_event.tracking is not None:
@@ -551,6 +574,12 @@ class Messaging(Application[UUID]):
             raise Invalid("the conversation has no other participant to send to")
         meta = ctx.as_meta()
         encrypted = outgoing.encrypted or outgoing.sealed is not None
+        if not encrypted and self.require_encryption:
+            raise EncryptionRequired(
+                "this service requires every message to be encrypted (REQUIRE_ENCRYPTION): "
+                'send "encrypted": true, or "sealed" content',
+                [{"field": "encrypted", "issue": "must be true, or the content sealed"}],
+            )
         sealed: dict[str, Any] | None = None
         vault: list[VaultEntry] = []
         search_tokens: list[str] | None = None
@@ -595,9 +624,12 @@ class Messaging(Application[UUID]):
 
     def _server_seal(self, mid: UUID, content: str) -> tuple[dict[str, Any], list[VaultEntry]]:
         sealed = self.crypto.cipher.seal(content.encode("utf-8"), aad_for(mid))
-        key_id, wrapped = self.crypto.keyring.wrap(sealed.data_key)
         dek_id = new_id().hex
-        entry = VaultEntry(mid, f"{SERVICE_HOLDER}:{dek_id}", key_id, wrapped)
+        holder = f"{SERVICE_HOLDER}:{dek_id}"
+        key_id, wrapped = self.crypto.keyring.wrap(
+            sealed.data_key, message_key_context(mid, holder)
+        )
+        entry = VaultEntry(mid, holder, key_id, wrapped)
         envelope = {
             "ciphertext": b64(sealed.ciphertext),
             "iv": b64(sealed.iv),

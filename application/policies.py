@@ -25,6 +25,16 @@ def delivery_job(message_id: Any, kind: str, tenant_id: str, correlation_id: str
     return Job(BATCH_MESSAGE_SENDING, message_id, SPLIT, tenant_id, 1, correlation_id)
 
 
+# The events ``jobs_for`` may answer jobs for: the relay decodes no others.
+JOB_EVENTS: tuple[type, ...] = (
+    Message.Created,
+    Message.EncryptionQueued,
+    Message.Encrypted,
+    Message.Delivered,
+    Message.RetryRequested,
+)
+
+
 def jobs_for(event: Any) -> list[Job]:
     """The jobs the relay publishes once ``event`` is in the log."""
     meta: dict[str, str] = getattr(event, "meta", {}) or {}

@@ -44,9 +44,22 @@ class Keyring(Protocol):
     @property
     def active_key_id(self) -> str: ...
     def holds(self, key_id: str) -> bool: ...
-    def wrap(self, data_key: bytes) -> tuple[str, bytes]: ...
-    def unwrap(self, key_id: str, wrapped: bytes) -> bytes: ...
+    @property
+    def legacy_wrap_bytes(self) -> int: ...
+    def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]: ...
+    def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes: ...
     def digest(self, data: bytes) -> str: ...
+
+
+def message_key_context(message_id: UUID, holder: str) -> str:
+    """What a message's data key wrapped by the keyring is bound to: purpose, message id
+    and vault holder (``service:<data key id>``), so that it unwraps for no other row."""
+    return f"message-data-key|message={message_id}|holder={holder}"
+
+
+def index_key_context(tenant_id: str) -> str:
+    """What a tenant's blind-index key wrapped by the keyring is bound to."""
+    return f"search-index-key|tenant={tenant_id}"
 
 
 @dataclass(frozen=True)
@@ -65,13 +78,21 @@ class KeyVault(Protocol):
     def get_many(self, wanted: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], VaultEntry]: ...
     def shred(self, message_id: UUID) -> int: ...
 
-    def entries_not_under(
-        self, holder_prefix: str, key_id: str, after: tuple[str, str] | None, limit: int
+    def entries_to_rewrap(
+        self,
+        holder_prefix: str,
+        key_id: str,
+        legacy_bytes: int,
+        after: tuple[str, str] | None,
+        limit: int,
     ) -> list[VaultEntry]:
         """Entries whose holder starts with ``holder_prefix`` and whose key id is not
-        ``key_id``, ordered by (message id, holder), from just after ``after``."""
+        ``key_id`` or whose wrapped key is ``legacy_bytes`` long (the unbound format),
+        ordered by (message id, holder), from just after ``after``."""
         ...
 
+    def count_to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> int: ...
+    def count_of_size(self, holder_prefix: str, size: int) -> int: ...
     def count_by_key_id(self, holder_prefix: str) -> dict[str, int]: ...
 
     def rewrap(self, entry: VaultEntry, key_id: str, wrapped_key: bytes) -> bool:
@@ -158,7 +179,7 @@ class MessageQueries(Protocol):
     """The read side, as the interfaces see it (plain dicts, camelCase)."""
 
     def conversation_messages(
-        self, tenant_id: str, conversation_id: UUID, limit: int, before: str | None
+        self, tenant_id: str, user_id: str, conversation_id: UUID, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]: ...
 
     def delivered_since(

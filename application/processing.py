@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+
 from application.jobs import (
     BATCH_MESSAGE_SENDING,
     MESSAGE_CLEANUP,
@@ -18,7 +20,15 @@ from application.jobs import (
 )
 from application.messaging import SERVICE_HOLDER, Messaging
 from application.notices import notice_for
-from application.ports import Delivered, Indexer, Notifier, Outcomes, Presence, VaultEntry
+from application.ports import (
+    Delivered,
+    Indexer,
+    Notifier,
+    Outcomes,
+    Presence,
+    VaultEntry,
+    message_key_context,
+)
 from application.retention import Retention
 from application.turns import Turns
 from domain.events import system_context
@@ -27,6 +37,19 @@ from domain.message import ENVELOPE_VERSION, Message
 
 class JobNotReady(Exception):
     """The message is not yet in the state this job needs; try again later."""
+
+
+class ForeignWrappedKey(Exception):
+    """The vault's wrapped data key of a message does not unwrap for that message: it
+    was damaged or copied from another row. Nothing is wrapped for anyone."""
+
+    safe_to_show = True  # ids only, and says what is wrong
+
+    def __str__(self) -> str:
+        return (
+            f"the service's wrapped data key of message {self.args[0]} is not bound to it "
+            "(copied from another message or damaged): refused, nothing re-wrapped"
+        )
 
 
 class UnknownJob(Exception):
@@ -50,8 +73,10 @@ class Processor:
         notifier: Notifier,
         indexer: Indexer,
         retention: Retention | None = None,
+        notify_preview: bool = False,
     ) -> None:
         self.app = app
+        self.notify_preview = notify_preview  # NOTIFY_PREVIEW: content in notifications
         self.presence = presence
         self.notifier = notifier
         self.indexer = indexer
@@ -143,7 +168,11 @@ class Processor:
         the public metadata ``Encrypted`` records."""
         if service is None:
             raise JobNotReady("the message's data key is not in the vault")
-        data_key = self.app.crypto.keyring.unwrap(service.key_id, service.wrapped_key)
+        context = message_key_context(message.id, service.holder)
+        try:
+            data_key = self.app.crypto.keyring.unwrap(service.key_id, service.wrapped_key, context)
+        except InvalidTag:
+            raise ForeignWrappedKey(message.id) from None
         entries: list[VaultEntry] = []
         recipient_key_ids: dict[str, str] = {}
         for user in message.participants():
@@ -221,7 +250,7 @@ class Processor:
             raise JobNotReady("the batch is not delivered yet")
         offline = [u for u in recipients if u in message.offline]
         online = [u for u in recipients if u not in message.offline]
-        return notice_for(message), offline, online
+        return notice_for(message, self.notify_preview), offline, online
 
     def index(self, job: Job) -> Outcome:
         message = self._message(job)

@@ -1,4 +1,5 @@
-"""Master-key rotation: re-wrap the service's copies of data keys under the active key.
+"""Master-key rotation: re-wrap the service's copies of data keys under the active key,
+bound to the message they protect (wraps of the old, unbound format are rewritten too).
 
 Content is never re-encrypted: a data key stays the same, only the wrapping around
 the service's copy of it changes. Recipients' RSA-wrapped copies do not involve the
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 
 from application.messaging import SERVICE_HOLDER
-from application.ports import Keyring, KeyVault
+from application.ports import Keyring, KeyVault, message_key_context
 
 SERVICE_PREFIX = SERVICE_HOLDER + ":"
 BATCH = 500
@@ -37,7 +38,8 @@ class RotationReport:
 
 
 class KeyRotation:
-    """Moves every service-held data key to the keyring's active master key."""
+    """Moves every service-held data key to the keyring's active master key, in the
+    bound format."""
 
     def __init__(self, keyring: Keyring, vault: KeyVault) -> None:
         self.keyring = keyring
@@ -47,9 +49,15 @@ class KeyRotation:
         """Service-held data keys by the master key id they are wrapped under."""
         return self.vault.count_by_key_id(SERVICE_PREFIX)
 
+    def unbound(self) -> int:
+        """Service-held data keys still wrapped in the old format, bound to no message."""
+        return self.vault.count_of_size(SERVICE_PREFIX, self.keyring.legacy_wrap_bytes)
+
     def pending(self) -> int:
+        """Data keys ``run`` would rewrite: under an older key, or in the unbound format."""
         active = self.keyring.active_key_id
-        return sum(n for key_id, n in self.counts().items() if key_id != active)
+        legacy = self.keyring.legacy_wrap_bytes
+        return self.vault.count_to_rewrap(SERVICE_PREFIX, active, legacy)
 
     def run(
         self, batch_size: int = BATCH, progress: Callable[[int], None] | None = None
@@ -60,22 +68,24 @@ class KeyRotation:
         re-wrapped by someone else meanwhile is left as it is.
         """
         active = self.keyring.active_key_id
+        legacy = self.keyring.legacy_wrap_bytes
         report = RotationReport(active)
         after: tuple[str, str] | None = None
         while True:
-            batch = self.vault.entries_not_under(SERVICE_PREFIX, active, after, batch_size)
+            batch = self.vault.entries_to_rewrap(SERVICE_PREFIX, active, legacy, after, batch_size)
             if not batch:
                 return report
             for entry in batch:
                 if not self.keyring.holds(entry.key_id):
                     report.not_held[entry.key_id] += 1
                     continue
+                context = message_key_context(entry.message_id, entry.holder)
                 try:
-                    data_key = self.keyring.unwrap(entry.key_id, entry.wrapped_key)
+                    data_key = self.keyring.unwrap(entry.key_id, entry.wrapped_key, context)
                 except InvalidTag:
                     report.damaged[entry.key_id] += 1
                     continue
-                key_id, wrapped = self.keyring.wrap(data_key)
+                key_id, wrapped = self.keyring.wrap(data_key, context)
                 if self.vault.rewrap(entry, key_id, wrapped):
                     report.rewrapped += 1
                 else:

@@ -25,6 +25,8 @@ from typing import IO, Any
 import httpx
 import psycopg
 
+from benchmarks.w1 import TOKEN_LIFETIME_SECONDS
+
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("serve", "relay", "worker", "projections")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -155,6 +157,8 @@ class ServicesRuntime:
             # A benchmark measures the service, not its rate limits.
             "RATE_LIMIT_PER_USER": "0",
             "RATE_LIMIT_PER_ADDRESS": "0",
+            # Its tokens are minted once and must outlast a long soak (w1.mint).
+            "JWT_MAX_LIFETIME_SECONDS": str(TOKEN_LIFETIME_SECONDS),
             **self.extra_env,
         }
 

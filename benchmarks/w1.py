@@ -79,12 +79,19 @@ def plan(workload: Workload, count: int, seed_offset: int = 0) -> list[Planned]:
     return planned
 
 
-def mint(secret: str, user: str, tenant: str, hours: int = 12) -> str:
+# A soak may outlast an hour: the benchmark's own servers accept tokens of this lifetime
+# (runtime.py sets JWT_MAX_LIFETIME_SECONDS to it).
+TOKEN_LIFETIME_SECONDS = 12 * 3600
+
+
+def mint(secret: str, user: str, tenant: str, seconds: int = TOKEN_LIFETIME_SECONDS) -> str:
+    now = int(time.time())
     claims = {
         "sub": user,
         "tenant": tenant,
         "roles": ["user"],
-        "exp": int(time.time()) + hours * 3600,
+        "iat": now,
+        "exp": now + seconds,
     }
     return jwt.encode(claims, secret, algorithm="HS256")
 

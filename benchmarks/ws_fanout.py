@@ -60,7 +60,8 @@ class Sample:
 
 
 def token(user: str) -> str:
-    claims = {"sub": user, "tenant": "bench", "roles": ["user"], "exp": int(time.time()) + 7200}
+    now = int(time.time())
+    claims = {"sub": user, "tenant": "bench", "roles": ["user"], "iat": now, "exp": now + 3600}
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 

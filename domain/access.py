@@ -21,6 +21,7 @@ PAGE = "conversation.page"
 SEARCH = "search"
 MESSAGE = "message"  # GET /api/messages/{id}
 ENVELOPE = "envelope"  # GET /api/messages/{id}/envelope
+BACKLOG = "ws.backlog"  # a page of the WebSocket's ``since`` backlog
 
 
 class Access(Aggregate):

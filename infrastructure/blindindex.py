@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from application.ports import Keyring
+from application.ports import Keyring, index_key_context
 from projections.tables import search_index_keys
 
 KEY_BYTES = 32
@@ -69,7 +69,8 @@ class HmacBlindIndex:
         with self.engine.begin() as conn:
             row = conn.execute(query).first()
             if row is None:
-                key_id, wrapped = self.keyring.wrap(os.urandom(KEY_BYTES))
+                context = index_key_context(tenant_id)
+                key_id, wrapped = self.keyring.wrap(os.urandom(KEY_BYTES), context)
                 insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
                 conn.execute(
                     insert(table)
@@ -83,23 +84,31 @@ class HmacBlindIndex:
                 )
                 # Another process may have made the tenant's key first: theirs wins.
                 row = conn.execute(query).one()
-        return self.keyring.unwrap(row.key_id, bytes(row.wrapped_key))
+        return self.keyring.unwrap(row.key_id, bytes(row.wrapped_key), index_key_context(tenant_id))
 
     def rewrap(self) -> int:
-        """Wrap every tenant's index key under the keyring's active key (key rotation)."""
+        """Wrap every tenant's index key under the keyring's active key, bound to its
+        tenant (key rotation; wraps of the old, unbound format are rewritten too)."""
         table = search_index_keys
         changed = 0
         with self.engine.begin() as conn:
             rows = conn.execute(select(table)).all()
             for row in rows:
-                if row.key_id == self.keyring.active_key_id:
+                wrapped_before = bytes(row.wrapped_key)
+                legacy = len(wrapped_before) == self.keyring.legacy_wrap_bytes
+                if row.key_id == self.keyring.active_key_id and not legacy:
                     continue
-                key = self.keyring.unwrap(row.key_id, bytes(row.wrapped_key))
-                key_id, wrapped = self.keyring.wrap(key)
+                context = index_key_context(row.tenant_id)
+                key = self.keyring.unwrap(row.key_id, wrapped_before, context)
+                key_id, wrapped = self.keyring.wrap(key, context)
                 # Compare-and-set: a row another rotation moved meanwhile is left alone.
                 moved = conn.execute(
                     update(table)
-                    .where(table.c.tenant_id == row.tenant_id, table.c.key_id == row.key_id)
+                    .where(
+                        table.c.tenant_id == row.tenant_id,
+                        table.c.key_id == row.key_id,
+                        table.c.wrapped_key == wrapped_before,
+                    )
                     .values(key_id=key_id, wrapped_key=wrapped)
                 )
                 changed += moved.rowcount or 0

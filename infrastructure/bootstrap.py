@@ -19,6 +19,7 @@ from application.batches import BatchProcessor
 from application.jobs import QueueSettings
 from application.loading import Loader
 from application.messaging import Crypto, Messaging
+from application.policies import JOB_EVENTS
 from application.processing import Processor
 from application.retention import Retention
 from infrastructure import eventstore
@@ -40,12 +41,13 @@ from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Ru
 from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
 from infrastructure.storegate import guard
+from infrastructure.tickets import LocalTickets, RedisTickets, Tickets
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
 from projections.catalog import PROJECTIONS as VIEWS
 from projections.messages import MessageQueriesSQL
-from projections.runner import ApplicationLog, Following, ProjectionRunner
+from projections.runner import ApplicationLog, Following, ProjectionRunner, SelectiveLog
 from projections.shared import SharedFollower
 
 log = logging.getLogger("courier")
@@ -149,6 +151,7 @@ class Container:
     hub: Any = None
     committer: GroupCommitter | None = None
     limiter: RateLimiter | None = None
+    tickets: Tickets = field(default_factory=LocalTickets)
     checkpoints: CheckpointSchedule | None = None
 
     @property
@@ -317,6 +320,7 @@ def build(
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
     messaging = open_messaging(crypto, settings)
+    messaging.require_encryption = settings.require_encryption
     if settings.is_postgres:
         guard(messaging.recorder)  # fail fast (503) while PostgreSQL is down
     # On PostgreSQL a send's key-vault rows can ride along with its events.
@@ -354,6 +358,7 @@ def build(
         chain=chain_keeper(settings, messaging, engine),
         redis=redis_client,
         committer=committer,
+        tickets=RedisTickets(redis_client) if redis_client is not None else LocalTickets(),
     )
     if role in (SERVE, ALL):
         container.limiter = rate_limiter(settings)
@@ -372,7 +377,14 @@ def build(
             container.contacts, SqlSendLog(engine), channels_from(settings.notifications)
         )
         retention = Retention(messaging, container.audit, settings.retention_days)
-        processor = Processor(messaging, presence, notifier, FlagIndexer(), retention)
+        processor = Processor(
+            messaging,
+            presence,
+            notifier,
+            FlagIndexer(),
+            retention,
+            notify_preview=settings.notifications.preview,
+        )
         batches = BatchProcessor(processor, Loader(messaging, event_reader(messaging.recorder)))
         job_runner = JobRunner(
             processor,
@@ -394,7 +406,7 @@ def build(
     if everything or role == RELAY:
         container.relay = Relay(
             messaging,
-            log_,
+            SelectiveLog(log_, JOB_EVENTS),
             engine,
             broker,
             delayed,

@@ -26,6 +26,8 @@ MAX_PEM_CHARS = 20_000
 IV_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
+WRAP_V2 = b"\x02"  # first byte of a wrap bound to its context
+LEGACY_WRAP_BYTES = IV_BYTES + KEY_BYTES + TAG_BYTES  # an unbound wrap of a 32-byte key
 
 _PEM_BEGIN = "-----BEGIN PUBLIC KEY-----"
 _PEM_END = "-----END PUBLIC KEY-----"
@@ -183,20 +185,35 @@ class MasterKeyring:
     def holds(self, key_id: str) -> bool:
         return key_id in self._keys
 
-    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
-        """Wrap under the active key: ``(key_id, 12-byte nonce + ciphertext + tag)``."""
-        nonce = os.urandom(IV_BYTES)
-        wrapped = AESGCM(self._keys[self._active]).encrypt(nonce, data_key, _aad(self._active))
-        return self._active, nonce + wrapped
+    @property
+    def legacy_wrap_bytes(self) -> int:
+        """The size of a wrap made before wraps were bound to a context."""
+        return LEGACY_WRAP_BYTES
 
-    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
-        """The data key; ``UnknownMasterKey`` or ``InvalidTag`` if it cannot be recovered."""
+    def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]:
+        """Wrap under the active key, bound to ``context`` (what the key protects):
+        ``(key_id, version byte + 12-byte nonce + ciphertext + tag)``."""
+        nonce = os.urandom(IV_BYTES)
+        aad = _bound_aad(self._active, context)
+        wrapped = AESGCM(self._keys[self._active]).encrypt(nonce, data_key, aad)
+        return self._active, WRAP_V2 + nonce + wrapped
+
+    def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes:
+        """The data key; ``UnknownMasterKey``, or ``InvalidTag`` if it cannot be recovered
+        or was wrapped for another context (a wrap copied from another row).
+
+        A wrap of the old, unbound format (exactly ``LEGACY_WRAP_BYTES``) still unwraps,
+        under its master key alone, until ``courier keys rotate`` rewrites it bound."""
         key = self._keys.get(key_id)
         if key is None:
             raise UnknownMasterKey(key_id)
-        if len(wrapped) < IV_BYTES + TAG_BYTES:
+        if len(wrapped) == LEGACY_WRAP_BYTES:
+            return AESGCM(key).decrypt(wrapped[:IV_BYTES], wrapped[IV_BYTES:], _aad(key_id))
+        if len(wrapped) < 1 + IV_BYTES + TAG_BYTES or wrapped[:1] != WRAP_V2:
             raise InvalidTag
-        return AESGCM(key).decrypt(wrapped[:IV_BYTES], wrapped[IV_BYTES:], _aad(key_id))
+        body = wrapped[1:]
+        aad = _bound_aad(key_id, context)
+        return AESGCM(key).decrypt(body[:IV_BYTES], body[IV_BYTES:], aad)
 
     def digest(self, data: bytes) -> str:
         """Hex HMAC-SHA256 of ``data``, stable across key rotation."""
@@ -204,7 +221,14 @@ class MasterKeyring:
 
 
 def _aad(key_id: str) -> bytes:
+    """The AAD of legacy (unbound) wraps: only the master key id."""
     return b"courier:dek:" + key_id.encode()
+
+
+def _bound_aad(key_id: str, context: str) -> bytes:
+    """The AAD of a bound wrap: format version, master key id and the encryption context
+    (purpose and the id of what the key protects, ``application.ports.*_context``)."""
+    return b"courier:wrap:v2|" + key_id.encode() + b"|" + context.encode("utf-8")
 
 
 def generate_master_key_spec(key_id: str | None = None) -> str:

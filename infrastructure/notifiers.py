@@ -22,18 +22,20 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import httpx
 
 from application.ports import ContactBook, Delivered, Notice, NotificationPreferences, Outcomes
 from infrastructure.contacts import SqlSendLog
-from infrastructure.settings import NotificationSettings
+from infrastructure.settings import NotificationSettings, smtp_starttls
 
 log = logging.getLogger("courier.notify")
 
 SECURE_TITLE = "New secure message"
 SECURE_BODY = "You have a new secure message"
+PLAIN_TITLE = "New message"
+PLAIN_BODY = "You have a new message"
 SENT, REFUSED = "sent", "refused"
 CONCURRENT_SENDS = 15  # delivered batches of one unit of work notified at once
 
@@ -61,8 +63,10 @@ def render(notice: Notice) -> Rendered:
         "messageId": str(notice.message_id),
         "conversationId": str(notice.conversation_id),
     }
-    if notice.encrypted or notice.preview is None:
+    if notice.encrypted:
         return Rendered(SECURE_TITLE, SECURE_BODY, data)
+    if notice.preview is None:  # previews are off (NOTIFY_PREVIEW): neither text nor sender
+        return Rendered(PLAIN_TITLE, PLAIN_BODY, data)
     return Rendered(f"New message from {notice.sender_id}", notice.preview, data)
 
 
@@ -171,7 +175,7 @@ class EmailChannel:
             client = smtplib.SMTP_SSL(host, url.port or 465, timeout=self.timeout, context=context)
         else:
             client = smtplib.SMTP(host, url.port or 25, timeout=self.timeout)
-            if parse_qs(url.query).get("starttls", ["0"])[0].lower() in ("1", "true", "yes"):
+            if smtp_starttls(url.geturl()):
                 client.starttls(context=context)
         if url.username:
             client.login(unquote(url.username), unquote(url.password or ""))

@@ -145,7 +145,7 @@ class Relay(threading.Thread):
             return read_position(conn, RELAY)
 
     def publish_batch(self, batch: Sequence[Positioned]) -> None:
-        jobs = [job for _, event in batch for job in jobs_for(event)]
+        jobs = [job for _, event in batch if event is not None for job in jobs_for(event)]
         self.broker.publish(jobs)
         with self.engine.begin() as conn:
             write_position(conn, RELAY, batch[-1][0])

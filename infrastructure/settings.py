@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlparse
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlparse
 
 from application.jobs import DEFAULT_QUEUE_SETTINGS, QUEUES, QueueSettings
 
@@ -40,6 +40,7 @@ class NotificationSettings:
     sms_api_key: str | None = field(default=None, repr=False)
     sms_from: str = "Courier"
     timeout_seconds: float = 5.0
+    preview: bool = False  # NOTIFY_PREVIEW: plain messages' text in notifications
 
 
 def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
@@ -56,6 +57,7 @@ def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
             raise SettingsError(
                 f"{key} must be a URL starting with {' or '.join(s + '://' for s in allowed)}"
             )
+    _check_smtp_tls(env)
     defaults = NotificationSettings()
     return NotificationSettings(
         smtp_url=env.get("SMTP_URL") or None,
@@ -66,7 +68,119 @@ def notification_settings(env: Mapping[str, str]) -> NotificationSettings:
         sms_api_key=env.get("SMS_API_KEY") or None,
         sms_from=env.get("SMS_FROM") or defaults.sms_from,
         timeout_seconds=_float(env, "NOTIFY_TIMEOUT_SECONDS", defaults.timeout_seconds),
+        preview=flag(env, "NOTIFY_PREVIEW"),
     )
+
+
+def smtp_starttls(url: str) -> bool:
+    """Whether an ``smtp://`` URL asks for STARTTLS (``?starttls=1``)."""
+    value = parse_qs(urlparse(url).query).get("starttls", ["0"])[0]
+    return value.strip().lower() in TRUE
+
+
+def _check_smtp_tls(env: Mapping[str, str]) -> None:
+    """Mail leaves the host: ``smtp://`` without STARTTLS only when explicitly allowed."""
+    url = env.get("SMTP_URL") or ""
+    if urlparse(url).scheme != "smtp" or smtp_starttls(url) or flag(env, "SMTP_ALLOW_PLAINTEXT"):
+        return
+    raise SettingsError(
+        "SMTP_URL is smtp:// without STARTTLS: mail, and the SMTP password, would cross the "
+        "network in plain text. Use smtps://host:465, or add ?starttls=1 (port 587), or set "
+        "SMTP_ALLOW_PLAINTEXT=1 to accept it knowingly (e.g. a relay on localhost)"
+    )
+
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+def flag(env: Mapping[str, str], key: str) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off (unset: no)."""
+    value = (env.get(key) or "").strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise SettingsError(f"{key} must be 1 or 0 (true/false, yes/no, on/off), got {value!r}")
+
+
+@dataclass(frozen=True)
+class TokenRules:
+    """What a bearer token must also say (docs/SECURITY.md, "Access"): ``JWT_ISSUER``,
+    ``JWT_AUDIENCE`` (checked when set) and ``JWT_MAX_LIFETIME_SECONDS`` (``exp - iat``)."""
+
+    issuer: str | None = None
+    audience: str | None = None
+    max_lifetime: float = 3600.0
+
+
+# ``JWT_MAX_LIFETIME_SECONDS`` when unset: an hour under ``COURIER_ENV=production``; a day
+# elsewhere (development, tests, benchmarks), where tools mint tokens for a whole run.
+PRODUCTION_TOKEN_LIFETIME = 3600.0
+OTHER_TOKEN_LIFETIME = 86400.0
+
+
+MIN_JWT_SECRET_BYTES = 32
+MAKE_A_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def token_rules(env: Mapping[str, str]) -> TokenRules:
+    production = env.get("COURIER_ENV", "").strip().lower() == PRODUCTION
+    default = PRODUCTION_TOKEN_LIFETIME if production else OTHER_TOKEN_LIFETIME
+    max_lifetime = _float(env, "JWT_MAX_LIFETIME_SECONDS", default)
+    if max_lifetime <= 0:
+        raise SettingsError(f"JWT_MAX_LIFETIME_SECONDS must be more than 0, got {max_lifetime:g}")
+    return TokenRules(
+        issuer=env.get("JWT_ISSUER", "").strip() or None,
+        audience=env.get("JWT_AUDIENCE", "").strip() or None,
+        max_lifetime=max_lifetime,
+    )
+
+
+def _check_jwt_secret(secret: str) -> None:
+    size = len(secret.encode("utf-8"))
+    if size < MIN_JWT_SECRET_BYTES:
+        raise SettingsError(
+            f"JWT_SECRET is {size} bytes long; an HS256 secret must be at least "
+            f"{MIN_JWT_SECRET_BYTES} bytes of randomness. Make one with: {MAKE_A_SECRET}"
+        )
+
+
+def jwt_algorithm(public_key_pem: str) -> str:
+    """The one algorithm tokens signed by the identity provider's key may use: RS256 for
+    an RSA key, EdDSA for an Ed25519 key (never chosen by the token's own header)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(public_key_pem.strip().encode("ascii"))
+    except (ValueError, TypeError, UnicodeError):
+        key = None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise SettingsError(f"JWT_PUBLIC_KEY: an RSA key of {key.key_size} bits is too weak")
+        return "RS256"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise SettingsError(
+        "JWT_PUBLIC_KEY (or the file JWT_PUBLIC_KEY_FILE names) must be a PEM public key "
+        "(-----BEGIN PUBLIC KEY-----) of RSA, for RS256, or Ed25519, for EdDSA"
+    )
+
+
+def _jwt_public_key(env: Mapping[str, str]) -> str | None:
+    inline, path = env.get("JWT_PUBLIC_KEY") or "", env.get("JWT_PUBLIC_KEY_FILE") or ""
+    if inline and path:
+        raise SettingsError("set JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE, not both")
+    if path:
+        try:
+            inline = Path(path).read_text()
+        except OSError as error:
+            raise SettingsError(f"JWT_PUBLIC_KEY_FILE {path!r} cannot be read: {error}") from None
+    if not inline:
+        return None
+    jwt_algorithm(inline)
+    return inline
 
 
 @dataclass(frozen=True)
@@ -97,6 +211,19 @@ def _origins(raw: str) -> tuple[str, ...]:
                 f"https://app.example.org (scheme and host, no path), got {origin!r}"
             )
     return origins
+
+
+def _ws_origins(raw: str) -> tuple[str, ...]:
+    """``WS_ALLOWED_ORIGINS``: exact origins (as ``CORS_ORIGINS``), or ``*`` for any."""
+    if raw.strip() == "*":
+        return ("*",)
+    try:
+        return _origins(raw)
+    except SettingsError:
+        raise SettingsError(
+            "WS_ALLOWED_ORIGINS must be * or a comma-separated list of origins such as "
+            "https://app.example.org (scheme and host, no path)"
+        ) from None
 
 
 def limits(env: Mapping[str, str], max_content_bytes: int) -> Limits:
@@ -134,6 +261,9 @@ class Settings:
     ws_send_queue: int = 256
     ws_idle_seconds: float = 120.0
     ws_max_per_user: int = 16
+    # Origins whose pages may open the WebSocket; empty: the page's own (and CORS_ORIGINS).
+    ws_allowed_origins: tuple[str, ...] = ()
+    ws_ticket_seconds: int = 30  # a WebSocket ticket's life (single use)
     poll_interval: float = 0.05
     reconcile_after: float = 60.0
     visibility_timeout: float = 660.0
@@ -148,6 +278,8 @@ class Settings:
     audit_checkpoint_seconds: float = 300.0  # the projections process signs the chain (0: never)
     audit_verify_full_seconds: float = 900.0  # GET /api/audit/verify re-walks everything
     limits: Limits = field(default_factory=Limits)
+    tokens: TokenRules = field(default_factory=TokenRules)
+    require_encryption: bool = False  # REQUIRE_ENCRYPTION: plain-text sends answer 422
 
     @property
     def embedded(self) -> bool:
@@ -340,6 +472,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if embedded:
         Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     jwt_secret = env.get("JWT_SECRET") or ""
+    jwt_public_key = _jwt_public_key(env)
     master_keys = env.get("ENCRYPTION_MASTER_KEYS") or ""
     if embedded:
         jwt_secret = jwt_secret or _secret_file(data_dir / "jwt-secret", secrets.token_urlsafe(48))
@@ -348,16 +481,19 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
             master_keys = _secret_file(data_dir / "master-keys", generate_master_key_spec())
     else:
-        if not jwt_secret:
+        if not jwt_secret and not jwt_public_key:
             raise SettingsError(
                 "JWT_SECRET is missing, and has no default outside the embedded runtime: "
-                "set it to a long random string shared by every API process"
+                f"set it to at least {MIN_JWT_SECRET_BYTES} random bytes shared by every API "
+                f"process ({MAKE_A_SECRET})"
             )
         if not master_keys:
             raise SettingsError(
                 "ENCRYPTION_MASTER_KEYS is missing, and has no default outside the embedded "
                 "runtime: run `courier keys generate` and share the value with every process"
             )
+    if jwt_secret or not jwt_public_key:
+        _check_jwt_secret(jwt_secret)
     _check_cipher_key(env.get(EVENT_STORE_CIPHER_KEY, ""))
     _check_database_tls(env, database_url)
     max_content_bytes = _int(env, "MAX_CONTENT_BYTES", 65536)
@@ -376,7 +512,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         broker_url=env.get("BROKER_URL") or "memory://",
         redis_url=env.get("REDIS_URL") or None,
         jwt_secret=jwt_secret,
-        jwt_public_key=env.get("JWT_PUBLIC_KEY") or None,
+        jwt_public_key=jwt_public_key,
         master_keys=master_keys,
         queues=queue_settings(env),
         max_content_bytes=max_content_bytes,
@@ -386,6 +522,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ws_send_queue=_int(env, "WS_SEND_QUEUE", 256),
         ws_idle_seconds=_float(env, "WS_IDLE_SECONDS", 120.0),
         ws_max_per_user=max(1, _int(env, "WS_MAX_PER_USER", 16)),
+        ws_allowed_origins=_ws_origins(env.get("WS_ALLOWED_ORIGINS", "")),
+        ws_ticket_seconds=min(300, max(1, _int(env, "WS_TICKET_SECONDS", 30))),
         poll_interval=_float(env, "COURIER_POLL_INTERVAL", 0.05),
         background_nice=min(19, max(0, _int(env, "BACKGROUND_NICE", 10))),
         lock_timeout=_timeout_seconds(env, "POSTGRES_LOCK_TIMEOUT", 2),
@@ -406,4 +544,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         audit_verify_full_seconds=max(0.0, _float(env, "AUDIT_VERIFY_FULL_SECONDS", 900.0)),
         notifications=notification_settings(env),
         limits=limits(env, max_content_bytes),
+        tokens=token_rules(env),
+        require_encryption=flag(env, "REQUIRE_ENCRYPTION"),
     )

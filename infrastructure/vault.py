@@ -7,12 +7,21 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from psycopg import sql
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from application.ports import VaultEntry
 from infrastructure.groupcommit import GroupCommitter
+from projections.bulk import driver, qualified
 from projections.tables import key_vault
+
+_UPSERT_ARRAYS = sql.SQL(
+    "INSERT INTO {} (message_id, holder, key_id, wrapped_key, created_at) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::timestamptz[]) "
+    "ON CONFLICT (message_id, holder) DO UPDATE "
+    "SET key_id = EXCLUDED.key_id, wrapped_key = EXCLUDED.wrapped_key"
+)
 
 
 class SqlKeyVault:
@@ -49,18 +58,35 @@ class SqlKeyVault:
         now = datetime.now(UTC)
         # One statement may not touch a row twice: the last write of a key wins.
         latest = {(e.message_id, e.holder): e for e in entries}
-        rows = [
-            {
-                "message_id": str(e.message_id),
-                "holder": e.holder,
-                "key_id": e.key_id,
-                "wrapped_key": e.wrapped_key,
-                "created_at": now,
-            }
-            for e in latest.values()
-        ]
         with self.engine.begin() as conn:
-            conn.execute(self._upsert, rows)
+            if conn.dialect.name == "postgresql":
+                # One statement of fixed text with a column array each: a unit of work
+                # writes a key per participant of every message it encrypts.
+                driver(conn).execute(
+                    _UPSERT_ARRAYS.format(qualified(conn, key_vault)),
+                    (
+                        [str(m) for m, _ in latest],
+                        [h for _, h in latest],
+                        [e.key_id for e in latest.values()],
+                        [e.wrapped_key for e in latest.values()],
+                        [now] * len(latest),
+                    ),
+                    prepare=True,
+                )
+            else:
+                conn.execute(
+                    self._upsert,
+                    [
+                        {
+                            "message_id": str(e.message_id),
+                            "holder": e.holder,
+                            "key_id": e.key_id,
+                            "wrapped_key": e.wrapped_key,
+                            "created_at": now,
+                        }
+                        for e in latest.values()
+                    ],
+                )
         return []
 
     def get(self, message_id: UUID, holder: str) -> VaultEntry | None:
@@ -101,13 +127,24 @@ class SqlKeyVault:
             )
         return int(result.rowcount or 0)
 
-    def entries_not_under(
-        self, holder_prefix: str, key_id: str, after: tuple[str, str] | None, limit: int
-    ) -> list[VaultEntry]:
-        query = select(key_vault).where(
+    def _to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> Any:
+        return and_(
             key_vault.c.holder.startswith(holder_prefix, autoescape=True),
-            key_vault.c.key_id != key_id,
+            or_(
+                key_vault.c.key_id != key_id,
+                func.length(key_vault.c.wrapped_key) == legacy_bytes,
+            ),
         )
+
+    def entries_to_rewrap(
+        self,
+        holder_prefix: str,
+        key_id: str,
+        legacy_bytes: int,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[VaultEntry]:
+        query = select(key_vault).where(self._to_rewrap(holder_prefix, key_id, legacy_bytes))
         if after is not None:
             message_id, holder = after
             query = query.where(
@@ -122,6 +159,19 @@ class SqlKeyVault:
         return [
             VaultEntry(UUID(r.message_id), r.holder, r.key_id, bytes(r.wrapped_key)) for r in rows
         ]
+
+    def count_to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> int:
+        query = select(func.count()).where(self._to_rewrap(holder_prefix, key_id, legacy_bytes))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def count_of_size(self, holder_prefix: str, size: int) -> int:
+        query = select(func.count()).where(
+            key_vault.c.holder.startswith(holder_prefix, autoescape=True),
+            func.length(key_vault.c.wrapped_key) == size,
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def count_by_key_id(self, holder_prefix: str) -> dict[str, int]:
         query = (

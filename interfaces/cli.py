@@ -147,16 +147,25 @@ def migrate(direction: str, revision: str | None) -> None:
 @click.option("--user", "user", required=True, help="User id (the token's `sub`).")
 @click.option("--tenant", required=True, help="Tenant id.")
 @click.option("--roles", default="user", show_default=True, help=ROLES_HELP)
-@click.option("--ttl", default=3600, show_default=True, type=int, help="Seconds until it expires.")
+@click.option(
+    "--ttl",
+    default=3600,
+    show_default=True,
+    type=int,
+    help="Seconds until it expires (at most JWT_MAX_LIFETIME_SECONDS).",
+)
 def token(user: str, tenant: str, roles: str, ttl: int) -> None:
     """Print a signed development token (and nothing else) to stdout."""
-    from interfaces.http.auth import mint_token
+    from interfaces.http.auth import AuthError, mint_token
 
     wanted = [r.strip() for r in roles.split(",") if r.strip()]
     unknown = [r for r in wanted if r not in ("user", "auditor", "admin")]
     if unknown:
         raise click.BadParameter(f"unknown role(s): {', '.join(unknown)}", param_hint="--roles")
-    click.echo(mint_token(_settings(), user, tenant, wanted, ttl))
+    try:
+        click.echo(mint_token(_settings(), user, tenant, wanted, ttl))
+    except AuthError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.group()
@@ -187,6 +196,9 @@ def keys_generate(event_store: bool) -> None:
 )
 def keys_rotate(batch_size: int) -> None:
     """Re-wrap stored data keys under the active (first) master key.
+
+    Every wrap is rewritten bound to what it protects (message or tenant), those of
+    the old unbound format too, even under the active key.
 
     Prepend a new key to ENCRYPTION_MASTER_KEYS on every process first, then run
     this; content is never re-encrypted. Old keys may be removed once it reports

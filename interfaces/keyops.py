@@ -19,9 +19,10 @@ from infrastructure.settings import Settings
 
 
 def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
-    """Re-wrap every service-held data key under the active master key, with progress.
+    """Re-wrap every service-held data key under the active master key, bound to its
+    message (old unbound wraps too), with progress.
 
-    Returns whether every data key now sits under the active key.
+    Returns whether every data key now sits under the active key, bound.
     """
     console = Console(stderr=True)
     container = build(settings, TOOL)
@@ -29,10 +30,11 @@ def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
         rotation = KeyRotation(container.messaging.crypto.keyring, container.messaging.crypto.vault)
         active = rotation.keyring.active_key_id
         before = rotation.counts()
-        pending = sum(n for key_id, n in before.items() if key_id != active)
+        pending = rotation.pending()
         console.print(
             f"active master key [bold]{active}[/]; data keys by master key: "
             + (", ".join(f"{k}={n}" for k, n in sorted(before.items())) or "none")
+            + f"; in the unbound format: {rotation.unbound()}"
         )
         with Progress(
             TextColumn("[bold]re-wrapping data keys"),
@@ -44,6 +46,7 @@ def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
             task = progress.add_task("rotate", total=pending)
             report = rotation.run(batch_size, lambda n: progress.advance(task, n))
         after = rotation.counts()
+        unbound = rotation.unbound()
         index_keys, index_error = _rewrap_index_keys(container.messaging.crypto.blind_index)
     finally:
         container.stop()
@@ -63,12 +66,14 @@ def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
         click.echo(f"search index keys were not re-wrapped: {index_error}", err=True)
     else:
         click.echo(f"re-wrapped {index_keys} search index key(s) under {active}")
+    if unbound:
+        click.echo(f"{unbound} data key(s) still in the unbound format", err=True)
     old = sorted(k for k, n in after.items() if k != active and n)
     if old or index_error:
         click.echo(f"still in use, keep in ENCRYPTION_MASTER_KEYS: {', '.join(old) or '?'}")
     else:
         click.echo(f"no stored key needs any master key but {active}: older ones may be retired")
-    return report.complete and not index_error
+    return report.complete and not index_error and not unbound
 
 
 def _rewrap_index_keys(index: object) -> tuple[int, str]:

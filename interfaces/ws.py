@@ -1,6 +1,8 @@
 """The WebSocket endpoint (docs/API.md §6; the protocol is written down in docs/REALTIME.md).
 
-``GET /ws?token=<JWT>[&since=<cursor>]``: authenticated at the handshake; with
+``GET /ws?ticket=<ticket>[&since=<cursor>]`` (a ticket from ``POST /api/ws/ticket``) or
+``GET /ws?token=<JWT>[&since=<cursor>]``: authenticated at the handshake (role ``user``,
+a browser page's ``Origin`` checked against ``WS_ALLOWED_ORIGINS``); with
 ``since``, what was delivered to the user after that cursor comes first, as
 ``message.new`` frames in log order, then ``ready``, then live frames from the hub.
 """
@@ -13,17 +15,25 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 from uuid import UUID
 
 import jwt
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from application.access import AccessLog
 from application.errors import CourierError
+from domain.access import BACKLOG
 from infrastructure.bootstrap import Container
+from infrastructure.settings import Settings
+from infrastructure.tickets import TicketsUnavailable
 from interfaces.hub import Hub, Subscriber, dumps, frame_writer, new_frame
 from projections.runner import read_position
+
+if TYPE_CHECKING:
+    from interfaces.http.auth import Principal
 
 __all__ = ["Hub", "ws_endpoint"]
 
@@ -32,12 +42,20 @@ log = logging.getLogger("courier.ws")
 CLOSE_IDLE = 4000
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403  # no role user, or an origin not allowed
 CLOSE_TOO_SLOW = 4408
 CLOSE_TOO_MANY = 4429
 CLOSE_TRY_AGAIN = 1013  # the read model is too far behind to serve ``since`` now
 MAX_CURSOR_DIGITS = 18  # a log position fits a signed 64-bit integer
 BACKLOG_PAGE = 500
 BACKLOG_WAIT_SECONDS = 5.0
+# A refused handshake: the error code of its HTTP answer and, where the server cannot
+# answer the handshake with HTTP, the close code it is given instead.
+REFUSALS = {
+    401: ("unauthorized", CLOSE_UNAUTHORIZED),
+    403: ("forbidden", CLOSE_FORBIDDEN),
+    503: ("service_unavailable", CLOSE_TRY_AGAIN),
+}
 
 
 class Closing(Exception):
@@ -49,33 +67,89 @@ class Closing(Exception):
         self.reason = reason
 
 
-async def _refuse(websocket: WebSocket, message: str) -> None:
-    body = {"error": {"code": "unauthorized", "message": message, "details": []}}
+async def _refuse(websocket: WebSocket, status: int, message: str) -> None:
+    """Refuse the handshake with an HTTP error, or (where the server cannot) accept and
+    close at once with the matching close code."""
+    code = REFUSALS[status]
+    body = {"error": {"code": code[0], "message": message, "details": []}}
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse(body, status_code=401))
+        headers = {"Retry-After": "2"} if status == 503 else None
+        await websocket.send_denial_response(JSONResponse(body, status, headers))
         return
     await websocket.accept()
-    await websocket.close(code=CLOSE_UNAUTHORIZED, reason=message)
+    await websocket.close(code=code[1], reason=message)
 
 
-def _expires_at(token: str) -> float:
-    """The (already verified) token's ``exp`` as a monotonic deadline."""
-    exp = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
-    return time.monotonic() + max(0.0, float(exp) - time.time())
+def origin_allowed(origin: str | None, host: str, settings: Settings) -> bool:
+    """Whether a page of ``origin`` may open the socket (docs/REALTIME.md, "Connecting").
+
+    No ``Origin`` header: not a browser, which the token or ticket alone admits. With
+    ``WS_ALLOWED_ORIGINS`` set, only those origins (``*``: any); unset, the page's own
+    origin (its host is the one the handshake was sent to) and those of ``CORS_ORIGINS``.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    allowed = settings.ws_allowed_origins
+    if allowed:
+        return "*" in allowed or origin in {o.lower() for o in allowed}
+    if origin in {o.lower() for o in settings.limits.cors_origins}:
+        return True
+    return bool(host) and urlparse(origin).netloc == host.strip().lower()
+
+
+async def _caller(websocket: WebSocket, container: Container) -> tuple[Principal, float] | None:
+    """Who opens the socket (by ``ticket`` or ``token``) and when their token expires
+    (monotonic); None once the handshake has been refused."""
+    from interfaces.http.auth import AuthError, decode_token, request_id, ticket_principal
+
+    settings = container.settings
+    seen = {
+        "correlation_id": request_id(websocket),
+        "source_ip": websocket.client.host if websocket.client else "",
+        "user_agent": websocket.headers.get("user-agent", ""),
+    }
+    ticket = websocket.query_params.get("ticket")
+    if ticket is not None:
+        try:
+            payload = await asyncio.to_thread(container.tickets.redeem, ticket)
+        except TicketsUnavailable:
+            await _refuse(websocket, 503, "tickets cannot be checked now; try again shortly")
+            return None
+        if payload is None:
+            await _refuse(websocket, 401, "the ticket is unknown, used or expired")
+            return None
+        principal, exp = ticket_principal(payload, **seen)
+        if exp + settings.limits.jwt_leeway <= time.time():
+            await _refuse(websocket, 401, "the token has expired")
+            return None
+    else:
+        token = websocket.query_params.get("token", "")
+        try:
+            principal = decode_token(token, settings, **seen)
+        except AuthError as error:
+            await _refuse(websocket, 401, str(error))
+            return None
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
+    if "user" not in principal.roles:
+        await _refuse(websocket, 403, "the WebSocket needs the role user")
+        return None
+    return principal, time.monotonic() + max(0.0, float(exp) - time.time())
 
 
 async def ws_endpoint(websocket: WebSocket) -> None:
-    from interfaces.http.auth import AuthError, decode_token
-
     container: Container = websocket.app.state.container
     hub: Hub = websocket.app.state.hub
     settings = container.settings
-    token = websocket.query_params.get("token", "")
-    try:
-        principal = decode_token(token, settings)
-    except AuthError as error:
-        await _refuse(websocket, str(error))
+    if not origin_allowed(
+        websocket.headers.get("origin"), websocket.headers.get("host", ""), settings
+    ):
+        await _refuse(websocket, 403, "pages of this origin may not open the WebSocket")
         return
+    caller = await _caller(websocket, container)
+    if caller is None:
+        return
+    principal, expires_at = caller
     ctx = principal.context
     since_raw = websocket.query_params.get("since")
     await websocket.accept()
@@ -93,7 +167,7 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         if since_raw is not None:
             await _send_backlog(container, sub, int(since_raw), live_from)
         await websocket.send_text(dumps({"type": "ready", "cursor": str(live_from)}))
-        closing = await _serve(container, hub, sub, _expires_at(token))
+        closing = await _serve(container, hub, sub, expires_at)
     except Closing as error:
         closing = error
     except WebSocketDisconnect:
@@ -167,6 +241,10 @@ async def _send_backlog(container: Container, sub: Subscriber, since: int, until
         rows = [(p, m) for p, m in rows if p <= until]
         if not rows:
             break
+        # Recorded before it is sent, as every read (application/access.py): one
+        # ``Access.Viewed`` per page of the backlog.
+        ids = [str(message["id"]) for _, message in rows]
+        await asyncio.to_thread(AccessLog(container.messaging).viewed, ctx, BACKLOG, None, ids)
         for pos, message in rows:
             await sub.websocket.send_text(dumps(new_frame(pos, message)))
         position = rows[-1][0]

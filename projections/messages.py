@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import ColumnElement, Engine, and_, exists, or_, select
 
 from application.errors import Invalid
 from application.ports import BlindIndex
@@ -80,10 +80,14 @@ class MessageQueriesSQL:
         self.blind_index = blind_index
 
     def conversation_messages(
-        self, tenant_id: str, conversation_id: UUID, limit: int, before: str | None
+        self, tenant_id: str, user_id: str, conversation_id: UUID, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the conversation's messages that ``user_id`` sent or received: one
+        who joined later does not see what was sent before (docs/API.md §3)."""
         query = select(messages).where(
-            messages.c.tenant_id == tenant_id, messages.c.conversation_id == str(conversation_id)
+            messages.c.tenant_id == tenant_id,
+            messages.c.conversation_id == str(conversation_id),
+            visible_to(user_id),
         )
         cursor = decode_cursor(before) if before else None
         if before and cursor is None:
@@ -150,6 +154,16 @@ class MessageQueriesSQL:
                 select(messages.c.status).where(messages.c.id == message_id)
             ).scalar()
         return str(value) if value is not None else None
+
+
+def visible_to(user_id: str) -> ColumnElement[bool]:
+    """The one visibility rule over ``messages`` rows: sent by ``user_id``, or with
+    ``user_id`` among its recipients (``Message.may_see``)."""
+    received = exists().where(
+        message_recipients.c.message_id == messages.c.id,
+        message_recipients.c.recipient_id == user_id,
+    )
+    return or_(messages.c.sender_id == user_id, received)
 
 
 def encode_cursor(row: Any) -> str:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from eventsourcing.utils import resolve_topic
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -48,6 +49,41 @@ class ApplicationLog:
 
     def last_position(self) -> int:
         return int(self.app.recorder.max_notification_id() or 0)
+
+
+def topic_filter(handles: tuple[type, ...]) -> Callable[[str], bool]:
+    """Topic -> whether its event class is one of ``handles``; each topic resolved once,
+    so that the check costs a dictionary lookup per event."""
+    known: dict[str, bool] = {}
+
+    def wants(topic: str) -> bool:
+        try:
+            return known[topic]
+        except KeyError:
+            cls = resolve_topic(topic)
+            known[topic] = answer = isinstance(cls, type) and issubclass(cls, handles)
+            return answer
+
+    return wants
+
+
+class SelectiveLog:
+    """The log as a follower that needs only some event types sees it: those decoded,
+    every other event as ``(position, None)`` (so that its position still moves on),
+    without the cost of decoding it."""
+
+    def __init__(self, log_: ApplicationLog, handles: tuple[type, ...]) -> None:
+        self.log_ = log_
+        self.wants = topic_filter(handles)
+
+    def read(self, after: int, limit: int) -> list[Positioned]:
+        decode, wants = self.log_.decode, self.wants
+        return [
+            (n.id, decode(n) if wants(n.topic) else None) for n in self.log_.stored(after, limit)
+        ]
+
+    def last_position(self) -> int:
+        return self.log_.last_position()
 
 
 class RawLog(ApplicationLog):

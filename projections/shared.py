@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from eventsourcing.utils import resolve_topic
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -30,6 +29,7 @@ from projections.runner import (
     RawLog,
     View,
     apply_batch_to,
+    topic_filter,
 )
 from projections.tables import followers
 
@@ -37,25 +37,10 @@ log = logging.getLogger("courier.projections")
 
 
 def wanted_by(view: View) -> Callable[[str], bool] | None:
-    """For a view's ``handles`` (event classes), topic -> whether the view needs it.
-
-    None when the view needs every event. Answers are remembered per topic, so that
-    the check costs a dictionary lookup per event.
-    """
+    """For a view's ``handles`` (event classes), topic -> whether the view needs it;
+    None when the view needs every event."""
     handles: tuple[type, ...] | None = getattr(view, "handles", None)
-    if handles is None:
-        return None
-    known: dict[str, bool] = {}
-
-    def wants(topic: str) -> bool:
-        try:
-            return known[topic]
-        except KeyError:
-            cls = resolve_topic(topic)
-            known[topic] = answer = isinstance(cls, type) and issubclass(cls, handles)
-            return answer
-
-    return wants
+    return None if handles is None else topic_filter(handles)
 
 
 class Slice(NamedTuple):

@@ -152,6 +152,7 @@ def providers() -> Iterator[tuple[SmtpServer, HttpProvider, HttpProvider]]:
 def provider_env(smtp: SmtpServer, push: HttpProvider, sms: HttpProvider) -> dict[str, str]:
     return {
         "SMTP_URL": smtp.url,
+        "SMTP_ALLOW_PLAINTEXT": "1",  # aiosmtpd on loopback, without TLS
         "SMTP_FROM": "Courier <courier@test.invalid>",
         "PUSH_WEBHOOK_URL": push.url,
         "PUSH_WEBHOOK_TOKEN": "push-test-token",

@@ -16,7 +16,7 @@ from starlette.types import Lifespan
 
 from infrastructure.ratelimit import RateLimiter
 from interfaces.console import ConsoleFiles
-from interfaces.http import audit, conversations, keys, messages, ops, queues, users
+from interfaces.http import audit, conversations, keys, messages, ops, queues, realtime, users
 from interfaces.http.auth import authenticate, require_role
 from interfaces.http.cors import Cors
 from interfaces.http.endpoints import Endpoint, Handler, Services
@@ -33,6 +33,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *ops.ENDPOINTS,
     *audit.ENDPOINTS,
     *users.ENDPOINTS,
+    *realtime.ENDPOINTS,
 )
 
 
@@ -106,7 +107,7 @@ def create_app(
 
 # ---- logs never hold a token ------------------------------------------------------
 
-_QUERY_TOKEN = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
+_QUERY_TOKEN = re.compile(r"((?:token|ticket)=)[^&\s\"']+", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 REDACTED = "[redacted]"
 

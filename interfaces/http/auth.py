@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import time
 from collections.abc import Collection, Sequence
@@ -13,11 +15,11 @@ from starlette.requests import HTTPConnection
 
 from domain.events import Context
 from domain.ids import new_id
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, TokenRules, jwt_algorithm
 
 ROLES = ("user", "auditor", "admin")
 DEFAULT_ROLES = ("user",)
-REQUIRED_CLAIMS = ["sub", "tenant", "exp"]
+REQUIRED_CLAIMS = ["sub", "tenant", "exp", "iat"]
 MAX_TOKEN_BYTES = 8 * 1024  # real tokens are a few hundred bytes; bigger ones are refused unread
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_SCOPE_KEY = "courier.request_id"
@@ -49,11 +51,25 @@ class Principal:
 
 
 def _key_and_algorithm(settings: Settings) -> tuple[str, str]:
-    # An RS public key, when configured, is the only accepted signer: accepting
-    # HS256 beside it would let anyone holding the public key forge tokens.
+    # An identity provider's public key, when configured, is the only accepted signer,
+    # with the one algorithm its type allows (RS256 or EdDSA): accepting HS256 beside it
+    # would let anyone holding the public key forge tokens.
     if settings.jwt_public_key:
-        return settings.jwt_public_key, "RS256"
+        return settings.jwt_public_key, _algorithm_of(settings.jwt_public_key)
     return settings.jwt_secret, "HS256"
+
+
+@functools.lru_cache(maxsize=8)
+def _algorithm_of(public_key_pem: str) -> str:
+    return jwt_algorithm(public_key_pem)
+
+
+def _required(rules: TokenRules) -> list[str]:
+    return [
+        *REQUIRED_CLAIMS,
+        *(["iss"] if rules.issuer else []),
+        *(["aud"] if rules.audience else []),
+    ]
 
 
 def decode_token(
@@ -71,7 +87,8 @@ def decode_token(
         raise AuthError(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
     key, algorithm = _key_and_algorithm(settings)
     leeway = settings.limits.jwt_leeway
-    known = _verified.get((token, key))
+    rules = settings.tokens
+    known = _verified.get((token, key, rules))
     if known is not None:
         # Verified before with this key: only the clock can have changed its verdict.
         if known.expires + leeway <= time.time():
@@ -83,8 +100,10 @@ def decode_token(
             key,
             algorithms=[algorithm],
             # exp is checked; so are nbf and iat when present: neither may lie in the future.
-            options={"require": REQUIRED_CLAIMS, "verify_iat": True, "verify_nbf": True},
+            options={"require": _required(rules), "verify_iat": True, "verify_nbf": True},
             leeway=settings.limits.jwt_leeway,
+            issuer=rules.issuer,
+            audience=rules.audience,
         )
     except jwt.ExpiredSignatureError:
         raise AuthError("the token has expired") from None
@@ -92,14 +111,19 @@ def decode_token(
         raise AuthError("the token is not valid yet") from None
     except jwt.MissingRequiredClaimError as error:
         raise AuthError(f"the token lacks the {error.claim!r} claim") from None
+    except jwt.InvalidIssuerError:
+        raise AuthError("the token's 'iss' claim is not the issuer this service trusts") from None
+    except jwt.InvalidAudienceError:
+        raise AuthError("the token's 'aud' claim does not name this service") from None
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
         raise AuthError("the token is not valid") from None
+    _check_lifetime(claims, rules)
     sub, tenant = _text_claim(claims, "sub"), _text_claim(claims, "tenant")
     roles = _roles(claims.get("roles", list(DEFAULT_ROLES)))
     verified = _Verified(sub, tenant, tuple(roles), float(claims["exp"]))
     if len(_verified) >= VERIFIED_TOKENS:
         _verified.clear()  # rarely reached: a process sees a few thousand live tokens
-    _verified[(token, key)] = verified
+    _verified[(token, key, rules)] = verified
     return verified.principal(correlation_id, source_ip, user_agent)
 
 
@@ -127,7 +151,20 @@ class _Verified:
 # Tokens already verified, by token and key: a client sends the same token with every
 # request, and verifying its signature each time is most of an authenticated request's cost.
 VERIFIED_TOKENS = 10_000
-_verified: dict[tuple[str, str], _Verified] = {}
+_verified: dict[tuple[str, str, TokenRules], _Verified] = {}
+
+
+def _check_lifetime(claims: dict[str, Any], rules: TokenRules) -> None:
+    """``exp - iat`` at most ``JWT_MAX_LIFETIME_SECONDS``: a stolen token is not good for long."""
+    try:
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+    except (TypeError, ValueError, OverflowError):
+        raise AuthError("the token's 'exp' and 'iat' claims must be numbers") from None
+    if not lifetime <= rules.max_lifetime:  # also NaN
+        raise AuthError(
+            f"the token is valid for {lifetime:.0f} s (exp - iat), longer than the "
+            f"{rules.max_lifetime:.0f} s this service accepts (JWT_MAX_LIFETIME_SECONDS)"
+        )
 
 
 def _text_claim(claims: dict[str, Any], name: str) -> str:
@@ -193,6 +230,25 @@ def require_role(principal: Principal, roles: Collection[str]) -> None:
         raise RoleRequired(f"this needs the role {' or '.join(sorted(roles))}")
 
 
+def ticket_payload(principal: Principal, token: str) -> str:
+    """What a WebSocket ticket stands for: the (verified) token's caller, roles and expiry."""
+    exp = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
+    ctx = principal.context
+    roles = [ctx.actor_role, *sorted(principal.roles - {ctx.actor_role})]
+    return json.dumps({"sub": ctx.actor_id, "tenant": ctx.tenant_id, "roles": roles, "exp": exp})
+
+
+def ticket_principal(
+    payload: str, *, correlation_id: str = "", source_ip: str = "", user_agent: str = ""
+) -> tuple[Principal, float]:
+    """The caller a redeemed ticket stands for, and when its token expires (Unix time)."""
+    data = json.loads(payload)
+    verified = _Verified(
+        str(data["sub"]), str(data["tenant"]), tuple(data["roles"]), float(data["exp"])
+    )
+    return verified.principal(correlation_id, source_ip, user_agent), verified.expires
+
+
 def mint_token(
     settings: Settings, user: str, tenant: str, roles: Sequence[str], ttl_seconds: int
 ) -> str:
@@ -202,12 +258,21 @@ def mint_token(
             "JWT_PUBLIC_KEY is set: tokens come from the identity provider that holds "
             "the private key, courier cannot mint them"
         )
+    if ttl_seconds > settings.tokens.max_lifetime:
+        raise AuthError(
+            f"a token may live at most {settings.tokens.max_lifetime:.0f} s "
+            f"(JWT_MAX_LIFETIME_SECONDS); asked for {ttl_seconds} s"
+        )
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "sub": user,
         "tenant": tenant,
         "roles": list(roles) or list(DEFAULT_ROLES),
         "iat": now,
         "exp": now + ttl_seconds,
     }
+    if settings.tokens.issuer:
+        claims["iss"] = settings.tokens.issuer
+    if settings.tokens.audience:
+        claims["aud"] = settings.tokens.audience
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

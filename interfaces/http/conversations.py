@@ -74,8 +74,9 @@ def _page(
     access = AccessLog(container.messaging)
     with access.on_conversation(ctx, PAGE, conversation_id):
         container.messaging.get_conversation(ctx, conversation_id)
+    # Only what the caller sent or received: joining a group shows nothing sent before.
     items, cursor = container.queries.conversation_messages(
-        ctx.tenant_id, conversation_id, limit, before
+        ctx.tenant_id, ctx.actor_id, conversation_id, limit, before
     )
     access.viewed(ctx, PAGE, conversation_id, [str(item["id"]) for item in items])
     return {"items": items, "nextCursor": cursor}

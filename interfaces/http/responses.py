@@ -254,5 +254,6 @@ SCHEMAS: dict[str, Schema] = {
     "NotificationPreferencesAnswer": PREFERENCES,
     "Liveness": STATUS,
     "Readiness": READINESS,
+    "WsTicket": shape({"ticket": TEXT, "expiresIn": {"type": "integer", "minimum": 1}}),
     "OpenApiDocument": {"type": "object", "required": ["openapi", "paths"]},
 }

@@ -42,11 +42,13 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30.0, what: str = "
 
 
 def token(user: str, tenant: str = "t1", roles: list[str] | None = None, ttl: int = 3600) -> str:
+    now = int(time.time())  # once: exp - iat is checked against JWT_MAX_LIFETIME_SECONDS
     claims = {
         "sub": user,
         "tenant": tenant,
         "roles": roles or ["user"],
-        "exp": int(time.time()) + ttl,
+        "iat": now,
+        "exp": now + ttl,
     }
     return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 

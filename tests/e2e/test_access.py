@@ -65,7 +65,13 @@ def hand_made_hs512(claims: dict[str, Any], key: bytes) -> str:
 
 def claims(**changes: Any) -> dict[str, Any]:
     now = int(time.time())
-    values: dict[str, Any] = {"sub": "alice", "tenant": "t1", "roles": ["user"], "exp": now + 600}
+    values: dict[str, Any] = {
+        "sub": "alice",
+        "tenant": "t1",
+        "roles": ["user"],
+        "iat": now,
+        "exp": now + 600,
+    }
     values.update(changes)
     return {k: v for k, v in values.items() if v is not None}
 
@@ -95,6 +101,9 @@ def test_tokens_that_must_not_pass(server: Runtime) -> None:
         "HS512 with the right secret": hand_made_hs512(claims(), secret),
         "wrong secret": jwt.encode(claims(), "another-secret-" + "y" * 40, algorithm="HS256"),
         "no exp": jwt.encode(claims(exp=None), JWT_SECRET, algorithm="HS256"),
+        "no iat": jwt.encode(claims(iat=None), JWT_SECRET, algorithm="HS256"),
+        "lives 2 hours": jwt.encode(claims(iat=now, exp=now + 7200), JWT_SECRET, "HS256"),
+        "lived long": jwt.encode(claims(iat=now - 86_400, exp=now + 60), JWT_SECRET, "HS256"),
         "exp a string": hand_made(hs, claims(exp="tomorrow"), secret),
         "exp infinite": hand_made(hs, json.dumps(claims())[:-1] + ', "exp": 1e400}', secret),
         "exp past the leeway": jwt.encode(claims(exp=now - LEEWAY - 5), JWT_SECRET, "HS256"),

@@ -150,10 +150,10 @@ def test_two_users_exchange_messages_the_receiving_page_decrypts(
         assert message["isEncrypted"] is True and message["content"] is None
     assert embedded.message("bob", plain_id)["content"] == plain_text
 
-    # The token travels in headers only, except the WebSocket URL that docs/API.md §6 prescribes.
-    assert sockets and all("/ws?token=" in url for url in sockets)
+    # The token travels in headers only: the WebSocket opens with a single-use ticket.
+    assert sockets and all("/ws?ticket=" in url and "token=" not in url for url in sockets)
     for jwt in (alice_token, bob_token):
-        assert not [url for url in requests if jwt in url and "/ws?" not in url]
+        assert not [url for url in [*requests, *sockets] if jwt in url]
     assert browser.problems == []
     assert unlabelled(alice) == [] and unlabelled(bob) == []
 

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import FAST
-from tests.e2e.harness import Runtime, auth, connected, token, wait_for
+from tests.e2e.harness import Runtime, WsClient, auth, connected, token, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -146,6 +146,11 @@ def test_tokens_never_reach_any_log(tmp_path: Path) -> None:
             http.get(f"{path}?token={tokens['lee']}", headers=lee)
         socket_client = connected(runtime.ws("max"))
         socket_client.close()
+        ticket = http.post("/api/ws/ticket", headers=auth("max")).json()["ticket"]
+        ticket_url = f"ws://127.0.0.1:{runtime.port}/ws?ticket={ticket}&since=0"
+        connected(WsClient(ticket_url)).close()
+        with pytest.raises(InvalidStatus):  # used: refused, and logged as a 401
+            connect(ticket_url, open_timeout=10)
         url = f"ws://127.0.0.1:{runtime.port}/ws?since=0&token={forged}"
         with pytest.raises(InvalidStatus):
             connect(url, open_timeout=10)
@@ -174,6 +179,7 @@ def test_tokens_never_reach_any_log(tmp_path: Path) -> None:
         runtime.stop()
     logs = runtime.logs()
     assert "token=[redacted]" in logs and " 429" in logs and " 401" in logs
+    assert "ticket=[redacted]" in logs and ticket not in logs
     for name, value in {**tokens, "forged": forged}.items():
         for part in value.split("."):
             assert part not in logs, f"a part of {name}'s token is in the log"

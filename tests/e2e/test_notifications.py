@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infrastructure.notifiers import SECURE_BODY
+from infrastructure.notifiers import PLAIN_BODY, SECURE_BODY
 from tests.e2e.conftest import FAST, services_env
 from tests.e2e.harness import Runtime, auth, connected, wait_for
 from tests.providers import HttpProvider, SmtpServer, provider_env, providers
@@ -110,9 +110,12 @@ def test_an_offline_recipient_gets_an_email_and_a_push_and_secure_ones_say_nothi
         return (mails, pushes) if mails and pushes else None
 
     mails, pushes = wait_for(both, 30, "bob's email and push")
-    assert [m.recipients for m in mails] == [["bob@ward.test"]] and PLAIN in mails[0].body
+    # Previews are off by default (NOTIFY_PREVIEW): the providers get neither text nor sender.
+    assert [m.recipients for m in mails] == [["bob@ward.test"]] and PLAIN_BODY in mails[0].body
     assert pushes[0].body["message"]["token"] == "bob"
-    assert pushes[0].body["message"]["notification"]["body"] == PLAIN
+    assert pushes[0].body["message"]["notification"] == {"title": "New message", "body": PLAIN_BODY}
+    for text in ("fluid balance", "alice"):
+        assert text not in mails[0].raw and text not in str(pushes[0].body)
 
     push.fail(503)  # the provider is down for one request: the job is retried with backoff
     secret = send(notifying, "bob", SECRET, encrypted=True)

@@ -137,7 +137,11 @@ def test_what_cannot_be_sent_says_why(
     engine: Engine, local: tuple[SmtpServer, HttpProvider, HttpProvider]
 ) -> None:
     smtp, push, _sms = local
-    env = {"SMTP_URL": smtp.url, "PUSH_WEBHOOK_URL": push.url}  # no SMS provider
+    env = {  # no SMS provider
+        "SMTP_URL": smtp.url,
+        "SMTP_ALLOW_PLAINTEXT": "1",
+        "PUSH_WEBHOOK_URL": push.url,
+    }
     notifier, contacts = notifier_for(engine, env)
     contacts.put(TENANT, "texter", NotificationPreferences(channels=("sms",), phone="+4412345678"))
     contacts.put(TENANT, "gone", NotificationPreferences(channels=("push",), push_token="stale"))
@@ -182,7 +186,8 @@ def test_provider_errors_fail_the_attempt_and_a_retry_sends_only_what_is_left(
 def test_an_unreachable_smtp_server_is_retried_later(engine: Engine) -> None:
     from tests.e2e.harness import free_port
 
-    notifier, contacts = notifier_for(engine, {"SMTP_URL": f"smtp://127.0.0.1:{free_port()}"})
+    env = {"SMTP_URL": f"smtp://127.0.0.1:{free_port()}", "SMTP_ALLOW_PLAINTEXT": "1"}
+    notifier, contacts = notifier_for(engine, env)
     contacts.put(TENANT, "a", NotificationPreferences(channels=("email",), email="a@ward.test"))
 
     with pytest.raises(ProviderUnavailable, match="email: ConnectionRefusedError"):

@@ -65,7 +65,7 @@ def test_group_message_goes_through_every_stage(container: Container) -> None:
     assert sorted(message.notified_batches) == ["0", "1", "2"]
 
     def projected() -> dict[str, object] | None:
-        items, _ = container.queries.conversation_messages("t1", conversation.id, 10, None)
+        items, _ = container.queries.conversation_messages("t1", "lead", conversation.id, 10, None)
         return (
             items[0]
             if items and items[0]["status"] == "delivered" and items[0]["notified"]

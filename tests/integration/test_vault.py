@@ -68,10 +68,21 @@ def test_service_entries_page_by_key_and_rewrap_only_what_is_unchanged(engine: E
         ]
     )
     assert vault.count_by_key_id("service:") == {"old": 2, "new": 1, "older": 1}
-    first = vault.entries_not_under("service:", "new", None, 2)
+    first = vault.entries_to_rewrap("service:", "new", 61, None, 2)
     assert [(e.message_id, e.holder) for e in first] == [(M1, "service:a"), (M2, "service:c")]
-    rest = vault.entries_not_under("service:", "new", (str(M2), "service:c"), 2)
+    rest = vault.entries_to_rewrap("service:", "new", 61, (str(M2), "service:c"), 2)
     assert [(e.message_id, e.holder) for e in rest] == [(M3, "service:d")]
+    # Wraps of the unbound format (here: 60 bytes) are rewritten even under the active key.
+    unbound = vault.entries_to_rewrap("service:", "new", 60, None, 10)
+    assert [(e.message_id, e.holder) for e in unbound] == [
+        (M1, "service:a"),
+        (M1, "service:b"),
+        (M2, "service:c"),
+        (M3, "service:d"),
+    ]
+    assert vault.count_to_rewrap("service:", "new", 60) == 4
+    assert vault.count_to_rewrap("service:", "new", 61) == 3
+    assert vault.count_of_size("service:", 60) == 4
 
     assert vault.rewrap(first[0], "new", b"9" * 60)
     assert vault.get(M1, "service:a") == VaultEntry(M1, "service:a", "new", b"9" * 60)

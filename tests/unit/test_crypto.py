@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from uuid import UUID
 
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from application.ports import InvalidPublicKey
+from application.ports import InvalidPublicKey, index_key_context, message_key_context
 from infrastructure.crypto import (
     AesGcmCipher,
     MasterKeyring,
@@ -21,6 +23,7 @@ from infrastructure.crypto import (
 from infrastructure.settings import SettingsError
 
 AAD = b"courier:message:1234:v1"
+CTX = message_key_context(UUID(int=1234), "service:d1")
 
 
 def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
@@ -216,55 +219,86 @@ OLD, NEW = b"\x01" * 32, b"\x02" * 32
 def test_keyring_wraps_under_the_first_key_and_unwraps() -> None:
     ring = MasterKeyring.from_spec(f"{entry('new', NEW)},{entry('old', OLD)}")
 
-    key_id, wrapped = ring.wrap(b"d" * 32)
+    key_id, wrapped = ring.wrap(b"d" * 32, CTX)
 
     assert ring.active_key_id == "new"
     assert key_id == "new"
     assert b"d" * 32 not in wrapped
-    assert len(wrapped) == 12 + 32 + 16
-    assert ring.unwrap(key_id, wrapped) == b"d" * 32
+    assert len(wrapped) == 1 + 12 + 32 + 16
+    assert ring.unwrap(key_id, wrapped, CTX) == b"d" * 32
 
 
 def test_wrapping_twice_gives_different_bytes() -> None:
     ring = MasterKeyring.from_spec(entry("a", OLD))
 
-    assert ring.wrap(b"d" * 32)[1] != ring.wrap(b"d" * 32)[1]
+    assert ring.wrap(b"d" * 32, CTX)[1] != ring.wrap(b"d" * 32, CTX)[1]
 
 
 def test_after_rotation_keys_wrapped_under_the_old_key_still_unwrap() -> None:
     before = MasterKeyring.from_spec(entry("old", OLD))
-    key_id, wrapped = before.wrap(b"d" * 32)
+    key_id, wrapped = before.wrap(b"d" * 32, CTX)
 
     after = MasterKeyring.from_spec(f"{entry('new', NEW)},{entry('old', OLD)}")
 
     assert key_id == "old"
     assert after.active_key_id == "new"
-    assert after.unwrap("old", wrapped) == b"d" * 32
-    assert after.wrap(b"d" * 32)[0] == "new"
+    assert after.unwrap("old", wrapped, CTX) == b"d" * 32
+    assert after.wrap(b"d" * 32, CTX)[0] == "new"
 
 
 def test_unwrap_under_an_unknown_key_id_raises_unknown_master_key() -> None:
     ring = MasterKeyring.from_spec(entry("new", NEW))
-    _, wrapped = MasterKeyring.from_spec(entry("gone", OLD)).wrap(b"d" * 32)
+    _, wrapped = MasterKeyring.from_spec(entry("gone", OLD)).wrap(b"d" * 32, CTX)
 
     with pytest.raises(UnknownMasterKey):
-        ring.unwrap("gone", wrapped)
+        ring.unwrap("gone", wrapped, CTX)
     assert issubclass(UnknownMasterKey, KeyError)
 
 
 def test_a_wrapped_key_is_bound_to_its_key_id() -> None:
     # Same key bytes under two ids: the id is in the AAD, so they are not interchangeable.
     ring = MasterKeyring.from_spec(f"{entry('a', OLD)},{entry('b', OLD)}")
-    _, wrapped = ring.wrap(b"d" * 32)
+    _, wrapped = ring.wrap(b"d" * 32, CTX)
 
     with pytest.raises(InvalidTag):
-        ring.unwrap("b", wrapped)
+        ring.unwrap("b", wrapped, CTX)
 
 
-@pytest.mark.parametrize("wrapped", [b"", b"short", b"\x00" * 60])
+@pytest.mark.parametrize("wrapped", [b"", b"short", b"\x00" * 60, b"\x02" * 61])
 def test_a_damaged_wrapped_key_raises_invalid_tag(wrapped: bytes) -> None:
     with pytest.raises(InvalidTag):
-        MasterKeyring.from_spec(entry("a", OLD)).unwrap("a", wrapped)
+        MasterKeyring.from_spec(entry("a", OLD)).unwrap("a", wrapped, CTX)
+
+
+def test_a_wrapped_key_is_bound_to_its_context() -> None:
+    # Another message's key, another holder, a tenant's index key: none unwraps for another.
+    ring = MasterKeyring.from_spec(entry("a", OLD))
+    m1, m2 = UUID(int=1), UUID(int=2)
+    contexts = [
+        message_key_context(m1, "service:d1"),
+        message_key_context(m2, "service:d1"),
+        message_key_context(m1, "service:d2"),
+        index_key_context("t1"),
+        index_key_context("t2"),
+    ]
+    for context in contexts:
+        key_id, wrapped = ring.wrap(b"d" * 32, context)
+        assert ring.unwrap(key_id, wrapped, context) == b"d" * 32
+        for other in contexts:
+            if other != context:
+                with pytest.raises(InvalidTag):
+                    ring.unwrap(key_id, wrapped, other)
+
+
+def test_an_unbound_wrap_of_the_old_format_still_unwraps() -> None:
+    # What MasterKeyring.wrap made before wraps were bound: nonce + ciphertext + tag,
+    # AAD "courier:dek:<key id>" alone. Readable until `courier keys rotate` rewrites it.
+    nonce = b"\x07" * 12
+    legacy = nonce + AESGCM(OLD).encrypt(nonce, b"d" * 32, b"courier:dek:a")
+    ring = MasterKeyring.from_spec(entry("a", OLD))
+
+    assert len(legacy) == ring.legacy_wrap_bytes
+    assert ring.unwrap("a", legacy, CTX) == b"d" * 32
 
 
 def test_digest_stays_the_same_when_a_new_key_is_prepended() -> None:

@@ -9,13 +9,14 @@ from uuid import UUID
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from application.errors import ContentShredded, Invalid, MissingKeys, NotFound, NotReady
 from application.jobs import MESSAGE_ENCRYPTION, Job
 from application.messaging import SERVICE_HOLDER, Crypto, Messaging, Outgoing
 from application.policies import pending_jobs
-from application.ports import VaultEntry
-from application.processing import Processor
+from application.ports import VaultEntry, message_key_context
+from application.processing import ForeignWrappedKey, Processor
 from application.rotation import KeyRotation
 from domain.events import Context
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, UnknownMasterKey
@@ -47,17 +48,32 @@ class MemoryVault:
             del self.rows[k]
         return len(doomed)
 
-    def entries_not_under(
-        self, holder_prefix: str, key_id: str, after: tuple[str, str] | None, limit: int
+    def entries_to_rewrap(
+        self,
+        holder_prefix: str,
+        key_id: str,
+        legacy_bytes: int,
+        after: tuple[str, str] | None,
+        limit: int,
     ) -> list[VaultEntry]:
         keys = sorted(
             k
             for k, e in self.rows.items()
             if k[1].startswith(holder_prefix)
-            and e.key_id != key_id
+            and (e.key_id != key_id or len(e.wrapped_key) == legacy_bytes)
             and (after is None or k > after)
         )
         return [self.rows[k] for k in keys[:limit]]
+
+    def count_to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> int:
+        return len(self.entries_to_rewrap(holder_prefix, key_id, legacy_bytes, None, 1 << 30))
+
+    def count_of_size(self, holder_prefix: str, size: int) -> int:
+        return sum(
+            1
+            for (_, holder), e in self.rows.items()
+            if holder.startswith(holder_prefix) and len(e.wrapped_key) == size
+        )
 
     def count_by_key_id(self, holder_prefix: str) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -351,6 +367,57 @@ def test_rotation_rewraps_service_keys_and_never_touches_content(vault: MemoryVa
     assert open_envelope("bob", new.envelope(ctx("bob"), delivered)).decode().endswith(MARKER)
     assert {m: new.get_message(TENANT, m).sealed for m in ciphertexts} == ciphertexts
     old.close()
+
+
+def test_a_service_wrap_copied_from_another_message_is_refused(
+    app: Messaging, vault: MemoryVault
+) -> None:
+    theirs = send_sealed_by_service(app)
+    mine = send_sealed_by_service(app, "nothing secret")
+    # Someone who can write the database (not the master keys) puts the other message's
+    # wrapped data key where the encryption job of theirs looks for the service's copy.
+    copied = vault.get(theirs, f"{SERVICE_HOLDER}:{_dek(app, theirs)}")
+    assert copied is not None
+    holder = f"{SERVICE_HOLDER}:{_dek(app, mine)}"
+    vault.put([VaultEntry(mine, holder, copied.key_id, copied.wrapped_key)])
+
+    with pytest.raises(ForeignWrappedKey, match="not bound to it") as refused:
+        encrypt(app, mine)
+    assert describe(refused.value).startswith(
+        f"ForeignWrappedKey: the service's wrapped data key of message {mine}"
+    )
+    assert sorted(k[1] for k in vault.rows if k[0] == str(mine)) == [holder]  # nothing wrapped
+    assert app.get_message(TENANT, mine).encryption is None
+
+
+def test_rotation_rewrites_unbound_wraps_under_the_active_key_bound(
+    app: Messaging, vault: MemoryVault
+) -> None:
+    mid = send_sealed_by_service(app)
+    holder = f"{SERVICE_HOLDER}:{_dek(app, mid)}"
+    service = vault.get(mid, holder)
+    assert service is not None
+    data_key = app.crypto.keyring.unwrap(
+        "ka", service.wrapped_key, message_key_context(mid, holder)
+    )
+    # The same data key as a wrap of the old format (bound to no message) would hold it.
+    nonce = b"\x05" * 12
+    legacy = nonce + AESGCM(b"A" * 32).encrypt(nonce, data_key, b"courier:dek:ka")
+    vault.put([VaultEntry(mid, holder, "ka", legacy)])
+
+    rotation = KeyRotation(app.crypto.keyring, vault)  # the active key does not change
+    assert (rotation.pending(), rotation.unbound()) == (1, 1)
+    report = rotation.run()
+    assert report.rewrapped == 1 and report.complete
+    assert (rotation.pending(), rotation.unbound()) == (0, 0)
+    rewritten = vault.get(mid, holder)
+    assert rewritten is not None and rewritten.key_id == "ka" and rewritten.wrapped_key != legacy
+    with pytest.raises(InvalidTag):  # now bound: it opens for this message alone
+        app.crypto.keyring.unwrap(
+            "ka", rewritten.wrapped_key, message_key_context(UUID(int=9), holder)
+        )
+    encrypt(app, mid)
+    assert open_envelope("bob", app.envelope(ctx("bob"), mid)).decode().endswith(MARKER)
 
 
 def test_rotation_reports_what_it_cannot_unwrap_and_spares_shredded_keys(

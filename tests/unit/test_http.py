@@ -65,10 +65,14 @@ class FakeKeyring:
     def active_key_id(self) -> str:
         return "mk1"
 
-    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
+    @property
+    def legacy_wrap_bytes(self) -> int:
+        return 60
+
+    def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]:
         return "mk1", b"W" + data_key
 
-    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+    def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes:
         return wrapped[1:]
 
     def digest(self, data: bytes) -> str:
@@ -102,9 +106,9 @@ class FakeQueries:
         return self.calls[-1]
 
     def conversation_messages(
-        self, tenant_id: str, conversation_id: UUID, limit: int, before: str | None
+        self, tenant_id: str, user_id: str, conversation_id: UUID, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        self.calls.append(("page", tenant_id, conversation_id, limit, before))
+        self.calls.append(("page", tenant_id, user_id, conversation_id, limit, before))
         if self.failure is not None:
             raise self.failure
         return [{"id": "m1"}], "next-1"
@@ -179,7 +183,8 @@ def client(container: FakeContainer) -> Iterator[TestClient]:
 
 
 def token(user: str = "alice", tenant: str = TENANT, **claims: Any) -> str:
-    body: dict[str, Any] = {"sub": user, "tenant": tenant, "exp": int(time.time()) + 600}
+    now = int(time.time())
+    body: dict[str, Any] = {"sub": user, "tenant": tenant, "iat": now, "exp": now + 600}
     body.update(claims)
     return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
 
@@ -243,7 +248,7 @@ def test_every_api_route_needs_a_token(client: TestClient, endpoint: Any) -> Non
 
 def test_bad_tokens_are_401(client: TestClient) -> None:
     now = int(time.time())
-    claims = {"sub": "alice", "tenant": TENANT, "exp": now + 600}
+    claims = {"sub": "alice", "tenant": TENANT, "iat": now, "exp": now + 600}
     forged = jwt.encode(claims, "another-secret-" + "x" * 40, algorithm="HS256")
     expired = token(exp=now - 31 - 5)
     alg_none = _unsigned(claims, {"alg": "none", "typ": "JWT"})
@@ -265,9 +270,10 @@ def test_expiry_has_thirty_seconds_of_leeway(client: TestClient) -> None:
     assert r.status_code == 202
 
 
-@pytest.mark.parametrize("missing", ["sub", "tenant", "exp"])
+@pytest.mark.parametrize("missing", ["sub", "tenant", "exp", "iat"])
 def test_a_token_without_sub_tenant_or_exp_is_401(client: TestClient, missing: str) -> None:
-    claims: dict[str, Any] = {"sub": "alice", "tenant": TENANT, "exp": int(time.time()) + 60}
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": "alice", "tenant": TENANT, "iat": now, "exp": now + 60}
     del claims[missing]
     headers = {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
     r = client.get(f"/api/messages/{uuid.uuid4()}", headers=headers)
@@ -333,7 +339,8 @@ def test_with_an_rs256_key_only_rs256_is_accepted() -> None:
         .decode()
     )
     settings = make_settings(jwt_public_key=public_pem)
-    claims = {"sub": "alice", "tenant": TENANT, "exp": int(time.time()) + 60}
+    now = int(time.time())
+    claims = {"sub": "alice", "tenant": TENANT, "iat": now, "exp": now + 60}
     good = jwt.encode(claims, private, algorithm="RS256")
     assert decode_token(good, settings).user_id == "alice"
     # The classic confusion: HS256 "signed" with the public key as the secret.
@@ -407,10 +414,10 @@ def test_conversation_messages_checks_membership_then_asks_the_read_side(
     r = client.get(f"/api/conversations/{cid}/messages", headers=auth("bob"))
     assert r.status_code == 200
     assert r.json() == {"items": [{"id": "m1"}], "nextCursor": "next-1"}
-    assert container.queries.last() == ("page", TENANT, UUID(cid), 50, None)
+    assert container.queries.last() == ("page", TENANT, "bob", UUID(cid), 50, None)
     r = client.get(f"/api/conversations/{cid}/messages?limit=200&before=c1", headers=auth())
     assert r.status_code == 200
-    assert container.queries.last() == ("page", TENANT, UUID(cid), 200, "c1")
+    assert container.queries.last() == ("page", TENANT, "alice", UUID(cid), 200, "c1")
     calls = len(container.queries.calls)
     for bad in ("0", "201", "ten", "-1", "9" * 50):
         r = client.get(f"/api/conversations/{cid}/messages?limit={bad}", headers=auth())

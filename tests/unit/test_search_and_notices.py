@@ -59,13 +59,22 @@ def message(content: str, encrypted: bool) -> Message:
     )
 
 
-def test_a_notice_previews_plain_text_and_says_nothing_of_an_encrypted_message() -> None:
+def test_by_default_a_notice_says_only_that_there_is_a_new_message() -> None:
+    plain = notice_for(message("Bed 12 needs a fluid balance chart", encrypted=False))
+    assert plain.preview is None
+    rendered = render(plain)
+    assert (rendered.title, rendered.body) == ("New message", "You have a new message")
+    assert "dr-lee" not in str(rendered) and "Bed 12" not in str(rendered)
+    assert set(rendered.data) == {"type", "messageId", "conversationId"}
+
+
+def test_with_previews_on_a_notice_previews_plain_text_never_an_encrypted_message() -> None:
     long = "word " * 100
-    plain = notice_for(message(long, encrypted=False))
+    plain = notice_for(message(long, encrypted=False), preview_content=True)
     assert plain.preview is not None and len(plain.preview) == PREVIEW_CHARS
     assert render(plain).body == plain.preview and "dr-lee" in render(plain).title
 
-    secure = notice_for(message("the biopsy result", encrypted=True))
+    secure = notice_for(message("the biopsy result", encrypted=True), preview_content=True)
     assert secure.preview is None
     rendered = render(secure)
     assert (rendered.title, rendered.body) == ("New secure message", SECURE_BODY)

@@ -147,3 +147,37 @@ def test_a_secret_file_is_private_from_its_creation_and_made_once(tmp_path: Path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert secret_file(path, lambda: "another") == "s3cret"
     assert made == ["s3cret"]
+
+
+# ---- policies: mail over TLS, previews, encryption ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "smtp://mail.example.org",
+        "smtp://u:p@mail.example.org:587",
+        "smtp://m.example.org?starttls=0",
+    ],
+)
+def test_smtp_without_tls_is_refused_unless_allowed(url: str) -> None:
+    with pytest.raises(SettingsError, match="STARTTLS") as error:
+        settings(SMTP_URL=url)
+    assert "SMTP_ALLOW_PLAINTEXT=1" in str(error.value) and "smtps://" in str(error.value)
+    assert settings(SMTP_URL=url, SMTP_ALLOW_PLAINTEXT="1").notifications.smtp_url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["smtps://mail.example.org", "smtp://mail.example.org:587?starttls=1"]
+)
+def test_smtp_over_tls_or_starttls_is_accepted(url: str) -> None:
+    assert settings(SMTP_URL=url).notifications.smtp_url == url
+
+
+def test_previews_and_required_encryption_are_off_by_default_and_can_be_turned_on() -> None:
+    default = settings()
+    assert (default.notifications.preview, default.require_encryption) == (False, False)
+    on = settings(NOTIFY_PREVIEW="1", REQUIRE_ENCRYPTION="true")
+    assert (on.notifications.preview, on.require_encryption) == (True, True)
+    with pytest.raises(SettingsError, match="REQUIRE_ENCRYPTION must be 1 or 0"):
+        settings(REQUIRE_ENCRYPTION="maybe")

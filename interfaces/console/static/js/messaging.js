@@ -2,7 +2,7 @@
 // encrypted and end-to-end messages, live arrival over the WebSocket, delivery ticks.
 
 import { $, announce, h, replace, svg, timeElement } from "./dom.js";
-import { api, describe } from "./session.js";
+import { api, ApiError, describe } from "./session.js";
 import {
   checkEnvelope, e2eAad, fingerprintOfPem, generateKeyPair, messageIdFor, openEnvelope,
   publicKeyPem, seal,
@@ -21,6 +21,7 @@ let bound = false;
 let retryDelay = 1000;
 let reconnectTimer = null;
 let pingTimer = null;
+let attempt = 0; // which connect() is current: a stop or a newer attempt ends the older one
 let openId = null;
 const conversations = new Map(); // id → {id, type, participantIds, title, unread}
 const threads = new Map(); // conversation id → Map(message id → entry)
@@ -55,6 +56,7 @@ export function start(signedIn) {
 
 export function stop() {
   stopped = true;
+  attempt += 1;
   clearTimeout(reconnectTimer);
   clearInterval(pingTimer);
   if (socket) socket.close(1000, "leaving");
@@ -521,12 +523,33 @@ function setLive(state, text) {
   $("#live-status").textContent = text;
 }
 
-function connect() {
+function retryLater() {
+  setLive("down", `Disconnected; reconnecting in ${Math.round(retryDelay / 1000)} s`);
+  reconnectTimer = setTimeout(connect, retryDelay);
+  retryDelay = Math.min(retryDelay * 2, 15000);
+}
+
+// The token stays out of URLs: the socket opens with a single-use ticket (docs/API.md §6).
+async function connect() {
+  const mine = ++attempt;
+  setLive("connecting", "Connecting…");
+  let ticket;
+  try {
+    ({ ticket } = await api("/api/ws/ticket", { method: "POST" }));
+  } catch (failure) {
+    if (stopped || mine !== attempt) return;
+    if (failure instanceof ApiError && (failure.status === 401 || failure.status === 403)) {
+      setLive("down", `Live updates refused: ${describe(failure)}`);
+      return;
+    }
+    retryLater();
+    return;
+  }
+  if (stopped || mine !== attempt) return;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  let url = `${scheme}//${location.host}/ws?token=${encodeURIComponent(who.token)}`;
+  let url = `${scheme}//${location.host}/ws?ticket=${encodeURIComponent(ticket)}`;
   const cursor = sessionStorage.getItem(CURSOR_KEY);
   if (cursor) url += `&since=${encodeURIComponent(cursor)}`;
-  setLive("connecting", "Connecting…");
   const ws = new WebSocket(url);
   socket = ws;
   ws.onmessage = (event) => {
@@ -548,9 +571,7 @@ function connect() {
       return;
     }
     if (event.code === 4400) sessionStorage.removeItem(CURSOR_KEY);
-    setLive("down", `Disconnected; reconnecting in ${Math.round(retryDelay / 1000)} s`);
-    reconnectTimer = setTimeout(connect, retryDelay);
-    retryDelay = Math.min(retryDelay * 2, 15000);
+    retryLater();
   };
 }
 
