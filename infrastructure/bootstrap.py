@@ -25,7 +25,7 @@ from application.retention import Retention
 from infrastructure import eventstore
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.broker import Broker
-from infrastructure.chain import ChainKeeper, signing_key
+from infrastructure.chain import ChainKeeper, CheckpointSchedule, load_public_key, signing_key
 from infrastructure.contacts import SqlContactBook, SqlSendLog
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.delayed import DelayedJobs
@@ -153,6 +153,7 @@ class Container:
     limiter: RateLimiter | None = None
     tickets: Tickets = field(default_factory=LocalTickets)
     store_gate: StoreGate | None = None
+    checkpoints: CheckpointSchedule | None = None
 
     @property
     def event_log(self) -> ApplicationLog:
@@ -191,6 +192,8 @@ class Container:
             self.workers.start()
         if self.relay is not None:
             self.relay.start()
+        if self.checkpoints is not None:
+            self.checkpoints.start()
         log.info(
             "courier %s started (%s, broker %s)",
             self.role,
@@ -199,6 +202,8 @@ class Container:
         )
 
     def stop(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         if self.relay is not None:
             self.relay.stop()
         if self.workers is not None:
@@ -260,6 +265,19 @@ def consumed_queues(
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     return [replace(q, concurrency=concurrency) for q in chosen]
+
+
+def chain_keeper(settings: Settings, messaging: Messaging, engine: Engine) -> ChainKeeper:
+    """The audit chain's keeper; it trusts ``AUDIT_PUBLIC_KEY``, else the signing key."""
+    public = settings.extra.get("AUDIT_PUBLIC_KEY")
+    return ChainKeeper(
+        messaging.recorder,
+        engine,
+        signing_key(settings),
+        mapper=messaging.mapper,
+        trusted=load_public_key(public) if public else None,
+        full_every=settings.audit_verify_full_seconds,
+    )
 
 
 def rate_limiter(settings: Settings) -> RateLimiter:
@@ -338,7 +356,7 @@ def build(
         runs=runs,
         monitor=QueueMonitor(settings.queues, broker, delayed, runs, engine, settings.health),
         audit=AuditQueriesSQL(engine),
-        chain=ChainKeeper(messaging.recorder, engine, signing_key(settings)),
+        chain=chain_keeper(settings, messaging, engine),
         redis=redis_client,
         committer=committer,
         tickets=RedisTickets(redis_client) if redis_client is not None else LocalTickets(),
@@ -353,6 +371,9 @@ def build(
         for projection in VIEWS:
             container.projections.append(shared.add(projection.view(), raw=projection.raw))
         messaging.on_saved(shared.wake)
+        if container.chain.key is not None and settings.audit_checkpoint_seconds > 0:
+            every = settings.audit_checkpoint_seconds
+            container.checkpoints = CheckpointSchedule(container.chain, every)
     if everything or role == WORKER:
         notifier = ChannelNotifier(
             container.contacts, SqlSendLog(engine), channels_from(settings.notifications)

@@ -275,6 +275,8 @@ class Settings:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     job_runs_retention_days: float = 7.0
     retention_interval: float = 3600.0
+    audit_checkpoint_seconds: float = 300.0  # the projections process signs the chain (0: never)
+    audit_verify_full_seconds: float = 900.0  # GET /api/audit/verify re-walks everything
     limits: Limits = field(default_factory=Limits)
     tokens: TokenRules = field(default_factory=TokenRules)
     require_encryption: bool = False  # REQUIRE_ENCRYPTION: plain-text sends answer 422
@@ -502,6 +504,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         "COURIER_ROLE",
         EVENT_STORE_CIPHER_KEY,
         "AUDIT_SIGNING_KEY",
+        "AUDIT_PUBLIC_KEY",
         "DATABASE_APP_ROLE",
     )
     return Settings(
@@ -537,6 +540,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         job_runs_retention_days=_float(env, "JOB_RUNS_RETENTION_DAYS", 7.0),
         retention_interval=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
+        audit_checkpoint_seconds=max(0.0, _float(env, "AUDIT_CHECKPOINT_SECONDS", 300.0)),
+        audit_verify_full_seconds=max(0.0, _float(env, "AUDIT_VERIFY_FULL_SECONDS", 900.0)),
         notifications=notification_settings(env),
         limits=limits(env, max_content_bytes),
         tokens=token_rules(env),

@@ -151,8 +151,7 @@ def checkpoint(settings: Settings) -> dict[str, Any]:
 def _trusted(container: Container, public_key: str | None) -> Ed25519PublicKey | None:
     if public_key:
         return load_public_key(public_key)
-    key = container.chain.key
-    return key.public_key() if key is not None else None
+    return container.chain.trusted_key()
 
 
 def _read_checkpoints(path: Path) -> list[dict[str, Any]]:

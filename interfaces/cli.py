@@ -342,7 +342,10 @@ def audit_export(
     type=click.Path(exists=True, dir_okay=False),
     help="Signed checkpoints (JSON lines) kept outside the database; default: the stored ones.",
 )
-@click.option("--public-key", help="Trusted key (base64); default: from AUDIT_SIGNING_KEY.")
+@click.option(
+    "--public-key",
+    help="Trusted key (base64); default: AUDIT_PUBLIC_KEY, else from AUDIT_SIGNING_KEY.",
+)
 @click.option("--actor", help="Who is verifying, for the record (default: operator:$USER).")
 def audit_verify(checkpoints: str | None, public_key: str | None, actor: str | None) -> None:
     """Recompute the hash chain over the event log; exit 1 naming the first bad position."""
@@ -375,9 +378,14 @@ def audit_checkpoint() -> None:
     """Sign the chain's current head (Ed25519) and print it, to keep outside the database."""
     import json
 
+    from infrastructure.chain import ChainBroken
     from interfaces.audit_tools import checkpoint
 
-    click.echo(json.dumps(checkpoint(_settings()), sort_keys=True))
+    try:
+        signed = checkpoint(_settings())
+    except (ChainBroken, SettingsError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(signed, sort_keys=True))
 
 
 @audit.command("keygen")

@@ -46,6 +46,7 @@ _CONTEXT = (
     ("user_agent", "userAgent"),
 )
 _IN_CHUNK = 500
+Owners = dict[str, tuple[str, list[str]]]  # message id -> (tenant, owner ids)
 
 
 @cache
@@ -101,7 +102,7 @@ def entry_row(position: int, event: Any) -> dict[str, Any]:
 
 
 @dataclass
-class _Batch:
+class AuditRows:
     """What one batch of events adds, written at the end in a few statements."""
 
     entries: list[dict[str, Any]] = field(default_factory=list)
@@ -123,19 +124,25 @@ class AuditView:
         self.apply_many([(position, event)], conn)
 
     def apply_many(self, batch: Sequence[tuple[int, Any]], conn: Connection) -> None:
-        work = _Batch()
+        self._write(conn, self.rows_of(batch))
+
+    def rows_of(self, batch: Sequence[tuple[int, Any]]) -> AuditRows:
+        """What the batch adds, before it is written (also what ``audit_check`` expects)."""
+        work = AuditRows()
         for position, event in batch:
             entry = entry_row(position, event)
             work.entries.append(entry)
             _collect(event)(self, event, position, entry, work)
-        self._write(conn, work)
+        return work
 
     @singledispatchmethod
-    def collect(self, event: Any, position: int, entry: dict[str, Any], work: _Batch) -> None:
+    def collect(self, event: Any, position: int, entry: dict[str, Any], work: AuditRows) -> None:
         """Most events are an entry and nothing more."""
 
     @collect.register
-    def _(self, event: Message.Created, position: int, entry: dict[str, Any], work: _Batch) -> None:
+    def _(
+        self, event: Message.Created, position: int, entry: dict[str, Any], work: AuditRows
+    ) -> None:
         owners = [event.sender_id, *(event.recipient_ids if event.kind == DIRECT else [])]
         work.messages[entry["aggregate_id"]] = {
             "message_id": entry["aggregate_id"],
@@ -149,21 +156,25 @@ class AuditView:
         }
 
     @collect.register
-    def _(self, event: Message.Viewed, position: int, entry: dict[str, Any], work: _Batch) -> None:
+    def _(
+        self, event: Message.Viewed, position: int, entry: dict[str, Any], work: AuditRows
+    ) -> None:
         work.accesses.append((entry["tenant_id"], position, entry["aggregate_id"], event.viewer_id))
 
     @collect.register
-    def _(self, event: Message.Read, position: int, entry: dict[str, Any], work: _Batch) -> None:
+    def _(self, event: Message.Read, position: int, entry: dict[str, Any], work: AuditRows) -> None:
         work.accesses.append((entry["tenant_id"], position, entry["aggregate_id"], event.reader_id))
 
     @collect.register
     def _(
-        self, event: Message.Shredded, position: int, entry: dict[str, Any], work: _Batch
+        self, event: Message.Shredded, position: int, entry: dict[str, Any], work: AuditRows
     ) -> None:
         work.shredded.append((entry["aggregate_id"], event.timestamp))
 
     @collect.register
-    def _(self, event: Access.Viewed, position: int, entry: dict[str, Any], work: _Batch) -> None:
+    def _(
+        self, event: Access.Viewed, position: int, entry: dict[str, Any], work: AuditRows
+    ) -> None:
         tenant, actor = entry["tenant_id"], entry["actor_id"]
         if event.conversation_id:
             work.subjects.add((tenant, event.conversation_id, position))
@@ -172,7 +183,9 @@ class AuditView:
             work.accesses.append((tenant, position, mid, actor))
 
     @collect.register
-    def _(self, event: Access.Denied, position: int, entry: dict[str, Any], work: _Batch) -> None:
+    def _(
+        self, event: Access.Denied, position: int, entry: dict[str, Any], work: AuditRows
+    ) -> None:
         tenant = entry["tenant_id"]
         work.subjects.add((tenant, event.subject_id, position))
         if event.subject_type == "message":
@@ -184,7 +197,7 @@ class AuditView:
         event: Conversation.LegalHoldPlaced,
         position: int,
         entry: dict[str, Any],
-        work: _Batch,
+        work: AuditRows,
     ) -> None:
         hold = {
             "conversation_id": entry["aggregate_id"],
@@ -202,13 +215,13 @@ class AuditView:
         event: Conversation.LegalHoldReleased,
         position: int,
         entry: dict[str, Any],
-        work: _Batch,
+        work: AuditRows,
     ) -> None:
         work.holds.append((entry["aggregate_id"], None))
 
     # ---- writing ---------------------------------------------------------------
 
-    def _write(self, conn: Connection, work: _Batch) -> None:
+    def _write(self, conn: Connection, work: AuditRows) -> None:
         # Each message is created once and each access row belongs to one position: the
         # view's position moves in the same transaction, so no batch is written twice
         # and these are plain appends.
@@ -226,13 +239,22 @@ class AuditView:
         append_rows(conn, audit_events, work.entries)
         rows = [{"tenant_id": t, "subject_id": s, "position": p} for t, s, p in work.subjects]
         append_rows(conn, audit_subjects, rows)
-        append_rows(conn, audit_access, self._access_rows(conn, work))
+        append_rows(conn, audit_access, self.access_rows(conn, work))
 
-    def _access_rows(self, conn: Connection, work: _Batch) -> list[dict[str, Any]]:
-        """One row per owner of each message accessed, but the accessor themself."""
+    def access_rows(
+        self, conn: Connection, work: AuditRows, known: Owners | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per owner of each message accessed, but the accessor themself.
+
+        Owners come from the batch's own messages, then ``known``, then ``audit_messages``.
+        """
         if not work.accesses:
             return []
         owners = {mid: (m["tenant_id"], m["owner_ids"]) for mid, m in work.messages.items()}
+        if known:
+            for _, _, mid, _ in work.accesses:
+                if mid not in owners and mid in known:
+                    owners[mid] = known[mid]
         unknown = sorted({mid for _, _, mid, _ in work.accesses if mid not in owners})
         for start in range(0, len(unknown), _IN_CHUNK):
             chunk = unknown[start : start + _IN_CHUNK]
@@ -243,10 +265,10 @@ class AuditView:
                 owners[row.message_id] = (row.tenant_id, list(row.owner_ids))
         rows: dict[tuple[str, str, int, str], dict[str, Any]] = {}
         for tenant, position, mid, actor in work.accesses:
-            known = owners.get(mid)
-            if known is None or known[0] != tenant:
+            owned = owners.get(mid)
+            if owned is None or owned[0] != tenant:
                 continue  # no such message in this tenant: the entry itself records the try
-            for owner in known[1]:
+            for owner in owned[1]:
                 if owner != actor:
                     key = (tenant, owner, position, mid)
                     rows[key] = {

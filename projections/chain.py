@@ -91,14 +91,24 @@ class Verdict:
     first_bad_position: int | None
     head: int
     reason: str | None = None
+    log_head: int | None = None  # the last stored event's position
+    audited_through: int = 0  # the audit tables were compared with the log up to here
+    checkpoint: dict[str, Any] | None = None  # {position, signedAt} of the one checked
+    incremental: bool = False  # only what was chained since the last full walk was walked
 
     def as_dict(self) -> dict[str, Any]:
+        lag = None if self.log_head is None else max(0, self.log_head - self.head)
         return {
             "ok": self.ok,
             "checked": self.checked,
             "firstBadPosition": self.first_bad_position,
             "chainedThrough": self.head,
             "reason": self.reason,
+            "logHead": self.log_head,
+            "lag": lag,
+            "auditedThrough": self.audited_through,
+            "checkpoint": self.checkpoint,
+            "incremental": self.incremental,
         }
 
 
@@ -107,17 +117,19 @@ def verify(
     links: Iterable[tuple[int, bytes]],
     head_position: int,
     anchors: Mapping[int, bytes] | None = None,
+    start: tuple[int, bytes] = (0, GENESIS),
 ) -> Verdict:
     """Walk the log and the chain side by side up to ``head_position``.
 
-    ``log`` and ``links`` are in position order and stop at ``head_position``.
+    ``log`` and ``links`` are in position order and stop at ``head_position``; they
+    begin after ``start`` (a position already verified and its hash).
     ``anchors`` are hashes from signed checkpoints kept outside the database: they
     catch a chain that was recomputed over a changed log.
     """
     anchors = dict(anchors or {})
     events: Iterator[StoredNotification] = iter(log)
     chain: Iterator[tuple[int, bytes]] = iter(links)
-    previous, checked = GENESIS, 0
+    previous, checked = start[1], 0
     n, c = next(events, None), next(chain, None)
 
     def bad(position: int, reason: str) -> Verdict:

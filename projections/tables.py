@@ -203,6 +203,7 @@ audit_subjects = Table(
     Column("tenant_id", String(USER), primary_key=True),
     Column("subject_id", String(ID), primary_key=True),
     Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Index("audit_subjects_position_idx", "position"),
 )
 
 audit_messages = Table(
@@ -227,6 +228,7 @@ audit_access = Table(
     Column("owner_id", String(USER), primary_key=True),
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("message_id", String(ID), primary_key=True),
+    Index("audit_access_position_idx", "position"),
 )
 
 legal_holds = Table(

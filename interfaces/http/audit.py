@@ -50,7 +50,7 @@ class AuditReader(Protocol):
 
 
 class Chain(Protocol):
-    def verify(self) -> Any: ...
+    def check(self) -> Any: ...
 
 
 def reader(request: Request) -> AuditReader:
@@ -154,7 +154,7 @@ async def verify(request: Request) -> Response:
     chain: Chain = request.app.state.container.chain
 
     def run() -> tuple[dict[str, Any], int]:
-        verdict = chain.verify()
+        verdict = chain.check()
         return verdict.as_dict(), int(verdict.checked)
 
     return await _answer(request, ctx, "verify", {}, run)
@@ -237,7 +237,8 @@ ENDPOINTS = (
         "GET",
         "/api/audit/verify",
         verify,
-        "Recompute the hash chain over the event log; name the first bad position",
+        "Check the hash chain and the audit tables against the event log and the latest "
+        "signed checkpoint; name the first bad position",
         roles=AUDITOR,
         response="ChainVerdict",
     ),

@@ -209,6 +209,14 @@ VERDICT = shape(
         "firstBadPosition": {"type": ["integer", "null"]},
         "chainedThrough": {"type": ["integer", "null"]},
         "reason": {"type": ["string", "null"]},
+        "logHead": {"type": ["integer", "null"]},
+        "lag": {"type": ["integer", "null"]},
+        "auditedThrough": COUNT,
+        "checkpoint": {
+            "type": ["object", "null"],
+            "properties": {"position": COUNT, "signedAt": TEXT},
+        },
+        "incremental": FLAG,
     }
 )
 PREFERENCES = shape(

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from infrastructure.chain import generate_signing_key
+from tests.conftest import PG_DSN
+from tests.e2e.browser import send_over_http
+from tests.e2e.conftest import services_env
 from tests.e2e.harness import Runtime, auth, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -185,3 +195,87 @@ def test_only_auditors_reach_the_audit_endpoints_which_filter_and_page(embedded:
         "/api/audit/events", params={"from": "yesterday"}, headers=auth("i", "t1", AUDITOR)
     )
     assert bad.status_code == 422
+
+
+@pytest.fixture
+def signed(tmp_path: Path, pg_schema: str, redis_url: str) -> Iterator[Runtime]:
+    """Services where only the projections process holds the signing key (signing every
+    0.3 s) and the API trusts its public key, as docs/AUDIT.md advises."""
+    private = generate_signing_key()
+    public = base64.b64encode(
+        Ed25519PrivateKey.from_private_bytes(base64.b64decode(private))
+        .public_key()
+        .public_bytes(Encoding.Raw, PublicFormat.Raw)
+    ).decode()
+    env = {
+        **services_env(pg_schema, redis_url),
+        "AUDIT_PUBLIC_KEY": public,
+        "AUDIT_CHECKPOINT_SECONDS": "0.3",
+        "AUDIT_VERIFY_FULL_SECONDS": "0",
+    }
+    runtime = Runtime("services", env, tmp_path)
+    runtime.start()
+    try:
+        runtime.start_role("projections", env={"AUDIT_SIGNING_KEY": private})
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+def test_verify_covers_what_auditors_read_and_catches_a_cut_tail(
+    signed: Runtime, pg_schema: str
+) -> None:
+    ids = [send_over_http(signed, "alice", f"r{n}", f"note {n}") for n in range(4)]
+    for mid in ids:
+        signed.wait_done("alice", mid)
+
+    def checkpointed() -> dict[str, Any] | None:
+        verdict = audit_get(signed, "/api/audit/verify")
+        assert verdict["ok"] is True, verdict
+        point = verdict["checkpoint"]
+        return verdict if point and point["position"] >= verdict["auditedThrough"] > 0 else None
+
+    verdict = wait_for(checkpointed, 60, "a scheduled checkpoint, checked by the API")
+    assert verdict["lag"] >= 0 and verdict["logHead"] >= verdict["chainedThrough"]
+    table = f"{pg_schema}.audit_events"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        row = conn.execute(
+            f"SELECT position, actor_id FROM {table} WHERE aggregate_id = %s AND type = 'Created'",
+            [ids[1]],
+        ).fetchone()
+        assert row is not None
+        position, actor = row
+        conn.execute(f"UPDATE {table} SET actor_id = 'bob' WHERE position = %s", [position])
+        edited = audit_get(signed, "/api/audit/verify")
+        assert edited["ok"] is False and edited["firstBadPosition"] == position, edited
+        conn.execute(f"UPDATE {table} SET actor_id = %s WHERE position = %s", [actor, position])
+        assert audit_get(signed, "/api/audit/verify")["ok"] is True
+
+        # Once the projections took in the last event (the query just recorded)...
+        def caught_up() -> bool:
+            last = conn.execute(
+                f"SELECT max(notification_id) FROM {pg_schema}.messaging_events"
+            ).fetchone()
+            reached = conn.execute(
+                f"SELECT min(position) FROM {pg_schema}.followers "
+                "WHERE name IN ('audit', 'audit_chain')"
+            ).fetchone()
+            return bool(last and reached and reached[0] >= last[0])
+
+        wait_for(caught_up, 30, "the projections to take in the last event")
+        # ... the last events go, with every trace of them: links, entries, positions.
+        kept = verdict["checkpoint"]["position"] - 3
+        for name, column in (
+            ("messaging_events", "notification_id"),
+            ("audit_chain", "position"),
+            ("audit_events", "position"),
+            ("audit_subjects", "position"),
+            ("audit_access", "position"),
+        ):
+            conn.execute(f"DELETE FROM {pg_schema}.{name} WHERE {column} > %s", [kept])
+        conn.execute(
+            f"UPDATE {pg_schema}.followers SET position = %s WHERE position > %s", [kept, kept]
+        )
+        cut = audit_get(signed, "/api/audit/verify")
+        assert cut["ok"] is False and cut["firstBadPosition"] > kept, cut
+        assert "signed checkpoint" in cut["reason"], cut

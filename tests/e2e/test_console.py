@@ -7,12 +7,20 @@ retries it to completion; the pages fit a phone's width and every control has a 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from domain.message import message_id_for
+from tests.conftest import unavailable
 from tests.e2e.browser import (
     KEYGEN_MS,
     LIVE_MS,
@@ -27,8 +35,9 @@ from tests.e2e.browser import (
     user_token,
 )
 from tests.e2e.conftest import FAST
-from tests.e2e.harness import Runtime, auth, wait_for
-from tests.e2e.sealing import restart
+from tests.e2e.harness import ROOT, Runtime, auth, wait_for
+from tests.e2e.sealing import register_keys, restart
+from tests.recipient import public_pem, seal
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +125,10 @@ def test_two_users_exchange_messages_the_receiving_page_decrypts(
     for mid, text in ((e2e_id, e2e_text), (server_id, server_text), (plain_id, plain_text)):
         item = bob.locator(f'#thread li[data-message-id="{mid}"]')
         expect()(item.locator(".text")).to_have_text(text, timeout=LIVE_MS)
-    expect()(bob.locator(f'li[data-message-id="{e2e_id}"] .tag.lock')).to_have_text("end to end")
+    # "End to end" is what the sealing page says of what it sealed; the receiving page
+    # cannot tell it from the envelope, which the server hands out, so it says "encrypted".
+    expect()(bob.locator(f'li[data-message-id="{e2e_id}"] .tag.lock')).to_have_text("encrypted")
+    expect()(alice.locator(f'li[data-message-id="{e2e_id}"] .tag.lock')).to_have_text("end to end")
     expect()(bob.locator(f'li[data-message-id="{server_id}"] .tag.lock')).to_have_text(
         "encrypted by the service"
     )
@@ -144,6 +156,110 @@ def test_two_users_exchange_messages_the_receiving_page_decrypts(
         assert not [url for url in [*requests, *sockets] if jwt in url]
     assert browser.problems == []
     assert unlabelled(alice) == [] and unlabelled(bob) == []
+
+
+def pinned(page: Any) -> dict[str, str]:
+    """The fingerprints the page pinned in IndexedDB, by peer."""
+    found: dict[str, str] = page.evaluate(
+        """() => new Promise((resolve, reject) => {
+          const open = indexedDB.open("courier-console");
+          open.onerror = () => reject(open.error);
+          open.onsuccess = () => {
+            const get = open.result.transaction("pins").objectStore("pins").getAll();
+            get.onsuccess = () => resolve(Object.fromEntries(
+              get.result.map((p) => [p.peer, p.fingerprint])));
+          };
+        })"""
+    )
+    return found
+
+
+def fingerprint(pem: str) -> str:
+    der = serialization.load_pem_public_key(pem.encode()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def send_sealed(
+    runtime: Runtime, sender: str, recipient: str, text: str, aad: str, cid: str
+) -> str:
+    """An end-to-end send made outside the browser, sealed with the AAD given."""
+    holders = {
+        sender: public_pem(SECOND_KEY),
+        recipient: runtime.http.get(f"/api/keys/{recipient}", headers=auth(sender)).json()[
+            "publicKeyPem"
+        ],
+    }
+    r = runtime.http.post(
+        "/api/messages/direct",
+        json={
+            "recipientId": recipient,
+            "sealed": seal(text.encode(), aad.encode(), holders),
+            "clientMessageId": cid,
+        },
+        headers=auth(sender),
+    )
+    assert r.status_code == 202, r.text
+    mid: str = r.json()["message"]["id"]
+    return mid
+
+
+SECOND_KEY = "bob-second-key"
+
+
+def test_a_peer_key_is_pinned_its_change_warned_and_a_foreign_aad_refused(
+    browser: Browser, embedded: Runtime
+) -> None:
+    alice = browser.page()
+    sign_in(alice, embedded, "messages", user_token("alice"))
+    make_key(alice)
+    register_keys(embedded, "bob")
+    start_direct(alice, "bob")
+    first = send(alice, "Sealed for the key bob has now", "End to end (sealed here)")
+    expect()(alice.locator(f'li[data-message-id="{first}"] .tag.lock')).to_have_text("end to end")
+    # Pinned on first use, from the PEM itself (the fingerprint the registry also reports).
+    own = embedded.http.get("/api/keys/alice", headers=auth("alice")).json()["publicKeyPem"]
+    assert pinned(alice) == {"bob": fingerprint(public_pem("bob")), "alice": fingerprint(own)}
+
+    # Bob's key changes (a new device, or someone who took over the registry).
+    r = embedded.http.put(
+        "/api/keys/me", json={"publicKeyPem": public_pem(SECOND_KEY)}, headers=auth("bob")
+    )
+    assert r.status_code == 200, r.text
+    alice.get_by_label("Message", exact=True).fill("Sealed after bob's key changed")
+    alice.get_by_label("End to end (sealed here)").check()
+    alice.get_by_role("button", name="Send").click()
+    warning = alice.locator("#key-warnings")
+    expect()(warning).to_be_visible(timeout=LIVE_MS)
+    expect()(warning).to_contain_text("The key of bob has changed")
+    expect()(warning).to_contain_text(fingerprint(public_pem(SECOND_KEY)))
+    expect()(alice.locator("#send-error")).to_contain_text("Not sent")
+    assert alice.locator("#thread li.mine", has_text="after bob's key changed").count() == 0
+    # Once compared out of band, the new key is trusted and sealing goes on.
+    alice.get_by_role("button", name="Trust bob's new key").click()
+    expect()(warning).to_be_hidden()
+    assert pinned(alice)["bob"] == fingerprint(public_pem(SECOND_KEY))
+    second = send(alice, "Sealed after bob's key changed", "End to end (sealed here)")
+    assert embedded.message("alice", second)["isEncrypted"] is True
+
+    # From bob's side (outside the browser): one envelope whose AAD names its message
+    # and version, one whose AAD names another message. Only the first is decrypted.
+    good_cid, bad_cid = str(uuid.uuid4()), str(uuid.uuid4())
+    good_aad = f"courier:e2e:{message_id_for('t1', 'bob', good_cid)}:v1"
+    good = send_sealed(embedded, "bob", "alice", "AAD names this message", good_aad, good_cid)
+    bad_aad = f"courier:e2e:{first}:v1"  # content moved over from another message
+    bad = send_sealed(embedded, "bob", "alice", "AAD names another message", bad_aad, bad_cid)
+    shown = alice.locator(f'#thread li[data-message-id="{good}"]')
+    expect()(shown.locator(".text")).to_have_text("AAD names this message", timeout=LIVE_MS)
+    expect()(shown.locator(".tag.lock")).to_have_text("encrypted")  # not sealed here
+    refused = alice.locator(f'#thread li[data-message-id="{bad}"]')
+    expect()(refused).to_have_attribute("data-refused", "true", timeout=LIVE_MS)
+    expect()(refused.locator(".text")).to_contain_text("Not decrypted")
+    expect()(refused.locator(".text")).to_contain_text("does not name this message")
+    assert "AAD names another message" not in alice.content()
+    assert browser.problems == []
+    assert unlabelled(alice) == []
 
 
 def test_an_operator_page_retries_a_failed_job_and_sees_it_complete(
@@ -194,6 +310,7 @@ def test_an_auditor_page_searches_the_log_shows_a_trail_and_the_tamper_check(
 
     page.get_by_role("button", name="Verify the chain").click()
     expect()(page.locator('[data-verdict="ok"]')).to_contain_text("Intact", timeout=LIVE_MS)
+    expect()(page.locator('[data-verdict="ok"]')).to_contain_text("audit tables match the log")
 
     page.get_by_label("Actor id").fill("bob")
     page.get_by_role("button", name="Search", exact=True).click()
@@ -264,3 +381,35 @@ def test_the_console_fits_a_phone_and_keeps_strict_headers(
     missing = embedded.http.get("/console/nothing.js")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert browser.problems == []
+
+
+CONSOLE_CRYPTO = ROOT / "interfaces" / "console" / "static" / "js" / "crypto.js"
+NAMING = [
+    ("t1", "alice", "c-1"),
+    ("clinic-1", "zoë", 'id \u007f\u2028\U0001f600\n"quoted" \\ back'),
+    ("t\u00e9", "b\u00f6b", str(uuid.UUID(int=7))),
+]
+
+
+def test_the_console_names_a_send_exactly_as_the_service_does() -> None:
+    """The AAD a page seals with names the id the service will give the send: the page's
+    UUID v5 (Python's json.dumps rules included) must agree with domain/message.py."""
+    executable = shutil.which("node")
+    if executable is None:
+        unavailable("node (Node.js 20)")
+    assert executable is not None
+    script = (
+        f"import {{ messageIdFor }} from {json.dumps(CONSOLE_CRYPTO.as_uri())};\n"
+        "const cases = JSON.parse(process.argv[1]);\n"
+        "const ids = [];\n"
+        "for (const c of cases) ids.push(await messageIdFor(...c));\n"
+        "console.log(JSON.stringify(ids));\n"
+    )
+    done = subprocess.run(
+        [executable, "--input-type=module", "-e", script, json.dumps(NAMING)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [str(message_id_for(*case)) for case in NAMING]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,16 @@ from sqlalchemy import delete
 from starlette.testclient import TestClient
 
 from application.messaging import Outgoing
+from application.policies import pending_jobs
 from domain.events import Context
 from infrastructure.bootstrap import ALL, Container, build
-from infrastructure.chain import check_signature, generate_signing_key
+from infrastructure.chain import ChainBroken, check_signature, generate_signing_key
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
 from interfaces.cli import main
 from interfaces.http.app import create_app
 from projections.chain import ChainView
-from projections.runner import RawLog
+from projections.runner import RawLog, read_position
 from projections.tables import audit_chain
 from tests.conftest import PG_DSN
 from tests.e2e.harness import JWT_SECRET, auth, wait_for
@@ -195,10 +197,184 @@ def test_a_signed_checkpoint_catches_a_chain_recomputed_over_a_changed_log(
             db.execute(delete(audit_chain))
             ChainView().apply_many(RawLog(container.messaging).read(0, 100_000), db)
         try:
-            assert cli_verify(env)[1]["ok"] is True  # without the kept copy it looks fine
+            # Without the kept copy the chain looks fine, but the audit entries still
+            # say what the event said before it was changed.
+            code, verdict = cli_verify(env)
+            assert code == 1 and verdict["firstBadPosition"] == target, verdict
+            assert "audit entry" in verdict["reason"] or "decoded" in verdict["reason"], verdict
             code, verdict = cli_verify(env, "--checkpoints", str(kept))
             assert code == 1 and verdict["ok"] is False, verdict
             assert verdict["firstBadPosition"] == position
             assert "checkpoint" in verdict["reason"]
         finally:
             restore()
+
+
+# ---- what auditors read, cut tails, scheduled checkpoints -----------------------------
+
+
+@contextmanager
+def running(env: dict[str, str]) -> Iterator[Container]:
+    container = build(load(env), ALL)
+    container.start()
+    alice = Context("alice", "t1")
+    sent = []
+    try:
+        for n in range(6):
+            outgoing = Outgoing(content=f"note {n}")
+            sent.append(container.messaging.send_direct(alice, f"user-{n % 3}", outgoing))
+        container.sent = [r.message.id for r in sent]  # type: ignore[attr-defined]
+        yield container
+    finally:
+        container.stop()
+
+
+def settled(container: Container) -> int:
+    """Wait until every message is done with and the chain and audit view took it all in."""
+    sent = container.sent  # type: ignore[attr-defined]
+
+    def done() -> int | None:
+        if any(pending_jobs(container.messaging.get_message("t1", mid)) for mid in sent):
+            return None
+        last = container.event_log.last_position()
+        with container.engine.connect() as conn:
+            audit = read_position(conn, "audit")
+        return last if min(audit, container.chain.chained_through()) >= last else None
+
+    return wait_for(done, 30, "every message done with, chained and audited")
+
+
+def edit_an_actor(conn: psycopg.Connection[Any], schema: str, p: int) -> None:
+    conn.execute(
+        f"UPDATE {schema}.audit_events SET actor_id = 'someone-else' WHERE position = %s", [p]
+    )
+
+
+def edit_the_data(conn: psycopg.Connection[Any], schema: str, p: int) -> None:
+    conn.execute(
+        f"UPDATE {schema}.audit_events SET data = data || '{{\"recipientIds\": []}}'::jsonb "
+        "WHERE position = %s",
+        [p],
+    )
+
+
+def delete_an_entry(conn: psycopg.Connection[Any], schema: str, p: int) -> None:
+    conn.execute(f"DELETE FROM {schema}.audit_events WHERE position = %s", [p])
+
+
+def add_an_access_row(conn: psycopg.Connection[Any], schema: str, p: int) -> None:
+    conn.execute(
+        f"INSERT INTO {schema}.audit_access (tenant_id, owner_id, position, message_id) "
+        "VALUES ('t1', 'user-9', %s, 'made-up')",
+        [p],
+    )
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [edit_an_actor, edit_the_data, delete_an_entry, add_an_access_row],
+    ids=lambda t: t.__name__,
+)
+def test_a_changed_audit_table_is_detected_at_its_position(
+    env: dict[str, str], pg_schema: str, tamper: Callable[..., None]
+) -> None:
+    with running({**env, "AUDIT_VERIFY_FULL_SECONDS": "0"}) as container:
+        settled(container)
+        first = api_verify(container)
+        assert first["ok"] is True and first["auditedThrough"] >= 6, first
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            created = conn.execute(
+                f"SELECT position FROM {pg_schema}.audit_events WHERE type = 'Created' "
+                "AND aggregate_type = 'Message' ORDER BY position"
+            ).fetchall()
+            p = int(created[2][0])
+            tamper(conn, pg_schema, p)
+        answer = api_verify(container)
+        assert answer["ok"] is False and answer["firstBadPosition"] == p, answer
+        assert answer["checked"] >= p and "audit" in answer["reason"], answer
+        code, verdict = cli_verify(env)
+        assert code == 1 and verdict["firstBadPosition"] == p, verdict
+
+
+def cut_the_tail(conn: psycopg.Connection[Any], schema: str, keep: int) -> None:
+    """What someone who wants the last events gone does: every trace after ``keep``."""
+    for table, column in (
+        ("messaging_events", "notification_id"),
+        ("audit_chain", "position"),
+        ("audit_events", "position"),
+        ("audit_subjects", "position"),
+        ("audit_access", "position"),
+    ):
+        conn.execute(f"DELETE FROM {schema}.{table} WHERE {column} > %s", [keep])
+    conn.execute(f"UPDATE {schema}.followers SET position = %s WHERE position > %s", [keep, keep])
+
+
+def test_deleting_the_last_events_and_their_links_is_detected(
+    env: dict[str, str], pg_schema: str, tmp_path: Path
+) -> None:
+    with running(env) as container:
+        last = settled(container)
+        signed = container.chain.checkpoint()
+        assert signed["position"] == last
+        kept = tmp_path / "checkpoints.jsonl"
+        kept.write_text(json.dumps(signed) + "\n")
+        ok = api_verify(container)
+        assert ok["ok"] is True and ok["checkpoint"]["position"] == last, ok
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            keep = positions(conn, pg_schema)[-4]
+            cut_the_tail(conn, pg_schema, keep)
+            # The checkpoint in the database is enough: verified against automatically.
+            answer = api_verify(container)
+            assert answer["ok"] is False and keep < answer["firstBadPosition"], answer
+            code, verdict = cli_verify(env)
+            assert code == 1 and keep < verdict["firstBadPosition"], verdict
+            # The stored checkpoints removed too: the API process remembers what it saw,
+            # the kept copy outside the database still catches it.
+            conn.execute(f"DELETE FROM {pg_schema}.audit_checkpoints")
+            answer = api_verify(container)
+            assert answer["ok"] is False and keep < answer["firstBadPosition"], answer
+            code, verdict = cli_verify(env, "--checkpoints", str(kept))
+            assert code == 1 and keep < verdict["firstBadPosition"], verdict
+            # The scheduled signer does not bless the shortened chain either.
+            with pytest.raises(ChainBroken):
+                conn.execute(
+                    f"INSERT INTO {pg_schema}.audit_checkpoints "
+                    "(position, signed_at, key_id, body) VALUES (%s, now(), %s, %s)",
+                    [signed["position"], signed["keyId"], json.dumps(signed)],
+                )
+                container.chain.checkpoint()
+
+
+def test_a_cut_tail_is_caught_by_the_process_that_verified_it_before(
+    env: dict[str, str], pg_schema: str
+) -> None:
+    with running({**env, "AUDIT_SIGNING_KEY": ""}) as container:
+        settled(container)
+        assert api_verify(container)["ok"] is True
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            keep = positions(conn, pg_schema)[-4]
+            cut_the_tail(conn, pg_schema, keep)
+        for _ in range(2):  # and on every later call, incremental or full
+            answer = api_verify(container)
+            assert answer["ok"] is False and answer["checkpoint"] is None, answer
+            assert keep < answer["firstBadPosition"], answer
+
+
+def test_checkpoints_are_signed_on_a_schedule_and_verify_is_incremental(
+    env: dict[str, str],
+) -> None:
+    with running({**env, "AUDIT_CHECKPOINT_SECONDS": "0.2"}) as container:
+        last = settled(container)
+
+        def signed() -> int | None:
+            stored = container.chain.stored_checkpoints()
+            return stored[-1]["position"] if stored and stored[-1]["position"] >= last else None
+
+        position = wait_for(signed, 30, "a scheduled checkpoint")
+        first = api_verify(container)
+        assert first["ok"] is True and first["incremental"] is False, first
+        assert first["checkpoint"]["position"] >= position, first
+        assert first["logHead"] >= first["chainedThrough"] and first["lag"] >= 0, first
+        second = api_verify(container)  # only what was chained since the first is walked
+        assert second["ok"] is True and second["incremental"] is True, second
+        assert second["checked"] >= first["checked"], second

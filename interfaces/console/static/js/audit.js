@@ -137,7 +137,10 @@ async function onVerify() {
     replace(box, v.ok
       ? h("p", { class: "verdict ok", dataset: { verdict: "ok" } },
         h("span", { "aria-hidden": "true" }, "✓ "), `Intact: ${v.checked} events checked`,
-        v.chainedThrough !== undefined ? `, chained through position ${v.chainedThrough}.` : ".")
+        v.chainedThrough !== undefined ? `, chained through position ${v.chainedThrough}` : "",
+        v.lag ? ` (${v.lag} newer not chained yet)` : "",
+        v.auditedThrough ? `; audit tables match the log through ${v.auditedThrough}` : "",
+        v.checkpoint ? `; signed checkpoint at ${v.checkpoint.position} holds.` : ".")
       : h("p", { class: "verdict bad", dataset: { verdict: "tampered" } },
         h("span", { "aria-hidden": "true" }, "✗ "),
         `Tampered: first bad position ${v.firstBadPosition} (${v.checked} checked before it)`,

@@ -95,3 +95,62 @@ export async function seal(plaintext, aad, publicKeys) {
     wrappedKeys,
   };
 }
+
+/** SHA-256 of a PEM public key's DER SubjectPublicKeyInfo, hex: the registry's fingerprint. */
+export async function fingerprintOfPem(pem) {
+  const digest = new Uint8Array(await subtle.digest("SHA-256", pemBody(pem)));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Python's json.dumps of a list of strings (", " between items, every character
+// outside printable ASCII escaped as \uXXXX), as domain/message.py names a send.
+const pythonJson = (items) => "[" + items.map((s) => JSON.stringify(s).replace(
+  /[\u007f-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"))).join(", ") + "]";
+
+const NAMESPACE_URL = "6ba7b8119dad11d180b400c04fd430c8";
+
+/**
+ * The id the service gives a send with this clientMessageId (a UUID v5, see
+ * ``message_id_for`` in domain/message.py): known before sending, so the AAD can name it.
+ */
+export async function messageIdFor(tenant, sender, clientMessageId) {
+  const namespace = Uint8Array.from(NAMESPACE_URL.match(/../g), (x) => parseInt(x, 16));
+  const name = new TextEncoder().encode(pythonJson(["courier:message", tenant, sender, clientMessageId]));
+  const input = new Uint8Array(namespace.length + name.length);
+  input.set(namespace);
+  input.set(name, namespace.length);
+  const bytes = new Uint8Array(await subtle.digest("SHA-1", input)).slice(0, 16);
+  bytes[6] = (bytes[6] & 0x0f) | 0x50;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+export const VERSION = "v1";
+/** The AAD this console seals end to end with: it binds the message id and the version. */
+export const e2eAad = (messageId) => `courier:e2e:${messageId}:${VERSION}`;
+const serverAad = (messageId) => `courier:message:${messageId}:${VERSION}`;
+
+/**
+ * Check, before decrypting, that an envelope is the one of ``messageId`` (the message
+ * this page asked for) in the version it knows, and that its AAD names that message and
+ * version. The answer is the AAD's form ("server" or "e2e"); anything else throws.
+ */
+export function checkEnvelope(envelope, messageId) {
+  if (envelope.messageId !== messageId) {
+    throw new Error(`the envelope is of another message (${envelope.messageId})`);
+  }
+  if (envelope.encryptionVersion !== VERSION) {
+    throw new Error(`unknown envelope version ${envelope.encryptionVersion}`);
+  }
+  if (!envelope.aad) throw new Error("the envelope has no additional data naming the message");
+  let aad;
+  try {
+    aad = new TextDecoder("utf-8", { fatal: true }).decode(fromB64(envelope.aad));
+  } catch {
+    throw new Error("the envelope's additional data is not text");
+  }
+  if (aad === serverAad(messageId)) return "server";
+  if (aad === e2eAad(messageId)) return "e2e";
+  throw new Error(`its additional data "${aad.slice(0, 120)}" does not name this message and version`);
+}

@@ -3,8 +3,11 @@
 
 import { $, announce, h, replace, svg, timeElement } from "./dom.js";
 import { api, ApiError, describe } from "./session.js";
-import { fromB64, generateKeyPair, openEnvelope, publicKeyPem, seal } from "./crypto.js";
-import { keyById, keysOf, saveKey } from "./keystore.js";
+import {
+  checkEnvelope, e2eAad, fingerprintOfPem, generateKeyPair, messageIdFor, openEnvelope,
+  publicKeyPem, seal,
+} from "./crypto.js";
+import { keyById, keysOf, markSealed, pin, pinOf, saveKey, sealedHere } from "./keystore.js";
 
 const CONVERSATIONS_KEY = "courier.conversations";
 const CURSOR_KEY = "courier.cursor";
@@ -24,6 +27,7 @@ const conversations = new Map(); // id → {id, type, participantIds, title, unr
 const threads = new Map(); // conversation id → Map(message id → entry)
 const pendingStatus = new Map(); // status frames that came before the send's answer
 const readSent = new Set(); // ids of messages this page has marked read
+const keyChanges = new Map(); // peer → {peer, pinned, now, keyId}: a key unlike its pin
 
 export function start(signedIn) {
   who = signedIn;
@@ -31,6 +35,8 @@ export function start(signedIn) {
   if (!bound) bind();
   conversations.clear();
   threads.clear();
+  keyChanges.clear();
+  renderKeyWarnings();
   openId = null;
   for (const conversation of JSON.parse(sessionStorage.getItem(CONVERSATIONS_KEY) || "[]")) {
     conversations.set(conversation.id, { ...conversation, unread: 0 });
@@ -106,11 +112,12 @@ async function onGenerate() {
   try {
     const pair = await generateKeyPair();
     status.textContent = "Registering the public key…";
-    const registered = await api("/api/keys/me", {
-      method: "PUT",
-      body: { publicKeyPem: await publicKeyPem(pair.publicKey) },
-    });
+    const pem = await publicKeyPem(pair.publicKey);
+    const registered = await api("/api/keys/me", { method: "PUT", body: { publicKeyPem: pem } });
     await saveKey(who, registered, pair);
+    await pin(who, who.user, await fingerprintOfPem(pem), registered.keyId); // our own, new key
+    keyChanges.delete(who.user);
+    renderKeyWarnings();
     announce(`Key ${registered.keyId} registered`);
     await refreshKeyStatus();
   } catch (error) {
@@ -119,6 +126,54 @@ async function onGenerate() {
   } finally {
     button.disabled = false;
   }
+}
+
+/**
+ * Every participant's public key, with its fingerprint computed here from the PEM (not
+ * taken from the server's answer) and compared with the one pinned on first use.
+ */
+async function participantKeys(participantIds) {
+  const keys = {};
+  const changed = [];
+  for (const user of participantIds) {
+    let key;
+    try {
+      key = await api(`/api/keys/${encodeURIComponent(user)}`);
+    } catch (failure) {
+      if (failure.status === 404) throw new Error(`${user} has no registered public key yet`);
+      throw failure;
+    }
+    const fingerprint = await fingerprintOfPem(key.publicKeyPem);
+    const pinned = await pinOf(who, user);
+    if (!pinned) {
+      await pin(who, user, fingerprint, key.keyId);
+    } else if (pinned.fingerprint !== fingerprint) {
+      changed.push({ peer: user, pinned: pinned.fingerprint, now: fingerprint, keyId: key.keyId });
+    }
+    keys[user] = key.publicKeyPem;
+  }
+  return { keys, changed };
+}
+
+function renderKeyWarnings() {
+  const box = $("#key-warnings");
+  const items = [...keyChanges.values()].map((c) =>
+    h("li", { dataset: { peer: c.peer } },
+      h("strong", {}, `The key of ${c.peer} has changed.`),
+      " Pinned fingerprint ", h("code", { class: "wrap" }, c.pinned),
+      ", now ", h("code", { class: "wrap" }, c.now),
+      `. Nothing is sealed end to end for ${c.peer} until you have compared the new `
+        + "fingerprint with them another way (in person, by phone). ",
+      h("button", { type: "button", onclick: () => trustNewKey(c) }, `Trust ${c.peer}'s new key`)));
+  replace(box, items.length ? h("ul", {}, items) : null);
+  box.hidden = items.length === 0;
+}
+
+async function trustNewKey(change) {
+  await pin(who, change.peer, change.now, change.keyId);
+  keyChanges.delete(change.peer);
+  renderKeyWarnings();
+  announce(`The new key of ${change.peer} is trusted`);
 }
 
 // ---- conversations ----------------------------------------------------------------
@@ -234,7 +289,7 @@ function addMessage(message, local) {
   }
   render(entry);
   place(entry);
-  if (message.isEncrypted && entry.text === null && !entry.opening) open(entry);
+  if (message.isEncrypted && entry.text === null && !entry.opening && !entry.refused) open(entry);
   return entry;
 }
 
@@ -262,15 +317,25 @@ async function open(entry) {
   render(entry);
   try {
     const envelope = await api(`/api/messages/${entry.message.id}/envelope`);
+    let form;
+    try {
+      form = checkEnvelope(envelope, entry.message.id); // before any decryption
+    } catch (refusal) {
+      entry.refused = true;
+      entry.note = `Not decrypted: ${refusal.message}.`;
+      return;
+    }
     const key = await keyById(who, envelope.recipientKeyId);
     if (!key) {
       entry.note = `Sealed for key ${envelope.recipientKeyId}, which is not in this browser.`;
     } else {
       entry.text = await openEnvelope(envelope, key.privateKey);
       entry.note = null;
-      if (!entry.protection && envelope.aad) {
-        const aad = new TextDecoder().decode(fromB64(envelope.aad));
-        entry.protection = aad.startsWith("courier:message:") ? "server" : "e2e";
+      // "End to end" only for what this browser sealed itself: the envelope comes from
+      // the server, which could have sealed anything with any AAD.
+      if (!entry.protection) {
+        entry.protection = (await sealedHere(who, entry.message.id)) ? "e2e"
+          : form === "server" ? "server" : "received";
       }
       entry.decrypted = true;
     }
@@ -319,9 +384,11 @@ function render(entry) {
   entry.node.className = `msg ${mine ? "mine" : "theirs"}`;
   entry.node.dataset.messageId = m.id;
   entry.node.dataset.status = m.status;
+  if (entry.refused) entry.node.dataset.refused = "true";
   const protection = !m.isEncrypted ? "plain"
     : entry.protection === "e2e" ? "end to end"
     : entry.protection === "server" ? "encrypted by the service" : "encrypted";
+  // "end to end" is said of what this browser sealed; what it received is "encrypted".
   const body = entry.text !== null
     ? h("p", { class: "text" }, entry.text)
     : h("p", { class: "text sealed" }, entry.note || "Encrypted");
@@ -364,7 +431,9 @@ function onStatus(frame) {
   }
   applyStatus(entry, frame);
   render(entry);
-  if (entry.message.isEncrypted && entry.text === null && !entry.opening) open(entry);
+  if (entry.message.isEncrypted && entry.text === null && !entry.opening && !entry.refused) {
+    open(entry);
+  }
 }
 
 function onNew(frame) {
@@ -404,18 +473,19 @@ async function onSend(event) {
   button.disabled = true;
   try {
     const body = { clientMessageId };
+    let sealedId = null;
     if (protection === "e2e") {
-      const publicKeys = {};
-      for (const user of conversation.participantIds) {
-        try {
-          const key = await api(`/api/keys/${encodeURIComponent(user)}`);
-          publicKeys[user] = key.publicKeyPem;
-        } catch (failure) {
-          if (failure.status === 404) throw new Error(`${user} has no registered public key yet`);
-          throw failure;
-        }
+      const { keys, changed } = await participantKeys(conversation.participantIds);
+      if (changed.length) {
+        for (const change of changed) keyChanges.set(change.peer, change);
+        renderKeyWarnings();
+        const names = changed.map((c) => c.peer).join(", ");
+        throw new Error(`the key of ${names} is not the one pinned in this browser (see above)`);
       }
-      body.sealed = await seal(text, `courier:e2e:${who.user}:${clientMessageId}`, publicKeys);
+      // The service names a send by its clientMessageId: the AAD binds that id and the
+      // version, and every reader checks it before decrypting.
+      sealedId = await messageIdFor(who.tenant, who.user, clientMessageId);
+      body.sealed = await seal(text, e2eAad(sealedId), keys);
     } else {
       body.content = text;
       if (protection === "server") body.encrypted = true;
@@ -429,6 +499,12 @@ async function onSend(event) {
         method: "POST",
         body: { ...body, conversationId: conversation.id },
       });
+    if (sealedId !== null) {
+      if (answer.message.id !== sealedId) {
+        throw new Error(`sent, but the service named it ${answer.message.id}, not the id it was sealed for`);
+      }
+      await markSealed(who, sealedId);
+    }
     addMessage(answer.message, { text, protection });
     form.text.value = "";
     announce("Message sent");
