@@ -50,6 +50,7 @@ class QueueFigures:
             "delayed": self.delayed,
             "completed": self.log.completed,
             "failed": self.log.failed,
+            "retriesRequested": self.log.retries_requested,
             "throughputPerMinute": self.log.throughput_per_minute,
             "p50Ms": self.log.p50_ms,
             "p95Ms": self.log.p95_ms,

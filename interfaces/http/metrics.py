@@ -33,6 +33,7 @@ GAUGES = (
     ("delayed", "Jobs waiting out a retry backoff (or handed to the relay)"),
     ("completed", "Jobs completed (within the job-record retention)"),
     ("failed", "Jobs that exhausted their attempts and wait in the failed list"),
+    ("retries_requested", "Operator retries of failed jobs (from the event log)"),
     ("throughput_per_minute", "Jobs completed in the last minute"),
 )
 
@@ -45,7 +46,10 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         figures = {name: f.as_dict() for name, f in self.monitor.figures().items()}
-        keys = {"throughput_per_minute": "throughputPerMinute"}
+        keys = {
+            "throughput_per_minute": "throughputPerMinute",
+            "retries_requested": "retriesRequested",
+        }
         for metric, text in GAUGES:
             family = GaugeMetricFamily(f"courier_queue_{metric}", text, labels=["queue"])
             for name, values in figures.items():

@@ -145,6 +145,7 @@ QUEUE_FIGURES = shape(
         "delayed": COUNT,
         "completed": COUNT,
         "failed": COUNT,
+        "retriesRequested": COUNT,
         "throughputPerMinute": {"type": "number", "minimum": 0},
         "p50Ms": MILLIS,
         "p95Ms": MILLIS,

@@ -136,7 +136,8 @@ def test_a_failed_job_is_listed_and_an_admin_retry_completes_it(
 
     metrics = http.get("/api/messages/queue/metrics", headers=admin).json()["queues"]
     assert set(metrics) == set(QUEUES)
-    keys = {"waiting", "active", "delayed", "completed", "failed", "throughputPerMinute"}
+    keys = {"waiting", "active", "delayed", "completed", "failed", "retriesRequested"}
+    keys |= {"throughputPerMinute"}
     for figures in metrics.values():
         assert keys | {"p50Ms", "p95Ms"} == set(figures)
     assert metrics["MESSAGE_INDEXING"]["failed"] == 1
@@ -170,7 +171,10 @@ def test_a_failed_job_is_listed_and_an_admin_retry_completes_it(
         "metrics to count the retried job as completed",
     )
     assert after["MESSAGE_INDEXING"]["failed"] == 0
-    assert 'courier_queue_failed{queue="MESSAGE_INDEXING"} 0.0' in http.get("/metrics").text
+    assert after["MESSAGE_INDEXING"]["retriesRequested"] == 1
+    scraped = http.get("/metrics").text
+    assert 'courier_queue_failed{queue="MESSAGE_INDEXING"} 0.0' in scraped
+    assert 'courier_queue_retries_requested{queue="MESSAGE_INDEXING"} 1.0' in scraped
 
     # Who retried is in the event store, on the RetryRequested event itself.
     rows = sql(

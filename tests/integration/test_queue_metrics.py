@@ -111,6 +111,10 @@ def test_figures_come_from_the_log_and_a_replay_gives_them_again(settings: Setti
         app.request_retry(OPERATOR, f"{MESSAGE_INDEXING}:{indexed}:index")
         done = {**failing, MESSAGE_INDEXING: (1, 0, 1)}
         wait_for(lambda: counts(container) == done, 30, "the retried job to count as completed")
+        shown = container.monitor.metrics()["queues"]
+        assert shown[MESSAGE_INDEXING]["retriesRequested"] == 1
+        assert shown[MESSAGE_INDEXING]["failed"] == 0
+        assert shown[MESSAGE_DELIVERY]["retriesRequested"] == 0
 
         now = time.time()
         before = container.monitor.log.figures(QUEUES, now)
