@@ -248,6 +248,13 @@ def open_messaging(crypto: Crypto, settings: Settings, attempts: int = 5) -> Mes
     raise AssertionError("unreachable")
 
 
+def prune_job_records(container: Container, older_than_seconds: float) -> int:
+    """What the leading relay forgets once an hour: attempts (``job_runs``) and the
+    ``queue_metrics`` view's rows of jobs completed longer ago than the retention."""
+    pruned = container.runs.prune(older_than_seconds)
+    return pruned + container.monitor.log.prune(time.time() - older_than_seconds)
+
+
 def consumed_queues(
     settings: Settings, names: Sequence[str] | None, concurrency: int | None
 ) -> list[QueueSettings]:
@@ -414,7 +421,7 @@ def build(
             delayed,
             poll_interval=settings.poll_interval,
             reconcile_after=settings.reconcile_after,
-            prune=lambda: runs.prune(settings.job_runs_retention_days * 86400),
+            prune=lambda: prune_job_records(container, settings.job_runs_retention_days * 86400),
             schema=settings.extra.get("POSTGRES_SCHEMA"),
             cleanup_every=settings.retention_interval if settings.retention_days > 0 else 0.0,
         )

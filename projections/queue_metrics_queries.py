@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 
 from projections.tables import queue_metric_jobs, queue_metric_totals
 
@@ -82,6 +82,16 @@ class QueueMetricsSQL:
                 p95_ms=round(percentile(values, 0.95), 1) if values else None,
             )
         return result
+
+    def prune(self, completed_before: float) -> int:
+        """Forget the rows of jobs completed before ``completed_before`` (Unix seconds):
+        no figure reads them again (throughput and latency look at the last minutes, the
+        totals live in ``queue_metric_totals``), and a replay makes them again."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(queue_metric_jobs).where(queue_metric_jobs.c.completed_at < completed_before)
+            )
+        return int(result.rowcount or 0)
 
     def oldest_open(
         self, queues: Iterable[str], now: float | None = None, horizon: float = OPEN_HORIZON

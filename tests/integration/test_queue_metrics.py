@@ -155,3 +155,9 @@ def test_figures_come_from_the_log_and_a_replay_gives_them_again(settings: Setti
         app.send_direct(ALICE, "bob", Outgoing(content="after", index=False))
         after = {**done, MESSAGE_DELIVERY: (7, 0, 0), MESSAGE_NOTIFICATION: (7, 0, 0)}
         wait_for(lambda: counts(container) == after, 30, "the next message to count")
+
+        # Pruning forgets the rows of completed jobs, never the totals.
+        assert container.monitor.log.prune(time.time() - 3600) == 0  # none that old
+        assert container.monitor.log.prune(time.time() + 1) >= 15
+        assert view_rows(container)[0] == []  # every job of the run had completed
+        assert counts(container) == after
