@@ -31,7 +31,7 @@ from application.jobs import (
     Job,
 )
 from application.loading import Kept, Loader
-from application.ports import Delivered, Outcomes, VaultEntry
+from application.ports import SERVICE_KEY, Delivered, Outcomes, VaultEntry
 from application.processing import JobNotReady, Processor, UnknownJob, service_holder
 from domain.keys import NoKeyRegistered, UserKeys, user_keys_id
 from domain.message import ENVELOPE_VERSION, Message
@@ -142,7 +142,9 @@ class BatchProcessor:
             prepared.online[tenant] = self.processor.presence.online(tenant, sorted(users))
         if sealing:
             vault = self.app.crypto.vault
-            prepared.services = vault.get_many([(m.id, service_holder(m)) for m in sealing])
+            prepared.services = vault.get_many(
+                SERVICE_KEY, [(m.id, service_holder(m)) for m in sealing]
+            )
             key_ids = {user_keys_id(m.tenant_id, u) for m in sealing for u in m.participants()}
             prepared.keys = {
                 k: v for k, v in self.loader.get_many(key_ids).items() if isinstance(v, UserKeys)

@@ -35,7 +35,11 @@ from application.policies import first_jobs
 from application.ports import (
     DIGEST_HOLDER,
     DIGEST_REF,
+    DIGEST_ROW,
     SEARCH_HOLDER,
+    SEARCH_ROW,
+    SERVICE_KEY,
+    USER_KEY,
     BlindIndex,
     Cipher,
     InvalidPublicKey,
@@ -563,7 +567,8 @@ class Messaging(Application[UUID]):
         reference = message.content_digest
         if not reference.startswith(DIGEST_REF):
             return reference or None
-        entry = self.crypto.vault.get(message.id, DIGEST_HOLDER + reference[len(DIGEST_REF) :])
+        holder = DIGEST_HOLDER + reference[len(DIGEST_REF) :]
+        entry = self.crypto.vault.get(message.id, DIGEST_ROW, holder)
         return None if entry is None else entry.wrapped_key.decode("ascii")
 
     def _digest(self, target: str, outgoing: Outgoing) -> str:
@@ -619,10 +624,12 @@ class Messaging(Application[UUID]):
         # a concurrent send of the same id cannot overwrite the winner's.
         reference = new_id().hex if digest else ""
         if digest:
-            vault.append(VaultEntry(mid, DIGEST_HOLDER + reference, "hmac", digest.encode()))
+            holder = DIGEST_HOLDER + reference
+            vault.append(VaultEntry(mid, holder, "hmac", digest.encode(), DIGEST_ROW))
         if search_tokens:
             tokens = "\n".join(search_tokens).encode()
-            vault.append(VaultEntry(mid, SEARCH_HOLDER + reference, "blind-index", tokens))
+            holder = SEARCH_HOLDER + reference
+            vault.append(VaultEntry(mid, holder, "blind-index", tokens, SEARCH_ROW))
         message = Message(
             search_tokens=None,
             id=mid,
@@ -667,7 +674,7 @@ class Messaging(Application[UUID]):
         key_id, wrapped = self.crypto.keyring.wrap(
             sealed.data_key, message_key_context(mid, holder)
         )
-        entry = VaultEntry(mid, holder, key_id, wrapped)
+        entry = VaultEntry(mid, holder, key_id, wrapped, SERVICE_KEY)
         envelope = {
             "ciphertext": b64(sealed.ciphertext),
             "iv": b64(sealed.iv),
@@ -706,7 +713,7 @@ class Messaging(Application[UUID]):
         entries = []
         for user in conversation.participant_ids:
             key_id = self._current_key_id(ctx.tenant_id, user) or "client"
-            entries.append(VaultEntry(mid, user, key_id, unb64(wrapped[user])))
+            entries.append(VaultEntry(mid, user, key_id, unb64(wrapped[user]), USER_KEY))
         envelope: dict[str, Any] = {
             k: sealed[k] for k in ("ciphertext", "iv", "authTag") if k in sealed
         }
@@ -915,7 +922,9 @@ class Messaging(Application[UUID]):
         message = self.visible_message(ctx, message_id)
         if not message.encrypted:
             raise NotFound("this message is not encrypted, so it has no envelope")
-        entry = None if message.shredded else self.crypto.vault.get(message.id, ctx.actor_id)
+        entry = (
+            None if message.shredded else self.crypto.vault.get(message.id, USER_KEY, ctx.actor_id)
+        )
         if entry is None:
             if message.encryption is None and not message.shredded:
                 raise NotReady(

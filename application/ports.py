@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from application.jobs import Job
@@ -62,17 +62,29 @@ def index_key_context(tenant_id: str) -> str:
     return f"search-index-key|tenant={tenant_id}"
 
 
+# What a key-vault row holds, stored in a column of its own (``holder_type``), so that a
+# row of one type never answers for another: a user id that reads ``service:...`` is not
+# the service.
+HolderType = Literal["user", "service", "digest", "search"]
+USER_KEY: HolderType = "user"  # a data key wrapped for a user's public key (RSA-OAEP)
+SERVICE_KEY: HolderType = "service"  # a data key wrapped by the service keyring
+DIGEST_ROW: HolderType = "digest"
+SEARCH_ROW: HolderType = "search"
+HOLDER_TYPES: tuple[HolderType, ...] = (USER_KEY, SERVICE_KEY, DIGEST_ROW, SEARCH_ROW)
+
+
 @dataclass(frozen=True)
 class VaultEntry:
     message_id: UUID
-    # "service:<data key id>" (key_id: a master key id) or a user id: a wrapped data key.
-    # Or what must die with the message's keys (never in the event log): DIGEST_HOLDER +
-    # the send's reference (the HMAC that tells a repeated clientMessageId send from a
-    # different one), SEARCH_HOLDER [+ reference] (a server-sealed message's blind-index
-    # tokens, one per line).
+    # USER_KEY: the user id. SERVICE_KEY: "service:<data key id>" (key_id: a master key
+    # id). Or what must die with the message's keys (never in the event log): DIGEST_ROW,
+    # DIGEST_HOLDER + the send's reference (the HMAC that tells a repeated clientMessageId
+    # send from a different one); SEARCH_ROW, SEARCH_HOLDER [+ reference] (a server-sealed
+    # message's blind-index tokens, one per line).
     holder: str
     key_id: str
     wrapped_key: bytes
+    holder_type: HolderType
 
 
 DIGEST_HOLDER = "digest:"
@@ -87,37 +99,39 @@ def vault_reference(content_digest: str) -> str:
     return content_digest[len(DIGEST_REF) :] if content_digest.startswith(DIGEST_REF) else ""
 
 
-def holds_key(holder: str) -> bool:
-    """Whether a vault row of this holder is a wrapped data key (not a digest or tokens)."""
-    return not holder.startswith((DIGEST_HOLDER, SEARCH_HOLDER))
+def holds_key(holder_type: str) -> bool:
+    """Whether a vault row of this type is a wrapped data key (not a digest or tokens)."""
+    return holder_type in (USER_KEY, SERVICE_KEY)
 
 
 class KeyVault(Protocol):
     """Wrapped data keys, kept outside the event log so that they can be destroyed."""
 
     def put(self, entries: list[VaultEntry]) -> None: ...
-    def get(self, message_id: UUID, holder: str) -> VaultEntry | None: ...
-    def get_many(self, wanted: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], VaultEntry]: ...
+    def get(self, message_id: UUID, holder_type: HolderType, holder: str) -> VaultEntry | None: ...
+    def get_many(
+        self, holder_type: HolderType, wanted: list[tuple[UUID, str]]
+    ) -> dict[tuple[UUID, str], VaultEntry]: ...
     def shred(self, message_id: UUID) -> int:
         """Delete every row of the message; how many were wrapped keys (``holds_key``)."""
         ...
 
     def entries_to_rewrap(
         self,
-        holder_prefix: str,
+        holder_type: HolderType,
         key_id: str,
         legacy_bytes: int,
         after: tuple[str, str] | None,
         limit: int,
     ) -> list[VaultEntry]:
-        """Entries whose holder starts with ``holder_prefix`` and whose key id is not
+        """Entries of ``holder_type`` whose key id is not
         ``key_id`` or whose wrapped key is ``legacy_bytes`` long (the unbound format),
         ordered by (message id, holder), from just after ``after``."""
         ...
 
-    def count_to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> int: ...
-    def count_of_size(self, holder_prefix: str, size: int) -> int: ...
-    def count_by_key_id(self, holder_prefix: str) -> dict[str, int]: ...
+    def count_to_rewrap(self, holder_type: HolderType, key_id: str, legacy_bytes: int) -> int: ...
+    def count_of_size(self, holder_type: HolderType, size: int) -> int: ...
+    def count_by_key_id(self, holder_type: HolderType) -> dict[str, int]: ...
 
     def rewrap(self, entry: VaultEntry, key_id: str, wrapped_key: bytes) -> bool:
         """Replace ``entry``'s wrapped key if it is still as read; False if it changed

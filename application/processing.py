@@ -21,6 +21,8 @@ from application.jobs import (
 from application.messaging import SERVICE_HOLDER, Messaging
 from application.notices import notice_for
 from application.ports import (
+    SERVICE_KEY,
+    USER_KEY,
     Delivered,
     Indexer,
     Notifier,
@@ -146,7 +148,7 @@ class Processor:
             self._change(job, lambda m: self.record_client_sealed(job, m), loaded=message)
             return Outcome([])
         holder = service_holder(message)
-        service = self.app.crypto.vault.get(message.id, holder)
+        service = self.app.crypto.vault.get(message.id, SERVICE_KEY, holder)
         tenant = message.tenant_id
         keys = {u: self.app.current_public_key(tenant, u) for u in message.participants()}
         entries, metadata = self.wrap_keys(message, service, keys)
@@ -188,7 +190,7 @@ class Processor:
         for user in message.participants():
             key_id, pem = keys[user]
             wrapped = self.app.crypto.cipher.wrap_for(pem, data_key)
-            entries.append(VaultEntry(message.id, user, key_id, wrapped))
+            entries.append(VaultEntry(message.id, user, key_id, wrapped, USER_KEY))
             recipient_key_ids[user] = key_id
         sealed = message.sealed or {}
         metadata = {

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 
-from application.messaging import SERVICE_HOLDER
-from application.ports import Keyring, KeyVault, message_key_context
+from application.ports import SERVICE_KEY, Keyring, KeyVault, message_key_context
 
-SERVICE_PREFIX = SERVICE_HOLDER + ":"
 BATCH = 500
 
 
@@ -47,17 +45,17 @@ class KeyRotation:
 
     def counts(self) -> dict[str, int]:
         """Service-held data keys by the master key id they are wrapped under."""
-        return self.vault.count_by_key_id(SERVICE_PREFIX)
+        return self.vault.count_by_key_id(SERVICE_KEY)
 
     def unbound(self) -> int:
         """Service-held data keys still wrapped in the old format, bound to no message."""
-        return self.vault.count_of_size(SERVICE_PREFIX, self.keyring.legacy_wrap_bytes)
+        return self.vault.count_of_size(SERVICE_KEY, self.keyring.legacy_wrap_bytes)
 
     def pending(self) -> int:
         """Data keys ``run`` would rewrite: under an older key, or in the unbound format."""
         active = self.keyring.active_key_id
         legacy = self.keyring.legacy_wrap_bytes
-        return self.vault.count_to_rewrap(SERVICE_PREFIX, active, legacy)
+        return self.vault.count_to_rewrap(SERVICE_KEY, active, legacy)
 
     def run(
         self, batch_size: int = BATCH, progress: Callable[[int], None] | None = None
@@ -72,7 +70,7 @@ class KeyRotation:
         report = RotationReport(active)
         after: tuple[str, str] | None = None
         while True:
-            batch = self.vault.entries_to_rewrap(SERVICE_PREFIX, active, legacy, after, batch_size)
+            batch = self.vault.entries_to_rewrap(SERVICE_KEY, active, legacy, after, batch_size)
             if not batch:
                 return report
             for entry in batch:

@@ -75,10 +75,10 @@ class PlainArraysRecorder(PostgresApplicationRecorder):
             "notify": SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
             "vault": SQL(
                 "INSERT INTO {schema}.key_vault "
-                "(message_id, holder, key_id, wrapped_key, created_at) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], "
-                "%s::timestamptz[]) "
-                "ON CONFLICT (message_id, holder) DO UPDATE "
+                "(message_id, holder_type, holder, key_id, wrapped_key, created_at) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::bytea[], %s::timestamptz[]) "
+                "ON CONFLICT (message_id, holder_type, holder) DO UPDATE "
                 "SET key_id = EXCLUDED.key_id, wrapped_key = EXCLUDED.wrapped_key"
             ).format(schema=Identifier(self.datastore.schema)),
         }
@@ -129,13 +129,14 @@ class PlainArraysRecorder(PostgresApplicationRecorder):
         if not entries:
             return
         # As SqlKeyVault.put: one statement may not touch a row twice, the last one wins.
-        latest = {(e.message_id, e.holder): e for e in entries}
+        latest = {(e.message_id, e.holder_type, e.holder): e for e in entries}
         now = datetime.now(UTC)
         curs.execute(
             self._statement("vault", curs),
             (
-                [str(message_id) for message_id, _ in latest],
-                [holder for _, holder in latest],
+                [str(message_id) for message_id, _, _ in latest],
+                [holder_type for _, holder_type, _ in latest],
+                [holder for _, _, holder in latest],
                 [e.key_id for e in latest.values()],
                 [e.wrapped_key for e in latest.values()],
                 [now] * len(latest),

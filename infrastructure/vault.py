@@ -12,15 +12,16 @@ from psycopg import sql
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from application.ports import VaultEntry, holds_key
+from application.ports import HolderType, VaultEntry, holds_key
 from infrastructure.groupcommit import GroupCommitter
 from projections.bulk import driver, qualified
 from projections.tables import key_vault
 
 _UPSERT_ARRAYS = sql.SQL(
-    "INSERT INTO {} (message_id, holder, key_id, wrapped_key, created_at) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::timestamptz[]) "
-    "ON CONFLICT (message_id, holder) DO UPDATE "
+    "INSERT INTO {} (message_id, holder_type, holder, key_id, wrapped_key, created_at) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], "
+    "%s::timestamptz[]) "
+    "ON CONFLICT (message_id, holder_type, holder) DO UPDATE "
     "SET key_id = EXCLUDED.key_id, wrapped_key = EXCLUDED.wrapped_key"
 )
 
@@ -39,7 +40,7 @@ class SqlKeyVault:
         upsert = insert(key_vault)
         # Built once: SQLAlchemy then compiles it once, not on every write.
         self._upsert = upsert.on_conflict_do_update(
-            index_elements=["message_id", "holder"],
+            index_elements=["message_id", "holder_type", "holder"],
             set_={"key_id": upsert.excluded.key_id, "wrapped_key": upsert.excluded.wrapped_key},
         )
 
@@ -58,7 +59,7 @@ class SqlKeyVault:
     def _write(self, entries: Sequence[VaultEntry]) -> list[Any]:
         now = datetime.now(UTC)
         # One statement may not touch a row twice: the last write of a key wins.
-        latest = {(e.message_id, e.holder): e for e in entries}
+        latest = {(e.message_id, e.holder_type, e.holder): e for e in entries}
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # One statement of fixed text with a column array each: a unit of work
@@ -66,8 +67,9 @@ class SqlKeyVault:
                 driver(conn).execute(
                     _UPSERT_ARRAYS.format(qualified(conn, key_vault)),
                     (
-                        [str(m) for m, _ in latest],
-                        [h for _, h in latest],
+                        [str(m) for m, _, _ in latest],
+                        [t for _, t, _ in latest],
+                        [h for _, _, h in latest],
                         [e.key_id for e in latest.values()],
                         [e.wrapped_key for e in latest.values()],
                         [now] * len(latest),
@@ -80,6 +82,7 @@ class SqlKeyVault:
                     [
                         {
                             "message_id": str(e.message_id),
+                            "holder_type": e.holder_type,
                             "holder": e.holder,
                             "key_id": e.key_id,
                             "wrapped_key": e.wrapped_key,
@@ -90,19 +93,24 @@ class SqlKeyVault:
                 )
         return []
 
-    def get(self, message_id: UUID, holder: str) -> VaultEntry | None:
+    def get(self, message_id: UUID, holder_type: HolderType, holder: str) -> VaultEntry | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(key_vault).where(
-                    key_vault.c.message_id == str(message_id), key_vault.c.holder == holder
+                    key_vault.c.message_id == str(message_id),
+                    key_vault.c.holder_type == holder_type,
+                    key_vault.c.holder == holder,
                 )
             ).first()
         if row is None:
             return None
-        return VaultEntry(message_id, row.holder, row.key_id, bytes(row.wrapped_key))
+        return _entry(message_id, row)
 
-    def get_many(self, wanted: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], VaultEntry]:
-        """The entries of these ``(message_id, holder)`` pairs that exist, in one query."""
+    def get_many(
+        self, holder_type: HolderType, wanted: list[tuple[UUID, str]]
+    ) -> dict[tuple[UUID, str], VaultEntry]:
+        """The entries of ``holder_type`` of these ``(message_id, holder)`` pairs that
+        exist, in one query."""
         if not wanted:
             return {}
         ids = {str(message_id): message_id for message_id, _ in wanted}
@@ -110,15 +118,12 @@ class SqlKeyVault:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(key_vault).where(
-                    key_vault.c.message_id.in_(list(ids)), key_vault.c.holder.in_(list(holders))
+                    key_vault.c.message_id.in_(list(ids)),
+                    key_vault.c.holder_type == holder_type,
+                    key_vault.c.holder.in_(list(holders)),
                 )
             ).all()
-        found = {
-            (ids[r.message_id], r.holder): VaultEntry(
-                ids[r.message_id], r.holder, r.key_id, bytes(r.wrapped_key)
-            )
-            for r in rows
-        }
+        found = {(ids[r.message_id], r.holder): _entry(ids[r.message_id], r) for r in rows}
         return {pair: found[pair] for pair in wanted if pair in found}
 
     def shred(self, message_id: UUID) -> int:
@@ -127,13 +132,13 @@ class SqlKeyVault:
             holders = conn.execute(
                 delete(key_vault)
                 .where(key_vault.c.message_id == str(message_id))
-                .returning(key_vault.c.holder)
+                .returning(key_vault.c.holder_type)
             ).scalars()
-            return sum(1 for holder in holders if holds_key(holder))
+            return sum(1 for holder_type in holders if holds_key(holder_type))
 
-    def _to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> Any:
+    def _to_rewrap(self, holder_type: HolderType, key_id: str, legacy_bytes: int) -> Any:
         return and_(
-            key_vault.c.holder.startswith(holder_prefix, autoescape=True),
+            key_vault.c.holder_type == holder_type,
             or_(
                 key_vault.c.key_id != key_id,
                 func.length(key_vault.c.wrapped_key) == legacy_bytes,
@@ -142,13 +147,13 @@ class SqlKeyVault:
 
     def entries_to_rewrap(
         self,
-        holder_prefix: str,
+        holder_type: HolderType,
         key_id: str,
         legacy_bytes: int,
         after: tuple[str, str] | None,
         limit: int,
     ) -> list[VaultEntry]:
-        query = select(key_vault).where(self._to_rewrap(holder_prefix, key_id, legacy_bytes))
+        query = select(key_vault).where(self._to_rewrap(holder_type, key_id, legacy_bytes))
         if after is not None:
             message_id, holder = after
             query = query.where(
@@ -160,27 +165,25 @@ class SqlKeyVault:
         query = query.order_by(key_vault.c.message_id, key_vault.c.holder).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [
-            VaultEntry(UUID(r.message_id), r.holder, r.key_id, bytes(r.wrapped_key)) for r in rows
-        ]
+        return [_entry(UUID(r.message_id), r) for r in rows]
 
-    def count_to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> int:
-        query = select(func.count()).where(self._to_rewrap(holder_prefix, key_id, legacy_bytes))
+    def count_to_rewrap(self, holder_type: HolderType, key_id: str, legacy_bytes: int) -> int:
+        query = select(func.count()).where(self._to_rewrap(holder_type, key_id, legacy_bytes))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def count_of_size(self, holder_prefix: str, size: int) -> int:
+    def count_of_size(self, holder_type: HolderType, size: int) -> int:
         query = select(func.count()).where(
-            key_vault.c.holder.startswith(holder_prefix, autoescape=True),
+            key_vault.c.holder_type == holder_type,
             func.length(key_vault.c.wrapped_key) == size,
         )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def count_by_key_id(self, holder_prefix: str) -> dict[str, int]:
+    def count_by_key_id(self, holder_type: HolderType) -> dict[str, int]:
         query = (
             select(key_vault.c.key_id, func.count())
-            .where(key_vault.c.holder.startswith(holder_prefix, autoescape=True))
+            .where(key_vault.c.holder_type == holder_type)
             .group_by(key_vault.c.key_id)
         )
         with self.engine.connect() as conn:
@@ -192,6 +195,7 @@ class SqlKeyVault:
             update(key_vault)
             .where(
                 key_vault.c.message_id == str(entry.message_id),
+                key_vault.c.holder_type == entry.holder_type,
                 key_vault.c.holder == entry.holder,
                 key_vault.c.key_id == entry.key_id,
                 key_vault.c.wrapped_key == entry.wrapped_key,
@@ -200,3 +204,7 @@ class SqlKeyVault:
         )
         with self.engine.begin() as conn:
             return (conn.execute(stmt).rowcount or 0) == 1
+
+
+def _entry(message_id: UUID, row: Any) -> VaultEntry:
+    return VaultEntry(message_id, row.holder, row.key_id, bytes(row.wrapped_key), row.holder_type)

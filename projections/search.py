@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import REGCONFIG
 
-from application.ports import SEARCH_HOLDER, vault_reference
+from application.ports import SEARCH_HOLDER, SEARCH_ROW, vault_reference
 from application.search import words
 from domain.message import Message
 from projections.bulk import driver, qualified, set_where_in, upsert_rows
@@ -143,7 +143,7 @@ class SearchView:
 
 VAULTED = text(
     f"SELECT message_id, holder, wrapped_key FROM {key_vault.name}"
-    " WHERE message_id IN :ids AND holder LIKE :holders"
+    " WHERE message_id IN :ids AND holder_type = :holder_type"
 ).bindparams(bindparam("ids", expanding=True))
 
 
@@ -154,7 +154,7 @@ def _vaulted_tokens(conn: Connection, pending: _Pending) -> None:
         return
     # Text, not a Table: a rebuild in a shadow schema translates every table's schema,
     # but the vault is read where it lives (the connection's search path).
-    rows = conn.execute(VAULTED, {"ids": list(pending.vaulted), "holders": SEARCH_HOLDER + "%"})
+    rows = conn.execute(VAULTED, {"ids": list(pending.vaulted), "holder_type": SEARCH_ROW})
     for mid, holder, data in rows:
         tenant, wanted = pending.vaulted[mid]
         if holder == wanted:

@@ -6,6 +6,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -103,10 +104,16 @@ key_vault = Table(
     "key_vault",
     metadata,
     Column("message_id", String(ID), primary_key=True),
+    # application.ports.HOLDER_TYPES: the holder of a row of one type is never taken for
+    # one of another (a user id that reads "service:..." is not the service).
+    Column("holder_type", String(16), primary_key=True),
     Column("holder", String(USER + 40), primary_key=True),
     Column("key_id", String(128), nullable=False),
     Column("wrapped_key", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "holder_type IN ('user', 'service', 'digest', 'search')", name="key_vault_holder_type"
+    ),
 )
 
 delayed_jobs = Table(

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, StoredEvent
 
-from application.ports import VaultEntry
+from application.ports import SERVICE_KEY, USER_KEY, VaultEntry
 from infrastructure.eventstore import TOPIC, PlainArraysRecorder
 
 
@@ -97,28 +97,35 @@ def test_vault_rows_ride_in_the_events_transaction_and_fall_with_it(
     def put(events: list[StoredEvent], **kwargs: object) -> list[int]:
         return list(recorder.insert_events(events, **kwargs) or [])
 
-    def vault_rows() -> list[tuple[str, str, bytes]]:
+    def vault_rows() -> list[tuple[str, str, str, bytes]]:
         with psycopg.connect(pg_dsn) as conn:
             rows = conn.execute(
-                f"SELECT message_id, holder, wrapped_key FROM {schema}.key_vault ORDER BY holder"
+                f"SELECT message_id, holder_type, holder, wrapped_key FROM {schema}.key_vault "
+                "ORDER BY holder, holder_type"
             ).fetchall()
-        return [(r[0], r[1], bytes(r[2])) for r in rows]
+        return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
     store = with_keys(put)
     a, b = uuid4(), uuid4()
-    key = VaultEntry(a, "service:d1", "m1", b"wrapped")
-    answer = store([StoredEvent(a, 1, "t:Created", b"{}"), key])
-    assert answer[1] is None and isinstance(answer[0], int)
-    assert vault_rows() == [(str(a), "service:d1", b"wrapped")]
+    key = VaultEntry(a, "service:d1", "m1", b"wrapped", SERVICE_KEY)
+    # A user whose id reads like the service's holder has a row of their own.
+    namesake = VaultEntry(a, "service:d1", "k_u", b"user's", USER_KEY)
+    answer = store([StoredEvent(a, 1, "t:Created", b"{}"), key, namesake])
+    assert answer[1:] == [None, None] and isinstance(answer[0], int)
+    stored = [
+        (str(a), "service", "service:d1", b"wrapped"),
+        (str(a), "user", "service:d1", b"user's"),
+    ]
+    assert vault_rows() == stored
 
     # A batch that conflicts stores neither its events nor its keys.
     with pytest.raises(IntegrityError):
         store(
             [
                 StoredEvent(b, 1, "t:Created", b"{}"),
-                VaultEntry(b, "service:d2", "m1", b"other"),
+                VaultEntry(b, "service:d2", "m1", b"other", SERVICE_KEY),
                 StoredEvent(a, 1, "t:Created", b"{}"),
             ]
         )
     assert recorder.select_events(b) == []
-    assert vault_rows() == [(str(a), "service:d1", b"wrapped")]
+    assert vault_rows() == stored

@@ -110,8 +110,10 @@ def test_a_data_key_wrap_copied_into_another_message_is_refused(
     [result] = batches.run([seal_job(target)])
     assert isinstance(result.error, ForeignWrappedKey)
 
-    rows = sql(pg_schema, "SELECT holder FROM key_vault WHERE message_id = %s", str(target))
-    holders = [holder for (holder,) in rows if holds_key(holder)]  # not its search tokens
+    rows = sql(
+        pg_schema, "SELECT holder_type, holder FROM key_vault WHERE message_id = %s", str(target)
+    )
+    holders = [holder for (kind, holder) in rows if holds_key(kind)]  # not its search tokens
     assert holders == [dek_holder(container, target)]  # nothing wrapped for mallory
     assert app.get_message(TENANT, target).encryption is None
     # The message whose key was copied is untouched and still seals for its own people.

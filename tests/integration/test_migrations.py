@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, func, inspect, pool, select
+from sqlalchemy import Engine, create_engine, func, inspect, pool, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from infrastructure import migrate
@@ -243,7 +243,8 @@ def test_a_downgrade_that_drops_the_key_vault_needs_destroy_keys(database: Datab
         conn.execute(
             key_vault.insert().values(
                 message_id=str(uuid.uuid4()),
-                holder="service",
+                holder_type="service",
+                holder="service:d1",
                 key_id="k1",
                 wrapped_key=b"wrapped",
                 created_at=datetime.now(UTC),
@@ -280,3 +281,50 @@ def test_a_downgrade_that_drops_the_key_vault_needs_destroy_keys(database: Datab
     assert code == 0, output
     assert read_tables(database) == set()
     assert migrate.current(database.url, schema=database.schema) is None
+
+
+def test_vault_rows_get_the_holder_type_their_prefix_names(database: Database) -> None:
+    migrate.upgrade(database.url, "0008", schema=database.schema)
+    mid, now = str(uuid.uuid4()), datetime.now(UTC)
+    engine = database.engine()
+    holders = ["service:d1", "digest:r1", "search:r1", "search:", "bob", "servicemen"]
+    try:
+        with engine.begin() as conn:
+            for holder in holders:
+                conn.execute(
+                    text(
+                        "INSERT INTO key_vault (message_id, holder, key_id, wrapped_key, "
+                        "created_at) VALUES (:m, :h, 'k1', :w, :t)"
+                    ),
+                    {"m": mid, "h": holder, "w": b"w", "t": now},
+                )
+        migrate.upgrade(database.url, schema=database.schema)
+        with engine.connect() as conn:
+            rows = conn.execute(select(key_vault.c.holder, key_vault.c.holder_type)).all()
+        assert dict(rows) == {
+            "service:d1": "service",
+            "digest:r1": "digest",
+            "search:r1": "search",
+            "search:": "search",
+            "bob": "user",
+            "servicemen": "user",
+        }
+        # A user row beside the service's row of the same holder: the type keeps them apart.
+        with engine.begin() as conn:
+            conn.execute(
+                key_vault.insert().values(
+                    message_id=mid,
+                    holder_type="user",
+                    holder="service:d1",
+                    key_id="k_u",
+                    wrapped_key=b"u",
+                    created_at=now,
+                )
+            )
+        migrate.downgrade(database.url, "0008", schema=database.schema)
+        with engine.connect() as conn:
+            after = [tuple(r) for r in conn.execute(text("SELECT holder, key_id FROM key_vault"))]
+        # Going back, the user's row that the old key cannot tell apart is the one dropped.
+        assert sorted(after) == sorted((h, "k1") for h in holders)
+    finally:
+        engine.dispose()

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from application.messaging import Outgoing
+from application.ports import USER_KEY
 from application.retention import LegalHolds, Retention
 from domain.events import Context
 from infrastructure.bootstrap import ALL, Container, build
@@ -86,9 +87,9 @@ def test_retention_shreds_expired_keys_keeps_held_ones_and_every_event(
         return app.get_message("t1", mid).shredded
 
     assert shredded(expiring.message.id)
-    assert app.crypto.vault.get(expiring.message.id, "bob") is None
+    assert app.crypto.vault.get(expiring.message.id, USER_KEY, "bob") is None
     assert not shredded(held.message.id)
-    assert app.crypto.vault.get(held.message.id, "carol") is not None
+    assert app.crypto.vault.get(held.message.id, USER_KEY, "carol") is not None
     assert not shredded(plain.message.id)  # no content key: its content is in the log
 
     caught_up(container)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, pool
 
 from application.messaging import Outgoing
-from application.ports import VaultEntry
+from application.ports import DIGEST_ROW, SERVICE_KEY, USER_KEY, VaultEntry
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, build
 from infrastructure.crypto import generate_event_store_key, generate_master_key_spec
@@ -41,56 +41,80 @@ def test_put_get_and_shred(engine: Engine) -> None:
     vault = SqlKeyVault(engine)
     vault.put(
         [
-            VaultEntry(M1, "service:d1", "k1", b"s" * 60),
-            VaultEntry(M1, "bob", "k_bob", b"b" * 512),
-            VaultEntry(M2, "bob", "k_bob", b"c" * 512),
+            VaultEntry(M1, "service:d1", "k1", b"s" * 60, SERVICE_KEY),
+            VaultEntry(M1, "bob", "k_bob", b"b" * 512, USER_KEY),
+            VaultEntry(M1, "digest:r", "hmac", b"h", DIGEST_ROW),
+            VaultEntry(M2, "bob", "k_bob", b"c" * 512, USER_KEY),
         ]
     )
-    assert vault.get(M1, "bob") == VaultEntry(M1, "bob", "k_bob", b"b" * 512)
-    vault.put([VaultEntry(M1, "bob", "k_bob2", b"d" * 512)])  # the job ran twice
-    assert vault.get(M1, "bob") == VaultEntry(M1, "bob", "k_bob2", b"d" * 512)
-    assert vault.shred(M1) == 2
-    assert vault.get(M1, "bob") is None and vault.get(M1, "service:d1") is None
-    assert vault.get(M2, "bob") is not None
+    assert vault.get(M1, USER_KEY, "bob") == VaultEntry(M1, "bob", "k_bob", b"b" * 512, USER_KEY)
+    vault.put([VaultEntry(M1, "bob", "k_bob2", b"d" * 512, USER_KEY)])  # the job ran twice
+    assert vault.get(M1, USER_KEY, "bob") == VaultEntry(M1, "bob", "k_bob2", b"d" * 512, USER_KEY)
+    assert vault.shred(M1) == 2  # the keys, not the digest
+    assert vault.get(M1, USER_KEY, "bob") is None
+    assert vault.get(M1, SERVICE_KEY, "service:d1") is None
+    assert vault.get(M1, DIGEST_ROW, "digest:r") is None
+    assert vault.get(M2, USER_KEY, "bob") is not None
     assert vault.shred(M1) == 0
+
+
+def test_a_user_named_like_a_service_row_is_another_row(engine: Engine) -> None:
+    vault = SqlKeyVault(engine)
+    service = VaultEntry(M1, "service:d1", "mk1", b"s" * 61, SERVICE_KEY)
+    vault.put([service])
+    # No user row of that name: the service's row does not answer for one.
+    assert vault.get(M1, USER_KEY, "service:d1") is None
+    assert vault.get_many(USER_KEY, [(M1, "service:d1")]) == {}
+    user = VaultEntry(M1, "service:d1", "k_user", b"u" * 512, USER_KEY)
+    vault.put([user])  # a user's wrapped key, written as the encryption job writes it
+    assert vault.get(M1, SERVICE_KEY, "service:d1") == service  # not overwritten
+    assert vault.get(M1, USER_KEY, "service:d1") == user
+    assert vault.get_many(SERVICE_KEY, [(M1, "service:d1")]) == {(M1, "service:d1"): service}
+    assert vault.count_by_key_id(SERVICE_KEY) == {"mk1": 1}
+    assert [e.holder_type for e in vault.entries_to_rewrap(SERVICE_KEY, "mk2", 60, None, 9)] == [
+        SERVICE_KEY
+    ]
+    assert vault.shred(M1) == 2
 
 
 def test_service_entries_page_by_key_and_rewrap_only_what_is_unchanged(engine: Engine) -> None:
     vault = SqlKeyVault(engine)
     vault.put(
         [
-            VaultEntry(M1, "service:a", "old", b"1" * 60),
-            VaultEntry(M1, "service:b", "new", b"2" * 60),
-            VaultEntry(M2, "service:c", "old", b"3" * 60),
-            VaultEntry(M3, "service:d", "older", b"4" * 60),
-            VaultEntry(M3, "servicemen", "old", b"5" * 60),  # a user, not the service
-            VaultEntry(M3, "bob", "old", b"6" * 60),
+            VaultEntry(M1, "service:a", "old", b"1" * 60, SERVICE_KEY),
+            VaultEntry(M1, "service:b", "new", b"2" * 60, SERVICE_KEY),
+            VaultEntry(M2, "service:c", "old", b"3" * 60, SERVICE_KEY),
+            VaultEntry(M3, "service:d", "older", b"4" * 60, SERVICE_KEY),
+            VaultEntry(M3, "service:e", "old", b"5" * 60, USER_KEY),  # a user, not the service
+            VaultEntry(M3, "bob", "old", b"6" * 60, USER_KEY),
         ]
     )
-    assert vault.count_by_key_id("service:") == {"old": 2, "new": 1, "older": 1}
-    first = vault.entries_to_rewrap("service:", "new", 61, None, 2)
+    assert vault.count_by_key_id(SERVICE_KEY) == {"old": 2, "new": 1, "older": 1}
+    first = vault.entries_to_rewrap(SERVICE_KEY, "new", 61, None, 2)
     assert [(e.message_id, e.holder) for e in first] == [(M1, "service:a"), (M2, "service:c")]
-    rest = vault.entries_to_rewrap("service:", "new", 61, (str(M2), "service:c"), 2)
+    rest = vault.entries_to_rewrap(SERVICE_KEY, "new", 61, (str(M2), "service:c"), 2)
     assert [(e.message_id, e.holder) for e in rest] == [(M3, "service:d")]
     # Wraps of the unbound format (here: 60 bytes) are rewritten even under the active key.
-    unbound = vault.entries_to_rewrap("service:", "new", 60, None, 10)
+    unbound = vault.entries_to_rewrap(SERVICE_KEY, "new", 60, None, 10)
     assert [(e.message_id, e.holder) for e in unbound] == [
         (M1, "service:a"),
         (M1, "service:b"),
         (M2, "service:c"),
         (M3, "service:d"),
     ]
-    assert vault.count_to_rewrap("service:", "new", 60) == 4
-    assert vault.count_to_rewrap("service:", "new", 61) == 3
-    assert vault.count_of_size("service:", 60) == 4
+    assert vault.count_to_rewrap(SERVICE_KEY, "new", 60) == 4
+    assert vault.count_to_rewrap(SERVICE_KEY, "new", 61) == 3
+    assert vault.count_of_size(SERVICE_KEY, 60) == 4
 
     assert vault.rewrap(first[0], "new", b"9" * 60)
-    assert vault.get(M1, "service:a") == VaultEntry(M1, "service:a", "new", b"9" * 60)
+    assert vault.get(M1, SERVICE_KEY, "service:a") == VaultEntry(
+        M1, "service:a", "new", b"9" * 60, SERVICE_KEY
+    )
     assert not vault.rewrap(first[0], "new", b"8" * 60)  # no longer as it was read
     vault.shred(M2)
     assert not vault.rewrap(first[1], "new", b"7" * 60)  # shredded keys stay destroyed
-    assert vault.get(M2, "service:c") is None
-    assert vault.count_by_key_id("service:") == {"new": 2, "older": 1}
+    assert vault.get(M2, SERVICE_KEY, "service:c") is None
+    assert vault.count_by_key_id(SERVICE_KEY) == {"new": 2, "older": 1}
 
 
 @pytest.mark.services

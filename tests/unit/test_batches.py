@@ -22,7 +22,7 @@ from application.jobs import (
 from application.loading import Loader
 from application.messaging import Crypto, Messaging, Outgoing
 from application.policies import jobs_for
-from application.ports import Delivered, Notice, Outcomes, VaultEntry
+from application.ports import Delivered, HolderType, Notice, Outcomes, VaultEntry
 from application.processing import JobNotReady, Processor
 from domain.events import Context
 from domain.message import Message
@@ -35,8 +35,10 @@ TENANT = "clinic"
 
 
 class Vault(MemoryVault):
-    def get_many(self, wanted: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], VaultEntry]:
-        return {pair: e for pair in wanted if (e := self.get(*pair)) is not None}
+    def get_many(
+        self, holder_type: HolderType, wanted: list[tuple[UUID, str]]
+    ) -> dict[tuple[UUID, str], VaultEntry]:
+        return {(m, h): e for m, h in wanted if (e := self.get(m, holder_type, h)) is not None}
 
 
 class Recorder:

@@ -4,6 +4,7 @@ and rotation, with the real cipher and keyring on the in-memory event store."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +16,14 @@ from application.errors import ContentShredded, Invalid, MissingKeys, NotFound, 
 from application.jobs import MESSAGE_ENCRYPTION, Job
 from application.messaging import SERVICE_HOLDER, Crypto, Messaging, Outgoing
 from application.policies import pending_jobs
-from application.ports import VaultEntry, holds_key, message_key_context
+from application.ports import (
+    SERVICE_KEY,
+    USER_KEY,
+    HolderType,
+    VaultEntry,
+    holds_key,
+    message_key_context,
+)
 from application.processing import ForeignWrappedKey, Processor
 from application.rotation import KeyRotation
 from domain.events import Context
@@ -33,60 +41,60 @@ class MemoryVault:
     """``application.ports.KeyVault`` in a dict, as the SQL vault behaves."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], VaultEntry] = {}
+        self.rows: dict[tuple[str, str, str], VaultEntry] = {}
 
     def put(self, entries: list[VaultEntry]) -> None:
         for e in entries:
-            self.rows[(str(e.message_id), e.holder)] = e
+            self.rows[(str(e.message_id), e.holder_type, e.holder)] = e
 
-    def get(self, message_id: UUID, holder: str) -> VaultEntry | None:
-        return self.rows.get((str(message_id), holder))
+    def get(self, message_id: UUID, holder_type: HolderType, holder: str) -> VaultEntry | None:
+        return self.rows.get((str(message_id), holder_type, holder))
 
     def shred(self, message_id: UUID) -> int:
         doomed = [k for k in self.rows if k[0] == str(message_id)]
         for k in doomed:
             del self.rows[k]
-        return sum(1 for _, holder in doomed if holds_key(holder))
+        return sum(1 for _, holder_type, _ in doomed if holds_key(holder_type))
 
     def entries_to_rewrap(
         self,
-        holder_prefix: str,
+        holder_type: HolderType,
         key_id: str,
         legacy_bytes: int,
         after: tuple[str, str] | None,
         limit: int,
     ) -> list[VaultEntry]:
         keys = sorted(
-            k
+            (k[0], k[2])
             for k, e in self.rows.items()
-            if k[1].startswith(holder_prefix)
+            if k[1] == holder_type
             and (e.key_id != key_id or len(e.wrapped_key) == legacy_bytes)
-            and (after is None or k > after)
+            and (after is None or (k[0], k[2]) > after)
         )
-        return [self.rows[k] for k in keys[:limit]]
+        return [self.rows[(m, holder_type, h)] for m, h in keys[:limit]]
 
-    def count_to_rewrap(self, holder_prefix: str, key_id: str, legacy_bytes: int) -> int:
-        return len(self.entries_to_rewrap(holder_prefix, key_id, legacy_bytes, None, 1 << 30))
+    def count_to_rewrap(self, holder_type: HolderType, key_id: str, legacy_bytes: int) -> int:
+        return len(self.entries_to_rewrap(holder_type, key_id, legacy_bytes, None, 1 << 30))
 
-    def count_of_size(self, holder_prefix: str, size: int) -> int:
+    def count_of_size(self, holder_type: HolderType, size: int) -> int:
         return sum(
             1
-            for (_, holder), e in self.rows.items()
-            if holder.startswith(holder_prefix) and len(e.wrapped_key) == size
+            for (_, kind, _), e in self.rows.items()
+            if kind == holder_type and len(e.wrapped_key) == size
         )
 
-    def count_by_key_id(self, holder_prefix: str) -> dict[str, int]:
+    def count_by_key_id(self, holder_type: HolderType) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for (_, holder), e in self.rows.items():
-            if holder.startswith(holder_prefix):
+        for (_, kind, _), e in self.rows.items():
+            if kind == holder_type:
                 counts[e.key_id] = counts.get(e.key_id, 0) + 1
         return counts
 
     def rewrap(self, entry: VaultEntry, key_id: str, wrapped_key: bytes) -> bool:
-        key = (str(entry.message_id), entry.holder)
+        key = (str(entry.message_id), entry.holder_type, entry.holder)
         if self.rows.get(key) != entry:
             return False
-        self.rows[key] = VaultEntry(entry.message_id, entry.holder, key_id, wrapped_key)
+        self.rows[key] = replace(entry, key_id=key_id, wrapped_key=wrapped_key)
         return True
 
 
@@ -345,7 +353,7 @@ def test_rotation_rewraps_service_keys_and_never_touches_content(vault: MemoryVa
     encrypt(old, delivered)
     waiting = send_sealed_by_service(old)  # its encryption job has not run yet
     ciphertexts = {m: old.get_message(TENANT, m).sealed for m in (delivered, waiting)}
-    bob_keys = {m: vault.get(m, "bob") for m in (delivered,)}
+    bob_keys = {m: vault.get(m, USER_KEY, "bob") for m in (delivered,)}
 
     rotating = MasterKeyring.from_spec(f"{KEY_B},{KEY_A}")
     rotation = KeyRotation(rotating, vault)
@@ -363,7 +371,7 @@ def test_rotation_rewraps_service_keys_and_never_touches_content(vault: MemoryVa
     encrypt(new, waiting)
     assert open_envelope("bob", new.envelope(ctx("bob"), waiting)).decode().endswith(MARKER)
     # ...and what was delivered before reads as it did; no content changed.
-    assert vault.get(delivered, "bob") == bob_keys[delivered]
+    assert vault.get(delivered, USER_KEY, "bob") == bob_keys[delivered]
     assert open_envelope("bob", new.envelope(ctx("bob"), delivered)).decode().endswith(MARKER)
     assert {m: new.get_message(TENANT, m).sealed for m in ciphertexts} == ciphertexts
     old.close()
@@ -376,17 +384,17 @@ def test_a_service_wrap_copied_from_another_message_is_refused(
     mine = send_sealed_by_service(app, "nothing secret")
     # Someone who can write the database (not the master keys) puts the other message's
     # wrapped data key where the encryption job of theirs looks for the service's copy.
-    copied = vault.get(theirs, f"{SERVICE_HOLDER}:{_dek(app, theirs)}")
+    copied = vault.get(theirs, SERVICE_KEY, f"{SERVICE_HOLDER}:{_dek(app, theirs)}")
     assert copied is not None
     holder = f"{SERVICE_HOLDER}:{_dek(app, mine)}"
-    vault.put([VaultEntry(mine, holder, copied.key_id, copied.wrapped_key)])
+    vault.put([VaultEntry(mine, holder, copied.key_id, copied.wrapped_key, SERVICE_KEY)])
 
     with pytest.raises(ForeignWrappedKey, match="not bound to it") as refused:
         encrypt(app, mine)
     assert describe(refused.value).startswith(
         f"ForeignWrappedKey: the service's wrapped data key of message {mine}"
     )
-    assert sorted(k[1] for k in vault.rows if k[0] == str(mine)) == [holder]  # nothing wrapped
+    assert sorted(k[2] for k in vault.rows if k[0] == str(mine)) == [holder]  # nothing wrapped
     assert app.get_message(TENANT, mine).encryption is None
 
 
@@ -395,7 +403,7 @@ def test_rotation_rewrites_unbound_wraps_under_the_active_key_bound(
 ) -> None:
     mid = send_sealed_by_service(app)
     holder = f"{SERVICE_HOLDER}:{_dek(app, mid)}"
-    service = vault.get(mid, holder)
+    service = vault.get(mid, SERVICE_KEY, holder)
     assert service is not None
     data_key = app.crypto.keyring.unwrap(
         "ka", service.wrapped_key, message_key_context(mid, holder)
@@ -403,14 +411,14 @@ def test_rotation_rewrites_unbound_wraps_under_the_active_key_bound(
     # The same data key as a wrap of the old format (bound to no message) would hold it.
     nonce = b"\x05" * 12
     legacy = nonce + AESGCM(b"A" * 32).encrypt(nonce, data_key, b"courier:dek:ka")
-    vault.put([VaultEntry(mid, holder, "ka", legacy)])
+    vault.put([VaultEntry(mid, holder, "ka", legacy, SERVICE_KEY)])
 
     rotation = KeyRotation(app.crypto.keyring, vault)  # the active key does not change
     assert (rotation.pending(), rotation.unbound()) == (1, 1)
     report = rotation.run()
     assert report.rewrapped == 1 and report.complete
     assert (rotation.pending(), rotation.unbound()) == (0, 0)
-    rewritten = vault.get(mid, holder)
+    rewritten = vault.get(mid, SERVICE_KEY, holder)
     assert rewritten is not None and rewritten.key_id == "ka" and rewritten.wrapped_key != legacy
     with pytest.raises(InvalidTag):  # now bound: it opens for this message alone
         app.crypto.keyring.unwrap(
@@ -428,7 +436,7 @@ def test_rotation_reports_what_it_cannot_unwrap_and_spares_shredded_keys(
         app.register_key(ctx(user), public_pem(user))
     mid = send_sealed_by_service(app)
     gone = send_sealed_by_service(app)
-    vault.put([VaultEntry(UUID(int=7), f"{SERVICE_HOLDER}:x", "retired", b"\0" * 60)])
+    vault.put([VaultEntry(UUID(int=7), f"{SERVICE_HOLDER}:x", "retired", b"\0" * 60, SERVICE_KEY)])
 
     ring = MasterKeyring.from_spec(f"{KEY_B},{KEY_A}")
     real_rewrap = vault.rewrap
@@ -442,8 +450,8 @@ def test_rotation_reports_what_it_cannot_unwrap_and_spares_shredded_keys(
     report = KeyRotation(ring, vault).run()
     assert report.rewrapped == 1 and report.changed_meanwhile == 1
     assert dict(report.not_held) == {"retired": 1} and not report.complete
-    assert vault.get(gone, f"{SERVICE_HOLDER}:{_dek(app, gone)}") is None
-    service = vault.get(mid, f"{SERVICE_HOLDER}:{_dek(app, mid)}")
+    assert vault.get(gone, SERVICE_KEY, f"{SERVICE_HOLDER}:{_dek(app, gone)}") is None
+    service = vault.get(mid, SERVICE_KEY, f"{SERVICE_HOLDER}:{_dek(app, mid)}")
     assert service is not None and service.key_id == "kb"
     app.close()
 

@@ -87,20 +87,20 @@ class FakeKeyring:
 
 class DictVault:
     def __init__(self) -> None:
-        self.entries: dict[tuple[UUID, str], VaultEntry] = {}
+        self.entries: dict[tuple[UUID, str, str], VaultEntry] = {}
 
     def put(self, entries: list[VaultEntry]) -> None:
         for entry in entries:
-            self.entries[(entry.message_id, entry.holder)] = entry
+            self.entries[(entry.message_id, entry.holder_type, entry.holder)] = entry
 
-    def get(self, message_id: UUID, holder: str) -> VaultEntry | None:
-        return self.entries.get((message_id, holder))
+    def get(self, message_id: UUID, holder_type: str, holder: str) -> VaultEntry | None:
+        return self.entries.get((message_id, holder_type, holder))
 
     def shred(self, message_id: UUID) -> int:
         doomed = [k for k in self.entries if k[0] == message_id]
         for key in doomed:
             del self.entries[key]
-        return sum(1 for _, holder in doomed if holds_key(holder))
+        return sum(1 for _, holder_type, _ in doomed if holds_key(holder_type))
 
 
 @dataclass

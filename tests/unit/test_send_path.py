@@ -318,7 +318,7 @@ def test_a_view_on_the_event_loop_is_an_access_record_and_a_refusal_is_recorded(
 def test_an_idempotent_send_keeps_its_digest_in_the_vault_not_in_the_log() -> None:
     from application.errors import Conflict
     from application.messaging import Crypto, Messaging, Outgoing
-    from application.ports import DIGEST_HOLDER, DIGEST_REF
+    from application.ports import DIGEST_HOLDER, DIGEST_REF, DIGEST_ROW
     from domain.events import Context
     from domain.message import Message
     from infrastructure.crypto import AesGcmCipher, MasterKeyring
@@ -343,11 +343,11 @@ def test_an_idempotent_send_keeps_its_digest_in_the_vault_not_in_the_log() -> No
 
     assert [reference(s.message.id) for s in plain] == ["", ""]  # identical sends: not linkable
     # The plain sends wrote nothing to the vault: only the idempotent one did.
-    assert {message_id for message_id, _ in vault.rows} == {str(keyed.message.id)}
+    assert {message_id for message_id, _, _ in vault.rows} == {str(keyed.message.id)}
     stored = reference(keyed.message.id)
     assert stored.startswith(DIGEST_REF) and digest not in stored
     holder = DIGEST_HOLDER + stored.removeprefix(DIGEST_REF)
-    assert vault.rows[(str(keyed.message.id), holder)].wrapped_key == digest.encode()
+    assert vault.rows[(str(keyed.message.id), DIGEST_ROW, holder)].wrapped_key == digest.encode()
     logged = b"".join(e.state for e in app.recorder.select_events(keyed.message.id))
     assert digest.encode() not in logged
 
