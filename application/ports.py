@@ -38,6 +38,19 @@ class Cipher(Protocol):
     def wrap_for(self, public_key_pem: str, data_key: bytes) -> bytes: ...
 
 
+@dataclass(frozen=True)
+class WrapFormat:
+    """What tells a stored wrap of the keyring's current format from an older one: its
+    first byte (the format's version), and the size of the oldest format, which has no
+    version byte (a wrap of a 32-byte data key bound to nothing)."""
+
+    version: bytes
+    legacy_bytes: int
+
+    def is_current(self, wrapped: bytes) -> bool:
+        return len(wrapped) != self.legacy_bytes and wrapped[:1] == self.version
+
+
 class Keyring(Protocol):
     """The service's master keys: the first is active, the others still unwrap."""
 
@@ -45,7 +58,7 @@ class Keyring(Protocol):
     def active_key_id(self) -> str: ...
     def holds(self, key_id: str) -> bool: ...
     @property
-    def legacy_wrap_bytes(self) -> int: ...
+    def wrap_format(self) -> WrapFormat: ...
     def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]: ...
     def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes: ...
     def digest(self, data: bytes) -> str: ...
@@ -120,17 +133,20 @@ class KeyVault(Protocol):
         self,
         holder_type: HolderType,
         key_id: str,
-        legacy_bytes: int,
+        current: WrapFormat,
         after: tuple[str, str] | None,
         limit: int,
     ) -> list[VaultEntry]:
         """Entries of ``holder_type`` whose key id is not
-        ``key_id`` or whose wrapped key is ``legacy_bytes`` long (the unbound format),
+        ``key_id`` or whose wrapped key is not of the ``current`` format (an older one),
         ordered by (message id, holder), from just after ``after``."""
         ...
 
-    def count_to_rewrap(self, holder_type: HolderType, key_id: str, legacy_bytes: int) -> int: ...
-    def count_of_size(self, holder_type: HolderType, size: int) -> int: ...
+    def count_to_rewrap(self, holder_type: HolderType, key_id: str, current: WrapFormat) -> int: ...
+    def count_outdated(self, holder_type: HolderType, current: WrapFormat) -> int:
+        """Entries of ``holder_type`` whose wrapped key is not of the ``current`` format."""
+        ...
+
     def count_by_key_id(self, holder_type: HolderType) -> dict[str, int]: ...
 
     def rewrap(self, entry: VaultEntry, key_id: str, wrapped_key: bytes) -> bool:

@@ -1,5 +1,6 @@
 """Master-key rotation: re-wrap the service's copies of data keys under the active key,
-bound to the message they protect (wraps of the old, unbound format are rewritten too).
+in the current format (under the wrapping key derived from it, bound to the message they
+protect); wraps of older formats are rewritten too.
 
 Content is never re-encrypted: a data key stays the same, only the wrapping around
 the service's copy of it changes. Recipients' RSA-wrapped copies do not involve the
@@ -47,15 +48,15 @@ class KeyRotation:
         """Service-held data keys by the master key id they are wrapped under."""
         return self.vault.count_by_key_id(SERVICE_KEY)
 
-    def unbound(self) -> int:
-        """Service-held data keys still wrapped in the old format, bound to no message."""
-        return self.vault.count_of_size(SERVICE_KEY, self.keyring.legacy_wrap_bytes)
+    def outdated(self) -> int:
+        """Service-held data keys still wrapped in an older format: bound to no message,
+        or wrapped with a master key itself rather than a key derived from it."""
+        return self.vault.count_outdated(SERVICE_KEY, self.keyring.wrap_format)
 
     def pending(self) -> int:
-        """Data keys ``run`` would rewrite: under an older key, or in the unbound format."""
+        """Data keys ``run`` would rewrite: under an older key, or in an older format."""
         active = self.keyring.active_key_id
-        legacy = self.keyring.legacy_wrap_bytes
-        return self.vault.count_to_rewrap(SERVICE_KEY, active, legacy)
+        return self.vault.count_to_rewrap(SERVICE_KEY, active, self.keyring.wrap_format)
 
     def run(
         self, batch_size: int = BATCH, progress: Callable[[int], None] | None = None
@@ -66,11 +67,11 @@ class KeyRotation:
         re-wrapped by someone else meanwhile is left as it is.
         """
         active = self.keyring.active_key_id
-        legacy = self.keyring.legacy_wrap_bytes
+        current = self.keyring.wrap_format
         report = RotationReport(active)
         after: tuple[str, str] | None = None
         while True:
-            batch = self.vault.entries_to_rewrap(SERVICE_KEY, active, legacy, after, batch_size)
+            batch = self.vault.entries_to_rewrap(SERVICE_KEY, active, current, after, batch_size)
             if not batch:
                 return report
             for entry in batch:

@@ -88,15 +88,15 @@ class HmacBlindIndex:
 
     def rewrap(self) -> int:
         """Wrap every tenant's index key under the keyring's active key, bound to its
-        tenant (key rotation; wraps of the old, unbound format are rewritten too)."""
+        tenant (key rotation; wraps of older formats are rewritten too)."""
         table = search_index_keys
         changed = 0
         with self.engine.begin() as conn:
             rows = conn.execute(select(table)).all()
             for row in rows:
                 wrapped_before = bytes(row.wrapped_key)
-                legacy = len(wrapped_before) == self.keyring.legacy_wrap_bytes
-                if row.key_id == self.keyring.active_key_id and not legacy:
+                current = self.keyring.wrap_format.is_current(wrapped_before)
+                if row.key_id == self.keyring.active_key_id and current:
                     continue
                 context = index_key_context(row.tenant_id)
                 key = self.keyring.unwrap(row.key_id, wrapped_before, context)

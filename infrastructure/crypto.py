@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from application.ports import InvalidPublicKey, PublicKeyInfo, SealedContent
+from application.ports import InvalidPublicKey, PublicKeyInfo, SealedContent, WrapFormat
 from infrastructure.settings import SettingsError
 
 MIN_RSA_BITS = 4096
@@ -26,8 +26,13 @@ MAX_PEM_CHARS = 20_000
 IV_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
-WRAP_V2 = b"\x02"  # first byte of a wrap bound to its context
+WRAP_V2 = b"\x02"  # a wrap bound to its context, made with the master key itself (read only)
+WRAP_V3 = b"\x03"  # a wrap bound to its context, made with the master key's wrapping subkey
 LEGACY_WRAP_BYTES = IV_BYTES + KEY_BYTES + TAG_BYTES  # an unbound wrap of a 32-byte key
+# HKDF-SHA256 ``info`` of the subkeys derived from each master key, one per purpose: a
+# master key is never used itself, only as the input of these derivations.
+WRAP_PURPOSE = b"courier:wrap:v3"
+DIGEST_PURPOSE = b"courier:digest"
 
 _PEM_BEGIN = "-----BEGIN PUBLIC KEY-----"
 _PEM_END = "-----END PUBLIC KEY-----"
@@ -133,23 +138,34 @@ class UnknownMasterKey(KeyError):
         )
 
 
+def subkey(master_key: bytes, purpose: bytes) -> bytes:
+    """The key of one purpose derived from a master key: HKDF-SHA256, no salt (the master
+    key is uniformly random), ``info`` the purpose's label."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose).derive(
+        master_key
+    )
+
+
 class MasterKeyring:
     """Implements ``application.ports.Keyring`` from ``ENCRYPTION_MASTER_KEYS``.
 
-    The first key wraps new data keys; every key listed still unwraps.
+    The first key wraps new data keys; every key listed still unwraps. A master key is
+    never used itself: each one yields a subkey per purpose (``subkey``), the wrapping
+    key (``WRAP_PURPOSE``) and, from the oldest, the digest key (``DIGEST_PURPOSE``).
+    The master keys are kept only to read wraps made before subkeys (format v2, and the
+    unbound format), until ``courier keys rotate`` rewrites them.
     """
 
     def __init__(self, keys: list[tuple[str, bytes]]) -> None:
         if not keys:
             raise SettingsError(f"{_SPEC} holds no key: run `courier keys generate` for one")
         self._keys = dict(keys)
+        self._wrapping = {key_id: subkey(key, WRAP_PURPOSE) for key_id, key in keys}
         self._active = keys[0][0]
         # Digests identify repeated sends (clientMessageId) and are stored in events,
         # so they must not change when rotation prepends a new key: derive them from
         # the last, oldest, key of the ring, which stays until it is retired.
-        self._digest_key = HKDF(
-            algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"courier:digest"
-        ).derive(keys[-1][1])
+        self._digest_key = subkey(keys[-1][1], DIGEST_PURPOSE)
 
     @classmethod
     def from_spec(cls, spec: str) -> MasterKeyring:
@@ -186,33 +202,35 @@ class MasterKeyring:
         return key_id in self._keys
 
     @property
-    def legacy_wrap_bytes(self) -> int:
-        """The size of a wrap made before wraps were bound to a context."""
-        return LEGACY_WRAP_BYTES
+    def wrap_format(self) -> WrapFormat:
+        """What ``wrap`` makes now (v3), and the size of the oldest, unbound format."""
+        return WrapFormat(WRAP_V3, LEGACY_WRAP_BYTES)
 
     def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]:
-        """Wrap under the active key, bound to ``context`` (what the key protects):
-        ``(key_id, version byte + 12-byte nonce + ciphertext + tag)``."""
+        """Wrap under the active key's wrapping subkey, bound to ``context`` (what the key
+        protects): ``(key_id, version byte + 12-byte nonce + ciphertext + tag)``."""
         nonce = os.urandom(IV_BYTES)
-        aad = _bound_aad(self._active, context)
-        wrapped = AESGCM(self._keys[self._active]).encrypt(nonce, data_key, aad)
-        return self._active, WRAP_V2 + nonce + wrapped
+        aad = _bound_aad(WRAP_V3, self._active, context)
+        wrapped = AESGCM(self._wrapping[self._active]).encrypt(nonce, data_key, aad)
+        return self._active, WRAP_V3 + nonce + wrapped
 
     def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes:
         """The data key; ``UnknownMasterKey``, or ``InvalidTag`` if it cannot be recovered
         or was wrapped for another context (a wrap copied from another row).
 
-        A wrap of the old, unbound format (exactly ``LEGACY_WRAP_BYTES``) still unwraps,
-        under its master key alone, until ``courier keys rotate`` rewrites it bound."""
-        key = self._keys.get(key_id)
-        if key is None:
+        Wraps of older formats still unwrap until ``courier keys rotate`` rewrites them:
+        the unbound one (exactly ``LEGACY_WRAP_BYTES``) and v2 (bound, but made with the
+        master key itself rather than its wrapping subkey)."""
+        if key_id not in self._keys:
             raise UnknownMasterKey(key_id)
         if len(wrapped) == LEGACY_WRAP_BYTES:
+            key = self._keys[key_id]
             return AESGCM(key).decrypt(wrapped[:IV_BYTES], wrapped[IV_BYTES:], _aad(key_id))
-        if len(wrapped) < 1 + IV_BYTES + TAG_BYTES or wrapped[:1] != WRAP_V2:
+        version, body = wrapped[:1], wrapped[1:]
+        if len(body) < IV_BYTES + TAG_BYTES or version not in (WRAP_V2, WRAP_V3):
             raise InvalidTag
-        body = wrapped[1:]
-        aad = _bound_aad(key_id, context)
+        key = self._wrapping[key_id] if version == WRAP_V3 else self._keys[key_id]
+        aad = _bound_aad(version, key_id, context)
         return AESGCM(key).decrypt(body[:IV_BYTES], body[IV_BYTES:], aad)
 
     def digest(self, data: bytes) -> str:
@@ -225,10 +243,11 @@ def _aad(key_id: str) -> bytes:
     return b"courier:dek:" + key_id.encode()
 
 
-def _bound_aad(key_id: str, context: str) -> bytes:
+def _bound_aad(version: bytes, key_id: str, context: str) -> bytes:
     """The AAD of a bound wrap: format version, master key id and the encryption context
     (purpose and the id of what the key protects, ``application.ports.*_context``)."""
-    return b"courier:wrap:v2|" + key_id.encode() + b"|" + context.encode("utf-8")
+    label = b"courier:wrap:v%d|" % version[0]
+    return label + key_id.encode() + b"|" + context.encode("utf-8")
 
 
 def generate_master_key_spec(key_id: str | None = None) -> str:

@@ -12,7 +12,7 @@ from psycopg import sql
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from application.ports import HolderType, VaultEntry, holds_key
+from application.ports import HolderType, VaultEntry, WrapFormat, holds_key
 from infrastructure.groupcommit import GroupCommitter
 from projections.bulk import driver, qualified
 from projections.tables import key_vault
@@ -136,24 +136,30 @@ class SqlKeyVault:
             ).scalars()
             return sum(1 for holder_type in holders if holds_key(holder_type))
 
-    def _to_rewrap(self, holder_type: HolderType, key_id: str, legacy_bytes: int) -> Any:
+    def _outdated(self, current: WrapFormat) -> Any:
+        """Wraps not of the current format: the unbound one (no version byte), or an
+        older version."""
+        wrapped = key_vault.c.wrapped_key
+        return or_(
+            func.length(wrapped) == current.legacy_bytes,
+            func.substr(wrapped, 1, 1) != current.version,
+        )
+
+    def _to_rewrap(self, holder_type: HolderType, key_id: str, current: WrapFormat) -> Any:
         return and_(
             key_vault.c.holder_type == holder_type,
-            or_(
-                key_vault.c.key_id != key_id,
-                func.length(key_vault.c.wrapped_key) == legacy_bytes,
-            ),
+            or_(key_vault.c.key_id != key_id, self._outdated(current)),
         )
 
     def entries_to_rewrap(
         self,
         holder_type: HolderType,
         key_id: str,
-        legacy_bytes: int,
+        current: WrapFormat,
         after: tuple[str, str] | None,
         limit: int,
     ) -> list[VaultEntry]:
-        query = select(key_vault).where(self._to_rewrap(holder_type, key_id, legacy_bytes))
+        query = select(key_vault).where(self._to_rewrap(holder_type, key_id, current))
         if after is not None:
             message_id, holder = after
             query = query.where(
@@ -167,15 +173,14 @@ class SqlKeyVault:
             rows = conn.execute(query).all()
         return [_entry(UUID(r.message_id), r) for r in rows]
 
-    def count_to_rewrap(self, holder_type: HolderType, key_id: str, legacy_bytes: int) -> int:
-        query = select(func.count()).where(self._to_rewrap(holder_type, key_id, legacy_bytes))
+    def count_to_rewrap(self, holder_type: HolderType, key_id: str, current: WrapFormat) -> int:
+        query = select(func.count()).where(self._to_rewrap(holder_type, key_id, current))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def count_of_size(self, holder_type: HolderType, size: int) -> int:
+    def count_outdated(self, holder_type: HolderType, current: WrapFormat) -> int:
         query = select(func.count()).where(
-            key_vault.c.holder_type == holder_type,
-            func.length(key_vault.c.wrapped_key) == size,
+            key_vault.c.holder_type == holder_type, self._outdated(current)
         )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())

@@ -213,8 +213,9 @@ def keys_generate(event_store: bool) -> None:
 def keys_rotate(batch_size: int) -> None:
     """Re-wrap stored data keys under the active (first) master key.
 
-    Every wrap is rewritten bound to what it protects (message or tenant), those of
-    the old unbound format too, even under the active key.
+    Every wrap is rewritten in the current format (under the key's wrapping subkey,
+    bound to what it protects: message or tenant), those of older formats too, even
+    under the active key.
 
     Prepend a new key to ENCRYPTION_MASTER_KEYS on every process first, then run
     this; content is never re-encrypted. Old keys may be removed once it reports

@@ -19,10 +19,10 @@ from infrastructure.settings import Settings
 
 
 def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
-    """Re-wrap every service-held data key under the active master key, bound to its
-    message (old unbound wraps too), with progress.
+    """Re-wrap every service-held data key under the active master key's wrapping
+    subkey, bound to its message (wraps of older formats too), with progress.
 
-    Returns whether every data key now sits under the active key, bound.
+    Returns whether every data key now sits under the active key, in the current format.
     """
     console = Console(stderr=True)
     container = build(settings, TOOL)
@@ -34,7 +34,7 @@ def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
         console.print(
             f"active master key [bold]{active}[/]; data keys by master key: "
             + (", ".join(f"{k}={n}" for k, n in sorted(before.items())) or "none")
-            + f"; in the unbound format: {rotation.unbound()}"
+            + f"; in an older wrap format: {rotation.outdated()}"
         )
         with Progress(
             TextColumn("[bold]re-wrapping data keys"),
@@ -46,7 +46,7 @@ def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
             task = progress.add_task("rotate", total=pending)
             report = rotation.run(batch_size, lambda n: progress.advance(task, n))
         after = rotation.counts()
-        unbound = rotation.unbound()
+        outdated = rotation.outdated()
         index_keys, index_error = _rewrap_index_keys(container.messaging.crypto.blind_index)
     finally:
         container.stop()
@@ -66,14 +66,14 @@ def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
         click.echo(f"search index keys were not re-wrapped: {index_error}", err=True)
     else:
         click.echo(f"re-wrapped {index_keys} search index key(s) under {active}")
-    if unbound:
-        click.echo(f"{unbound} data key(s) still in the unbound format", err=True)
+    if outdated:
+        click.echo(f"{outdated} data key(s) still in an older wrap format", err=True)
     old = sorted(k for k, n in after.items() if k != active and n)
     if old or index_error:
         click.echo(f"still in use, keep in ENCRYPTION_MASTER_KEYS: {', '.join(old) or '?'}")
     else:
         click.echo(f"no stored key needs any master key but {active}: older ones may be retired")
-    return report.complete and not index_error and not unbound
+    return report.complete and not index_error and not outdated
 
 
 def _rewrap_index_keys(index: object) -> tuple[int, str]:

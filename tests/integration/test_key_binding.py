@@ -1,6 +1,7 @@
 """Wrapped keys are bound to what they protect, against a real PostgreSQL: a wrap
 copied from one row of the database into another is refused, and `courier keys
-rotate` rewrites wraps of the old, unbound format bound."""
+rotate` rewrites wraps of older formats (unbound, or made with the master key itself)
+bound and under the master key's wrapping subkey."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from application.loading import Loader
 from application.messaging import SERVICE_HOLDER, Outgoing
 from application.ports import holds_key, index_key_context, message_key_context
 from application.processing import ForeignWrappedKey, Processor
+from application.rotation import KeyRotation
 from domain.events import Context
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.bootstrap import TOOL, Container, build
+from infrastructure.crypto import WRAP_PURPOSE, subkey
 from infrastructure.eventreader import event_reader
 from infrastructure.settings import load
 from interfaces.keyops import rotate_master_keys
@@ -175,8 +178,64 @@ def test_rotate_rewrites_unbound_wraps_bound_and_they_still_open(
     [(after,)] = sql(pg_schema, "SELECT wrapped_key FROM key_vault WHERE holder = %s", holder)
     [(after_index,)] = sql(pg_schema, "SELECT wrapped_key FROM search_index_keys")
     assert len(bytes(after)) == len(bytes(after_index)) == 61  # the bound format
+    assert bytes(after)[:1] == bytes(after_index)[:1] == b"\x03"  # under the subkey
     with pytest.raises(InvalidTag):  # bound: it opens for no other message
         keyring.unwrap("mk1", bytes(after), message_key_context(UUID(int=1), holder))
+    assert HmacBlindIndex(container.engine, keyring).tokens("t1", ["word"]) == tokens
+    Processor(app, Nobody(), Nobody(), Nobody()).run(seal_job(mid))
+    assert open_envelope("bob", app.envelope(ctx("bob"), mid)).decode() == SECRET
+
+
+def test_rotate_rewrites_wraps_made_with_the_master_key_itself_under_its_subkey(
+    container: Container, pg_schema: str
+) -> None:
+    app = container.messaging
+    sent = app.send_direct(ctx("alice"), "bob", Outgoing(content=SECRET, encrypted=True))
+    mid, holder = sent.message.id, dek_holder(container, sent.message.id)
+    index = app.crypto.blind_index
+    assert isinstance(index, HmacBlindIndex)
+    tokens = index.tokens("t1", ["word"])
+    keyring = app.crypto.keyring
+    context, index_context = message_key_context(mid, holder), index_key_context("t1")
+    [(wrapped,)] = sql(pg_schema, "SELECT wrapped_key FROM key_vault WHERE holder = %s", holder)
+    [(wrapped_index,)] = sql(pg_schema, "SELECT wrapped_key FROM search_index_keys")
+    assert bytes(wrapped)[:1] == bytes(wrapped_index)[:1] == b"\x03"  # new wraps: subkey
+    data_key = keyring.unwrap("mk1", bytes(wrapped), context)
+    index_key = keyring.unwrap("mk1", bytes(wrapped_index), index_context)
+
+    def v2(key: bytes, bound_to: str) -> bytes:
+        """What the previous release wrote: bound, but under the master key itself."""
+        nonce = b"\x04" * 12
+        aad = b"courier:wrap:v2|mk1|" + bound_to.encode()
+        return b"\x02" + nonce + AESGCM(MASTER).encrypt(nonce, key, aad)
+
+    sql(
+        pg_schema,
+        "UPDATE key_vault SET wrapped_key = %s WHERE holder = %s",
+        v2(data_key, context),
+        holder,
+    )
+    sql(pg_schema, "UPDATE search_index_keys SET wrapped_key = %s", v2(index_key, index_context))
+    rotation = KeyRotation(keyring, app.crypto.vault)
+    assert (rotation.pending(), rotation.outdated()) == (1, 1)
+    # Still read as they are until rotated.
+    assert HmacBlindIndex(container.engine, keyring).tokens("t1", ["word"]) == tokens
+
+    assert rotate_master_keys(container.settings, 100)
+
+    assert (rotation.pending(), rotation.outdated()) == (0, 0)
+    [(after,)] = sql(pg_schema, "SELECT wrapped_key FROM key_vault WHERE holder = %s", holder)
+    [(after_index,)] = sql(pg_schema, "SELECT wrapped_key FROM search_index_keys")
+    for rewritten, bound_to in ((bytes(after), context), (bytes(after_index), index_context)):
+        assert rewritten[:1] == b"\x03" and len(rewritten) == 61
+        nonce, body = rewritten[1:13], rewritten[13:]
+        aad = b"courier:wrap:v3|mk1|" + bound_to.encode()
+        with pytest.raises(InvalidTag):  # no longer under the master key itself
+            AESGCM(MASTER).decrypt(nonce, body, aad)
+        assert AESGCM(subkey(MASTER, WRAP_PURPOSE)).decrypt(nonce, body, aad) in (
+            data_key,
+            index_key,
+        )
     assert HmacBlindIndex(container.engine, keyring).tokens("t1", ["word"]) == tokens
     Processor(app, Nobody(), Nobody(), Nobody()).run(seal_job(mid))
     assert open_envelope("bob", app.envelope(ctx("bob"), mid)).decode() == SECRET

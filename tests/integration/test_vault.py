@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, pool
 
 from application.messaging import Outgoing
-from application.ports import DIGEST_ROW, SERVICE_KEY, USER_KEY, VaultEntry
+from application.ports import DIGEST_ROW, SERVICE_KEY, USER_KEY, VaultEntry, WrapFormat
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, build
 from infrastructure.crypto import generate_event_store_key, generate_master_key_spec
@@ -71,50 +71,64 @@ def test_a_user_named_like_a_service_row_is_another_row(engine: Engine) -> None:
     assert vault.get(M1, USER_KEY, "service:d1") == user
     assert vault.get_many(SERVICE_KEY, [(M1, "service:d1")]) == {(M1, "service:d1"): service}
     assert vault.count_by_key_id(SERVICE_KEY) == {"mk1": 1}
-    assert [e.holder_type for e in vault.entries_to_rewrap(SERVICE_KEY, "mk2", 60, None, 9)] == [
-        SERVICE_KEY
-    ]
+    stale = vault.entries_to_rewrap(SERVICE_KEY, "mk2", WrapFormat(b"\x03", 60), None, 9)
+    assert [e.holder_type for e in stale] == [SERVICE_KEY]
     assert vault.shred(M1) == 2
+
+
+V3 = b"\x03"
+CURRENT = WrapFormat(V3, 60)
 
 
 def test_service_entries_page_by_key_and_rewrap_only_what_is_unchanged(engine: Engine) -> None:
     vault = SqlKeyVault(engine)
     vault.put(
         [
-            VaultEntry(M1, "service:a", "old", b"1" * 60, SERVICE_KEY),
-            VaultEntry(M1, "service:b", "new", b"2" * 60, SERVICE_KEY),
-            VaultEntry(M2, "service:c", "old", b"3" * 60, SERVICE_KEY),
-            VaultEntry(M3, "service:d", "older", b"4" * 60, SERVICE_KEY),
-            VaultEntry(M3, "service:e", "old", b"5" * 60, USER_KEY),  # a user, not the service
+            VaultEntry(M1, "service:a", "old", V3 + b"1" * 60, SERVICE_KEY),
+            VaultEntry(M1, "service:b", "new", V3 + b"2" * 60, SERVICE_KEY),
+            VaultEntry(M2, "service:c", "old", V3 + b"3" * 60, SERVICE_KEY),
+            VaultEntry(M3, "service:d", "older", V3 + b"4" * 60, SERVICE_KEY),
+            VaultEntry(M3, "service:e", "old", V3 + b"5" * 60, USER_KEY),  # a user's
             VaultEntry(M3, "bob", "old", b"6" * 60, USER_KEY),
         ]
     )
     assert vault.count_by_key_id(SERVICE_KEY) == {"old": 2, "new": 1, "older": 1}
-    first = vault.entries_to_rewrap(SERVICE_KEY, "new", 61, None, 2)
+    first = vault.entries_to_rewrap(SERVICE_KEY, "new", CURRENT, None, 2)
     assert [(e.message_id, e.holder) for e in first] == [(M1, "service:a"), (M2, "service:c")]
-    rest = vault.entries_to_rewrap(SERVICE_KEY, "new", 61, (str(M2), "service:c"), 2)
+    rest = vault.entries_to_rewrap(SERVICE_KEY, "new", CURRENT, (str(M2), "service:c"), 2)
     assert [(e.message_id, e.holder) for e in rest] == [(M3, "service:d")]
-    # Wraps of the unbound format (here: 60 bytes) are rewritten even under the active key.
-    unbound = vault.entries_to_rewrap(SERVICE_KEY, "new", 60, None, 10)
-    assert [(e.message_id, e.holder) for e in unbound] == [
+    assert vault.count_to_rewrap(SERVICE_KEY, "new", CURRENT) == 3
+    assert vault.count_outdated(SERVICE_KEY, CURRENT) == 0
+
+    # Wraps of older formats are rewritten even under the active key: v2 (another version
+    # byte) and the unbound one (60 bytes, whatever its first byte).
+    vault.put(
+        [
+            VaultEntry(M1, "service:f", "new", b"\x02" + b"7" * 60, SERVICE_KEY),
+            VaultEntry(M2, "service:g", "new", V3 + b"8" * 59, SERVICE_KEY),
+        ]
+    )
+    older = vault.entries_to_rewrap(SERVICE_KEY, "new", CURRENT, None, 10)
+    assert [(e.message_id, e.holder) for e in older] == [
         (M1, "service:a"),
-        (M1, "service:b"),
+        (M1, "service:f"),
         (M2, "service:c"),
+        (M2, "service:g"),
         (M3, "service:d"),
     ]
-    assert vault.count_to_rewrap(SERVICE_KEY, "new", 60) == 4
-    assert vault.count_to_rewrap(SERVICE_KEY, "new", 61) == 3
-    assert vault.count_of_size(SERVICE_KEY, 60) == 4
+    assert vault.count_to_rewrap(SERVICE_KEY, "new", CURRENT) == 5
+    assert vault.count_outdated(SERVICE_KEY, CURRENT) == 2
 
-    assert vault.rewrap(first[0], "new", b"9" * 60)
+    assert vault.rewrap(first[0], "new", V3 + b"9" * 60)
     assert vault.get(M1, SERVICE_KEY, "service:a") == VaultEntry(
-        M1, "service:a", "new", b"9" * 60, SERVICE_KEY
+        M1, "service:a", "new", V3 + b"9" * 60, SERVICE_KEY
     )
-    assert not vault.rewrap(first[0], "new", b"8" * 60)  # no longer as it was read
+    assert not vault.rewrap(first[0], "new", V3 + b"0" * 60)  # no longer as it was read
     vault.shred(M2)
-    assert not vault.rewrap(first[1], "new", b"7" * 60)  # shredded keys stay destroyed
+    assert not vault.rewrap(first[1], "new", V3 + b"7" * 60)  # shredded keys stay destroyed
     assert vault.get(M2, SERVICE_KEY, "service:c") is None
-    assert vault.count_by_key_id(SERVICE_KEY) == {"new": 2, "older": 1}
+    assert vault.count_by_key_id(SERVICE_KEY) == {"new": 3, "older": 1}
+    assert vault.count_outdated(SERVICE_KEY, CURRENT) == 1
 
 
 @pytest.mark.services

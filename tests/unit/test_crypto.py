@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from application.ports import InvalidPublicKey, index_key_context, message_key_context
 from infrastructure.crypto import (
@@ -264,7 +266,9 @@ def test_a_wrapped_key_is_bound_to_its_key_id() -> None:
         ring.unwrap("b", wrapped, CTX)
 
 
-@pytest.mark.parametrize("wrapped", [b"", b"short", b"\x00" * 60, b"\x02" * 61])
+@pytest.mark.parametrize(
+    "wrapped", [b"", b"short", b"\x00" * 60, b"\x02" * 61, b"\x03" * 61, b"\x04" * 61]
+)
 def test_a_damaged_wrapped_key_raises_invalid_tag(wrapped: bytes) -> None:
     with pytest.raises(InvalidTag):
         MasterKeyring.from_spec(entry("a", OLD)).unwrap("a", wrapped, CTX)
@@ -297,8 +301,54 @@ def test_an_unbound_wrap_of_the_old_format_still_unwraps() -> None:
     legacy = nonce + AESGCM(OLD).encrypt(nonce, b"d" * 32, b"courier:dek:a")
     ring = MasterKeyring.from_spec(entry("a", OLD))
 
-    assert len(legacy) == ring.legacy_wrap_bytes
+    assert len(legacy) == ring.wrap_format.legacy_bytes
+    assert not ring.wrap_format.is_current(legacy)
     assert ring.unwrap("a", legacy, CTX) == b"d" * 32
+
+
+def hkdf(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
+def test_wraps_use_a_subkey_derived_per_purpose_never_the_master_key() -> None:
+    ring = MasterKeyring.from_spec(entry("a", OLD))
+    _, wrapped = ring.wrap(b"d" * 32, CTX)
+    version, nonce, body = wrapped[:1], wrapped[1:13], wrapped[13:]
+    aad = b"courier:wrap:v3|a|" + CTX.encode()
+
+    assert version == b"\x03" and ring.wrap_format.is_current(wrapped)
+    # Made with HKDF-SHA256(master key, info "courier:wrap:v3"), not the master key itself.
+    assert AESGCM(hkdf(OLD, b"courier:wrap:v3")).decrypt(nonce, body, aad) == b"d" * 32
+    with pytest.raises(InvalidTag):
+        AESGCM(OLD).decrypt(nonce, body, aad)
+    # The digest key is another derivation of the (oldest) master key: neither it nor
+    # the wrapping subkey is the other.
+    expected = hmac.new(hkdf(OLD, b"courier:digest"), b"send", hashlib.sha256).hexdigest()
+    assert ring.digest(b"send") == expected
+    assert hkdf(OLD, b"courier:digest") != hkdf(OLD, b"courier:wrap:v3")
+
+
+def test_a_bound_wrap_made_with_the_master_key_itself_still_unwraps() -> None:
+    # What MasterKeyring.wrap made before subkeys (format v2): version byte 0x02, nonce,
+    # AES-GCM under the master key with the AAD "courier:wrap:v2|<key id>|<context>".
+    nonce = b"\x09" * 12
+    v2 = (
+        b"\x02"
+        + nonce
+        + AESGCM(OLD).encrypt(nonce, b"d" * 32, b"courier:wrap:v2|a|" + CTX.encode())
+    )
+    ring = MasterKeyring.from_spec(entry("a", OLD))
+
+    assert not ring.wrap_format.is_current(v2)  # `courier keys rotate` rewrites it
+    assert ring.unwrap("a", v2, CTX) == b"d" * 32
+    with pytest.raises(InvalidTag):  # still bound to its context
+        ring.unwrap("a", v2, message_key_context(UUID(int=1), "service:d1"))
+    # A v2 wrap relabelled v3 (or the reverse) opens under neither key.
+    with pytest.raises(InvalidTag):
+        ring.unwrap("a", b"\x03" + v2[1:], CTX)
+    _, v3 = ring.wrap(b"d" * 32, CTX)
+    with pytest.raises(InvalidTag):
+        ring.unwrap("a", b"\x02" + v3[1:], CTX)
 
 
 def test_digest_stays_the_same_when_a_new_key_is_prepended() -> None:

@@ -21,6 +21,7 @@ from application.ports import (
     USER_KEY,
     HolderType,
     VaultEntry,
+    WrapFormat,
     holds_key,
     message_key_context,
 )
@@ -60,7 +61,7 @@ class MemoryVault:
         self,
         holder_type: HolderType,
         key_id: str,
-        legacy_bytes: int,
+        current: WrapFormat,
         after: tuple[str, str] | None,
         limit: int,
     ) -> list[VaultEntry]:
@@ -68,19 +69,19 @@ class MemoryVault:
             (k[0], k[2])
             for k, e in self.rows.items()
             if k[1] == holder_type
-            and (e.key_id != key_id or len(e.wrapped_key) == legacy_bytes)
+            and (e.key_id != key_id or not current.is_current(e.wrapped_key))
             and (after is None or (k[0], k[2]) > after)
         )
         return [self.rows[(m, holder_type, h)] for m, h in keys[:limit]]
 
-    def count_to_rewrap(self, holder_type: HolderType, key_id: str, legacy_bytes: int) -> int:
-        return len(self.entries_to_rewrap(holder_type, key_id, legacy_bytes, None, 1 << 30))
+    def count_to_rewrap(self, holder_type: HolderType, key_id: str, current: WrapFormat) -> int:
+        return len(self.entries_to_rewrap(holder_type, key_id, current, None, 1 << 30))
 
-    def count_of_size(self, holder_type: HolderType, size: int) -> int:
+    def count_outdated(self, holder_type: HolderType, current: WrapFormat) -> int:
         return sum(
             1
             for (_, kind, _), e in self.rows.items()
-            if kind == holder_type and len(e.wrapped_key) == size
+            if kind == holder_type and not current.is_current(e.wrapped_key)
         )
 
     def count_by_key_id(self, holder_type: HolderType) -> dict[str, int]:
@@ -414,10 +415,10 @@ def test_rotation_rewrites_unbound_wraps_under_the_active_key_bound(
     vault.put([VaultEntry(mid, holder, "ka", legacy, SERVICE_KEY)])
 
     rotation = KeyRotation(app.crypto.keyring, vault)  # the active key does not change
-    assert (rotation.pending(), rotation.unbound()) == (1, 1)
+    assert (rotation.pending(), rotation.outdated()) == (1, 1)
     report = rotation.run()
     assert report.rewrapped == 1 and report.complete
-    assert (rotation.pending(), rotation.unbound()) == (0, 0)
+    assert (rotation.pending(), rotation.outdated()) == (0, 0)
     rewritten = vault.get(mid, SERVICE_KEY, holder)
     assert rewritten is not None and rewritten.key_id == "ka" and rewritten.wrapped_key != legacy
     with pytest.raises(InvalidTag):  # now bound: it opens for this message alone

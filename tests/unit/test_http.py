@@ -33,6 +33,7 @@ from application.ports import (
     PublicKeyInfo,
     SealedContent,
     VaultEntry,
+    WrapFormat,
     holds_key,
 )
 from infrastructure.settings import Settings, load
@@ -72,8 +73,8 @@ class FakeKeyring:
         return "mk1"
 
     @property
-    def legacy_wrap_bytes(self) -> int:
-        return 60
+    def wrap_format(self) -> WrapFormat:
+        return WrapFormat(b"W", 60)
 
     def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]:
         return "mk1", b"W" + data_key
