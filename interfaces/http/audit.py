@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from starlette.concurrency import run_in_threadpool
@@ -34,28 +34,6 @@ from interfaces.http.schemas import LegalHold
 from projections.audit_queries import EventFilter, Page
 
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
-
-
-class AuditReader(Protocol):
-    """What these endpoints read (``projections.audit_queries.AuditQueriesSQL``)."""
-
-    def events(
-        self, tenant_id: str, where: EventFilter, cursor: str | None, limit: int
-    ) -> Page: ...
-    def trail(
-        self, tenant_id: str, message_id: str, cursor: str | None, limit: int
-    ) -> Page | None: ...
-    def access(self, tenant_id: str, user_id: str, cursor: str | None, limit: int) -> Page: ...
-    def holds(self, tenant_id: str) -> list[dict[str, Any]]: ...
-
-
-class Chain(Protocol):
-    def check(self) -> Any: ...
-
-
-def reader(request: Request) -> AuditReader:
-    found: AuditReader = request.app.state.container.audit
-    return found
 
 
 def _time(request: Request, name: str) -> datetime | None:
@@ -110,7 +88,7 @@ async def events(request: Request) -> Response:
         end=_time(request, "to"),
     )
     cursor, limit = _paging(request)
-    audit = reader(request)
+    audit = services(request).audit
     return await _answer(
         request,
         ctx,
@@ -124,7 +102,7 @@ async def trail(request: Request) -> Response:
     ctx = authenticate(request).context
     message_id = str(path_uuid(request, "message"))
     cursor, limit = _paging(request)
-    audit = reader(request)
+    audit = services(request).audit
 
     def run() -> tuple[dict[str, Any], int]:
         page = audit.trail(ctx.tenant_id, message_id, cursor, limit)
@@ -140,7 +118,7 @@ async def access(request: Request) -> Response:
     ctx = authenticate(request).context
     user_id = path_user_id(request)
     cursor, limit = _paging(request)
-    audit = reader(request)
+    audit = services(request).audit
 
     def run() -> tuple[dict[str, Any], int]:
         answer, results = _listing(audit.access(ctx.tenant_id, user_id, cursor, limit))
@@ -151,7 +129,7 @@ async def access(request: Request) -> Response:
 
 async def verify(request: Request) -> Response:
     ctx = authenticate(request).context
-    chain: Chain = request.app.state.container.chain
+    chain = services(request).chain
 
     def run() -> tuple[dict[str, Any], int]:
         verdict = chain.check()
@@ -162,7 +140,7 @@ async def verify(request: Request) -> Response:
 
 async def holds(request: Request) -> Response:
     ctx = authenticate(request).context
-    audit = reader(request)
+    audit = services(request).audit
 
     def run() -> tuple[dict[str, Any], int]:
         items = audit.holds(ctx.tenant_id)

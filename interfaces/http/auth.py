@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from domain.events import Context
 from domain.ids import new_id
 from infrastructure.settings import Settings, TokenRules, jwt_algorithm
+from interfaces.http.endpoints import services
 
 ROLES = ("user", "auditor", "admin")
 DEFAULT_ROLES = ("user",)
@@ -211,7 +212,7 @@ def authenticate(conn: HTTPConnection, roles: Collection[str] = ROLES) -> Princi
     """The caller of this request (decoded once per request), holding one of ``roles``."""
     principal = conn.scope.get(PRINCIPAL_SCOPE_KEY)
     if not isinstance(principal, Principal):
-        settings: Settings = conn.app.state.container.settings
+        settings = services(conn).settings
         principal = decode_token(
             bearer_token(conn),
             settings,

@@ -8,14 +8,47 @@ from typing import Any, Protocol
 
 import orjson
 from pydantic import BaseModel
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
 from application.messaging import Messaging
-from application.ports import MessageQueries
+from application.ports import ContactBook, MessageQueries
 from infrastructure.settings import Settings
+from infrastructure.tickets import Tickets
+from projections.audit_queries import EventFilter, Page
+from projections.chain import Verdict
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Monitor(Protocol):
+    """The queues as operators see them (``infrastructure.queues.QueueMonitor``)."""
+
+    def knows(self, name: str) -> bool: ...
+    def metrics(self) -> dict[str, Any]: ...
+    def health(self, name: str) -> dict[str, Any]: ...
+    def failed(
+        self, tenant_id: str, queue: str, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]: ...
+
+
+class AuditReader(Protocol):
+    """The audit view's answers (``projections.audit_queries.AuditQueriesSQL``)."""
+
+    def events(
+        self, tenant_id: str, where: EventFilter, cursor: str | None, limit: int
+    ) -> Page: ...
+    def trail(
+        self, tenant_id: str, message_id: str, cursor: str | None, limit: int
+    ) -> Page | None: ...
+    def access(self, tenant_id: str, user_id: str, cursor: str | None, limit: int) -> Page: ...
+    def holds(self, tenant_id: str) -> list[dict[str, Any]]: ...
+
+
+class Chain(Protocol):
+    """The audit hash chain's keeper (``infrastructure.chain.ChainKeeper``)."""
+
+    def check(self) -> Verdict: ...
 
 
 class Services(Protocol):
@@ -29,6 +62,21 @@ class Services(Protocol):
 
     @property
     def queries(self) -> MessageQueries: ...
+
+    @property
+    def monitor(self) -> Monitor: ...
+
+    @property
+    def audit(self) -> AuditReader: ...
+
+    @property
+    def chain(self) -> Chain: ...
+
+    @property
+    def contacts(self) -> ContactBook: ...
+
+    @property
+    def tickets(self) -> Tickets: ...
 
     def readiness(self) -> dict[str, bool]: ...
 
@@ -65,8 +113,9 @@ class Endpoint:
     also: tuple[int, ...] = ()  # other success statuses with the same answer
 
 
-def services(request: Request) -> Services:
-    container: Services = request.app.state.container
+def services(conn: HTTPConnection) -> Services:
+    """The process's container, as the HTTP layer may use it."""
+    container: Services = conn.app.state.container
     return container
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,38 +14,22 @@ from interfaces.http.parsing import query_int
 PAGE_DEFAULT, PAGE_MAX, OFFSET_MAX = 50, 200, 1_000_000
 
 
-class Monitor(Protocol):
-    """What these endpoints read (``infrastructure.queues.QueueMonitor``)."""
-
-    def knows(self, name: str) -> bool: ...
-    def metrics(self) -> dict[str, Any]: ...
-    def health(self, name: str) -> dict[str, Any]: ...
-    def failed(
-        self, tenant_id: str, queue: str, limit: int, offset: int
-    ) -> tuple[list[dict[str, Any]], int]: ...
-
-
-def monitor(request: Request) -> Monitor:
-    found: Monitor = request.app.state.container.monitor
-    return found
-
-
 def queue_name(request: Request) -> str:
     name: str = request.path_params["name"]
-    if not monitor(request).knows(name):
+    if not services(request).monitor.knows(name):
         raise not_found("queue")
     return name
 
 
 async def metrics(request: Request) -> Response:
     authenticate(request)
-    return respond(await run_in_threadpool(monitor(request).metrics))
+    return respond(await run_in_threadpool(services(request).monitor.metrics))
 
 
 async def health(request: Request) -> Response:
     authenticate(request)
     name = queue_name(request)
-    return respond(await run_in_threadpool(monitor(request).health, name))
+    return respond(await run_in_threadpool(services(request).monitor.health, name))
 
 
 async def failed(request: Request) -> Response:
@@ -56,7 +38,7 @@ async def failed(request: Request) -> Response:
     limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     offset = query_int(request, "offset", 0, 0, OFFSET_MAX)
     items, total = await run_in_threadpool(
-        monitor(request).failed, principal.tenant_id, name, limit, offset
+        services(request).monitor.failed, principal.tenant_id, name, limit, offset
     )
     return respond({"items": items, "total": total})
 

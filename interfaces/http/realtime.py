@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from infrastructure.tickets import Tickets, TicketsUnavailable
+from infrastructure.tickets import TicketsUnavailable
 from interfaces.http.auth import authenticate, bearer_token, ticket_payload
 from interfaces.http.endpoints import USER, Endpoint, respond, services
 from interfaces.http.errors import ApiError
@@ -19,11 +19,11 @@ from interfaces.http.errors import ApiError
 
 async def ticket(request: Request) -> Response:
     principal = authenticate(request, USER)
-    ttl = services(request).settings.ws_ticket_seconds
-    tickets: Tickets = request.app.state.container.tickets
+    container = services(request)
+    ttl = container.settings.ws_ticket_seconds
     payload = ticket_payload(principal, bearer_token(request))
     try:
-        value = await run_in_threadpool(tickets.issue, payload, ttl)
+        value = await run_in_threadpool(container.tickets.issue, payload, ttl)
     except TicketsUnavailable:
         message = "tickets cannot be issued now; try again shortly"
         raise ApiError(503, "service_unavailable", message, headers={"Retry-After": "2"}) from None

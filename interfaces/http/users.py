@@ -8,19 +8,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from application.ports import ContactBook
 from application.ports import NotificationPreferences as Preferences
 from interfaces.http.auth import authenticate
-from interfaces.http.endpoints import Endpoint, respond
+from interfaces.http.endpoints import Endpoint, respond, services
 from interfaces.http.parsing import read_json
 from interfaces.http.schemas import NotificationPreferences
 
 NONE = Preferences()
-
-
-def _contacts(request: Request) -> ContactBook:
-    found: ContactBook = request.app.state.container.contacts
-    return found
 
 
 def preferences_dict(preferences: Preferences) -> dict[str, Any]:
@@ -35,7 +29,7 @@ def preferences_dict(preferences: Preferences) -> dict[str, Any]:
 
 async def get_preferences(request: Request) -> Response:
     ctx = authenticate(request).context
-    found = await run_in_threadpool(_contacts(request).get, ctx.tenant_id, ctx.actor_id)
+    found = await run_in_threadpool(services(request).contacts.get, ctx.tenant_id, ctx.actor_id)
     return respond(preferences_dict(found or NONE))
 
 
@@ -49,13 +43,15 @@ async def put_preferences(request: Request) -> Response:
         push_token=body.push_token,
         when_online=body.notify_when_online,
     )
-    await run_in_threadpool(_contacts(request).put, ctx.tenant_id, ctx.actor_id, preferences)
+    await run_in_threadpool(
+        services(request).contacts.put, ctx.tenant_id, ctx.actor_id, preferences
+    )
     return respond(preferences_dict(preferences))
 
 
 async def delete_preferences(request: Request) -> Response:
     ctx = authenticate(request).context
-    await run_in_threadpool(_contacts(request).delete, ctx.tenant_id, ctx.actor_id)
+    await run_in_threadpool(services(request).contacts.delete, ctx.tenant_id, ctx.actor_id)
     return Response(status_code=204)
 
 
