@@ -19,6 +19,7 @@ from application.access import AccessLog
 from application.retention import LegalHolds
 from application.views import conversation_dict
 from domain.events import Context
+from interfaces.http import responses
 from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import AUDITOR, Endpoint, Param, respond, services
 from interfaces.http.errors import invalid, not_found
@@ -183,7 +184,7 @@ ENDPOINTS = (
         events,
         "Event log entries of the auditor's tenant, oldest first (never content)",
         roles=AUDITOR,
-        response="AuditPage",
+        response=responses.AuditPage,
         query=(
             Param("aggregateId", {"type": "string", "format": "uuid"}),
             Param("actorId", {"type": "string", "maxLength": 128}),
@@ -200,7 +201,7 @@ ENDPOINTS = (
         "A message's whole trail: its lifecycle, every view, read and refused attempt",
         query=_PAGING,
         roles=AUDITOR,
-        response="AuditTrail",
+        response=responses.AuditTrail,
     ),
     Endpoint(
         "GET",
@@ -209,7 +210,7 @@ ENDPOINTS = (
         "Accounting of access: who viewed, read or tried to reach this user's messages",
         query=_PAGING,
         roles=AUDITOR,
-        response="AccessAccounting",
+        response=responses.AccessAccounting,
     ),
     Endpoint(
         "GET",
@@ -218,7 +219,7 @@ ENDPOINTS = (
         "Check the hash chain and the audit tables against the event log and the latest "
         "signed checkpoint; name the first bad position",
         roles=AUDITOR,
-        response="ChainVerdict",
+        response=responses.ChainVerdict,
     ),
     Endpoint(
         "GET",
@@ -226,7 +227,7 @@ ENDPOINTS = (
         holds,
         "Conversations on legal hold",
         roles=AUDITOR,
-        response="LegalHolds",
+        response=responses.LegalHolds,
     ),
     Endpoint(
         "PUT",
@@ -235,7 +236,7 @@ ENDPOINTS = (
         "Put a conversation on legal hold: retention leaves its messages alone",
         body=LegalHold,
         roles=AUDITOR,
-        response="HeldConversation",
+        response=responses.HeldConversation,
     ),
     Endpoint(
         "DELETE",
@@ -244,6 +245,6 @@ ENDPOINTS = (
         "Release a conversation's legal hold",
         body=LegalHold,
         roles=AUDITOR,
-        response="HeldConversation",
+        response=responses.HeldConversation,
     ),
 )

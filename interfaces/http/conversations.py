@@ -13,6 +13,7 @@ from application.access import AccessLog
 from application.views import conversation_dict
 from domain.access import PAGE
 from domain.events import Context
+from interfaces.http import responses
 from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import Endpoint, Param, Services, respond, services
 from interfaces.http.parsing import path_user_id, path_uuid, query_int, query_text, read_json
@@ -90,7 +91,7 @@ ENDPOINTS = (
         "Start a conversation (the caller is added)",
         status=201,
         body=CreateConversation,
-        response="Conversation",
+        response=responses.Conversation,
     ),
     Endpoint(
         "POST",
@@ -98,21 +99,21 @@ ENDPOINTS = (
         add_participants,
         "Add participants to a group conversation",
         body=AddParticipants,
-        response="Conversation",
+        response=responses.Conversation,
     ),
     Endpoint(
         "DELETE",
         "/api/conversations/{id}/participants/{userId}",
         remove_participant,
         "Remove a participant from a group conversation",
-        response="Conversation",
+        response=responses.Conversation,
     ),
     Endpoint(
         "GET",
         "/api/conversations/{id}/messages",
         messages,
         "A page of the conversation's messages, newest first",
-        response="MessagePage",
+        response=responses.MessagePage,
         query=(
             Param(
                 "limit",

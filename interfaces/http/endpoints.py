@@ -98,7 +98,7 @@ AUDITOR = ("auditor",)
 @dataclass(frozen=True)
 class Endpoint:
     """A route: ``roles`` (any one of them will do) are checked before the handler runs,
-    ``response`` names the success answer's schema in ``interfaces.http.responses``."""
+    ``response`` is the success answer's model (``interfaces.http.responses``)."""
 
     method: str
     path: str
@@ -109,7 +109,7 @@ class Endpoint:
     query: tuple[Param, ...] = field(default=())
     auth: bool = True
     roles: tuple[str, ...] = USER
-    response: str | None = None
+    response: type[BaseModel] | None = None
     also: tuple[int, ...] = ()  # other success statuses with the same answer
 
 
@@ -128,3 +128,8 @@ class OrjsonResponse(JSONResponse):
 
 def respond(data: Any, status: int = 200) -> JSONResponse:
     return OrjsonResponse(data, status_code=status)
+
+
+def answer(model: BaseModel, status: int = 200) -> JSONResponse:
+    """``model`` as the answer's JSON body (camelCase keys, in the model's order)."""
+    return OrjsonResponse(model.model_dump(mode="json", by_alias=True), status_code=status)

@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from interfaces.http import responses
 from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import Endpoint, respond, services
 from interfaces.http.parsing import path_user_id, read_json
@@ -41,20 +42,20 @@ ENDPOINTS = (
         register,
         "Register the caller's RSA public key (≥ 4096 bits)",
         body=RegisterKey,
-        response="RegisteredKey",
+        response=responses.RegisteredKey,
     ),
     Endpoint(
         "GET",
         "/api/keys/{userId}",
         public_key,
         "A user's current public key",
-        response="PublicKeyAnswer",
+        response=responses.PublicKeyAnswer,
     ),
     Endpoint(
         "GET",
         "/api/keys/{userId}/{keyId}",
         past_public_key,
         "Any public key a user has registered, current or replaced, by its key id",
-        response="PublicKeyAnswer",
+        response=responses.PublicKeyAnswer,
     ),
 )

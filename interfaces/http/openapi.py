@@ -1,5 +1,5 @@
-"""The OpenAPI 3.1 document, made from the endpoint list, the request models and the
-answer schemas (``interfaces.http.responses``)."""
+"""The OpenAPI 3.1 document, made from the endpoint list, the request models
+(``interfaces.http.schemas``) and the answer models (``interfaces.http.responses``)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,9 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from interfaces.http.endpoints import Endpoint
-from interfaces.http.responses import QUEUE_NAMES, REF, SCHEMAS
+from interfaces.http.responses import ANSWERS, QUEUE_NAMES, REF
 from interfaces.http.schemas import MODELS, USER_ID_PATTERN
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "details"],
-            "properties": {
-                "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
-                "message": {"type": "string"},
-                "details": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"field": {"type": "string"}, "issue": {"type": "string"}},
-                    },
-                },
-            },
-        }
-    },
-}
 _PATH_PARAM = re.compile(r"{(\w+)}")
 PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "id": {"type": "string", "format": "uuid"},
@@ -46,9 +25,11 @@ PATH_SCHEMAS: dict[str, dict[str, Any]] = {
 
 def document(endpoints: Sequence[Endpoint], version: str = "0.1.0") -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "validation") for m in MODELS], by_alias=True, ref_template=REF
+        [*((m, "validation") for m in MODELS), *((m, "serialization") for m in ANSWERS)],
+        by_alias=True,
+        ref_template=REF,
     )
-    schemas: dict[str, Any] = {**defs.get("$defs", {}), **SCHEMAS, "Error": ERROR_SCHEMA}
+    schemas: dict[str, Any] = defs.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
@@ -72,7 +53,7 @@ def document(endpoints: Sequence[Endpoint], version: str = "0.1.0") -> dict[str,
 def _answer(endpoint: Endpoint) -> dict[str, Any]:
     if endpoint.response is None:
         return {"description": "success, no content"}
-    schema = {"$ref": REF.format(model=endpoint.response)}
+    schema = {"$ref": REF.format(model=endpoint.response.__name__)}
     return {"description": "success", "content": {"application/json": {"schema": schema}}}
 
 

@@ -10,19 +10,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from interfaces.http.endpoints import Endpoint, respond, services
+from interfaces.http import responses
+from interfaces.http.endpoints import Endpoint, answer, respond, services
 
 
 async def live(request: Request) -> Response:
-    return respond({"status": "ok"})
+    return answer(responses.Liveness(status="ok"))
 
 
 async def ready(request: Request) -> Response:
     checks = await run_in_threadpool(services(request).readiness)
     ok = all(checks.values())
-    return respond(
-        {"status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503
-    )
+    readiness = responses.Readiness(status="ready" if ok else "unavailable", checks=checks)
+    return answer(readiness, 200 if ok else 503)
 
 
 async def openapi(request: Request) -> Response:
@@ -30,17 +30,24 @@ async def openapi(request: Request) -> Response:
 
 
 ENDPOINTS = (
-    Endpoint("GET", "/health/live", live, "The process is up", auth=False, response="Liveness"),
+    Endpoint(
+        "GET", "/health/live", live, "The process is up", auth=False, response=responses.Liveness
+    ),
     Endpoint(
         "GET",
         "/health/ready",
         ready,
         "Every dependency answers (else 503)",
         auth=False,
-        response="Readiness",
+        response=responses.Readiness,
         also=(503,),
     ),
     Endpoint(
-        "GET", "/openapi.json", openapi, "This document", auth=False, response="OpenApiDocument"
+        "GET",
+        "/openapi.json",
+        openapi,
+        "This document",
+        auth=False,
+        response=responses.OpenApiDocument,
     ),
 )

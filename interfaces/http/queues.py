@@ -6,8 +6,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from interfaces.http import responses
 from interfaces.http.auth import authenticate
-from interfaces.http.endpoints import ADMIN, Endpoint, Param, respond, services
+from interfaces.http.endpoints import ADMIN, Endpoint, Param, answer, respond, services
 from interfaces.http.errors import not_found
 from interfaces.http.parsing import query_int
 
@@ -51,7 +52,7 @@ async def retry(request: Request) -> Response:
         raise not_found("failed job")
     app = services(request).messaging
     job = await run_in_threadpool(app.request_retry, principal.context, job_id)
-    return respond({"jobId": job.job_id, "state": "waiting"}, 202)
+    return answer(responses.RetryAnswer(job_id=job.job_id, state="waiting"), 202)
 
 
 ENDPOINTS = (
@@ -61,7 +62,7 @@ ENDPOINTS = (
         metrics,
         "Waiting, active, delayed, completed and failed jobs, throughput and latency per queue",
         roles=ADMIN,
-        response="QueueMetrics",
+        response=responses.QueueMetrics,
     ),
     Endpoint(
         "GET",
@@ -69,7 +70,7 @@ ENDPOINTS = (
         health,
         "A queue's health (healthy, degraded, unhealthy) and the checks behind it",
         roles=ADMIN,
-        response="QueueHealth",
+        response=responses.QueueHealth,
     ),
     Endpoint(
         "GET",
@@ -77,7 +78,7 @@ ENDPOINTS = (
         failed,
         "The caller's tenant's failed jobs of a queue, newest first (no message content)",
         roles=ADMIN,
-        response="FailedJobs",
+        response=responses.FailedJobs,
         query=(
             Param(
                 "limit",
@@ -93,6 +94,6 @@ ENDPOINTS = (
         "Run a failed job again (recorded with who asked)",
         status=202,
         roles=ADMIN,
-        response="RetryAnswer",
+        response=responses.RetryAnswer,
     ),
 )

@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infrastructure.tickets import TicketsUnavailable
+from interfaces.http import responses
 from interfaces.http.auth import authenticate, bearer_token, ticket_payload
-from interfaces.http.endpoints import USER, Endpoint, respond, services
+from interfaces.http.endpoints import USER, Endpoint, answer, services
 from interfaces.http.errors import ApiError
 
 
@@ -27,7 +28,7 @@ async def ticket(request: Request) -> Response:
     except TicketsUnavailable:
         message = "tickets cannot be issued now; try again shortly"
         raise ApiError(503, "service_unavailable", message, headers={"Retry-After": "2"}) from None
-    return respond({"ticket": value, "expiresIn": ttl}, 201)
+    return answer(responses.WsTicket(ticket=value, expires_in=ttl), 201)
 
 
 ENDPOINTS = (
@@ -37,6 +38,6 @@ ENDPOINTS = (
         ticket,
         "A single-use ticket to open the WebSocket with (/ws?ticket=), valid for seconds",
         status=201,
-        response="WsTicket",
+        response=responses.WsTicket,
     ),
 )

@@ -1,270 +1,359 @@
-"""JSON Schemas of the answers (docs/API.md §5), for the OpenAPI document.
+"""The answers (docs/API.md §5): one pydantic model each, for the OpenAPI document and,
+where the HTTP layer builds an answer itself, for its JSON body (``answer``).
 
-Each endpoint names the schema of its success answer; errors share ``Error``. The
+Each endpoint names the model of its success answer; errors share ``Error``. The
 fuzzing test (tests/e2e/test_fuzz.py) checks every answer of a real server against
-these, so they say what the server really sends, and no more than clients may rely on.
+their schemas, so they say what the server really sends, and no more than clients may
+rely on. Answers built elsewhere as plain dicts (a message, a conversation, a page of
+the audit view) and those of the sends, built as dicts for speed, are checked against
+their models by tests/unit/test_answers.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 REF = "#/components/schemas/{model}"
-Schema = dict[str, Any]
-
-TEXT: Schema = {"type": "string"}
-ID: Schema = {"type": "string", "format": "uuid"}
-TIME: Schema = {"type": "string", "format": "date-time"}
-COUNT: Schema = {"type": "integer", "minimum": 0}
-FLAG: Schema = {"type": "boolean"}
-CURSOR: Schema = {"type": ["string", "null"]}
-QUEUE_NAMES = (
+QueueName = Literal[
     "MESSAGE_DELIVERY",
     "MESSAGE_NOTIFICATION",
     "MESSAGE_ENCRYPTION",
     "MESSAGE_INDEXING",
     "BATCH_MESSAGE_SENDING",
     "MESSAGE_CLEANUP",
-)
+]
+QUEUE_NAMES: tuple[str, ...] = get_args(QueueName)
+
+Id = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Count = Annotated[int, Field(ge=0)]
+Figure = Annotated[float, Field(ge=0)]
+Kind = Literal["direct", "group"]
 
 
-def ref(name: str) -> Schema:
-    return {"$ref": REF.format(model=name)}
+class Answer(BaseModel):
+    """An answer's shape: camelCase keys, every one always present, nothing else."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, frozen=True, validate_by_name=True
+    )
 
 
-def nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
+class Open(BaseModel):
+    """A shape that names some properties and allows others."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, frozen=True)
 
 
-def shape(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
-    """An object with exactly these properties (``optional`` ones may be absent)."""
-    return {
-        "type": "object",
-        "required": list(required),
-        "properties": {**required, **(optional or {})},
-        "additionalProperties": False,
-    }
+# ---- messages --------------------------------------------------------------------------
 
 
-def listing(item: Schema, **more: Schema) -> Schema:
-    return shape({"items": {"type": "array", "items": item}, "nextCursor": CURSOR, **more})
+class EncryptionMetadata(Answer):
+    algorithm: Literal["AES-256-GCM"]
+    iv: str | None
+    auth_tag: str | None
+    key_id: str | None
 
 
-MESSAGE = shape(
-    {
-        "id": ID,
-        "conversationId": ID,
-        "senderId": TEXT,
-        "recipientIds": {"type": "array", "items": TEXT},
-        "type": {"enum": ["direct", "group"]},
-        "content": {"type": ["string", "null"]},
-        "isEncrypted": FLAG,
-        "encryptionMetadata": nullable(
-            shape(
-                {
-                    "algorithm": {"const": "AES-256-GCM"},
-                    "iv": {"type": ["string", "null"]},
-                    "authTag": {"type": ["string", "null"]},
-                    "keyId": {"type": ["string", "null"]},
-                }
-            )
-        ),
-        "encryptionVersion": {"type": ["string", "null"]},
-        "status": {
-            "enum": [
-                "scheduled",
-                "accepted",
-                "encrypting",
-                "encrypted",
-                "delivering",
-                "delivered",
-                "failed",
-                "cancelled",
-            ]
-        },
-        "deliveredCount": COUNT,
-        "recipientCount": COUNT,
-        "notified": FLAG,
-        "indexed": FLAG,
-        "sendAt": {"type": ["string", "null"], "format": "date-time"},
-        "createdAt": TIME,
-        "updatedAt": TIME,
-    }
-)
-CONVERSATION: Schema = shape(
-    {
-        "id": ID,
-        "type": {"enum": ["direct", "group"]},
-        "participantIds": {"type": "array", "items": TEXT},
-        "title": {"type": ["string", "null"]},
-        "createdAt": TIME,
-    }
-)
-JOB = shape(
-    {
-        "queue": {"enum": list(QUEUE_NAMES)},
-        "jobId": TEXT,
-        "state": {"const": "scheduled"},
-    }
-)
-SEND_ANSWER = shape(
-    {
-        "message": ref("Message"),
-        "queue": shape({"jobs": {"type": "array", "items": ref("ScheduledJob")}}),
-    }
-)
-REGISTERED_KEY = shape({"keyId": TEXT, "fingerprint": TEXT, "createdAt": TIME})
-PUBLIC_KEY = shape({"userId": TEXT, "keyId": TEXT, "publicKeyPem": TEXT, "fingerprint": TEXT})
-ENVELOPE = shape(
-    {
-        "messageId": ID,
-        "algorithm": {"const": "AES-256-GCM"},
-        "ciphertext": TEXT,
-        "iv": TEXT,
-        "authTag": TEXT,
-        "aad": {"type": ["string", "null"]},
-        "wrappedKey": TEXT,
-        "keyAlgorithm": {"const": "RSA-OAEP-256"},
-        "recipientKeyId": TEXT,
-        "encryptionVersion": TEXT,
-    }
-)
-SHREDDED = shape(
-    {
-        "messageId": ID,
-        "shredded": {"const": True},
-        "reason": {"enum": ["erasure", "retention"]},
-        "keysDestroyed": COUNT,
-    }
-)
-MILLIS: Schema = {"type": ["number", "null"], "minimum": 0}
-QUEUE_FIGURES = shape(
-    {
-        "waiting": {"type": ["integer", "null"], "minimum": 0},
-        "active": COUNT,
-        "delayed": COUNT,
-        "completed": COUNT,
-        "failed": COUNT,
-        "retriesRequested": COUNT,
-        "throughputPerMinute": {"type": "number", "minimum": 0},
-        "p50Ms": MILLIS,
-        "p95Ms": MILLIS,
-    }
-)
-QUEUE_METRICS = shape(
-    {
-        "queues": shape(
-            dict.fromkeys(QUEUE_NAMES, ref("QueueFigures")),
-        )
-    }
-)
-CHECK: Schema = {
-    "type": "object",
-    "required": ["status"],
-    "properties": {"status": {"enum": ["pass", "warn", "fail", "skipped"]}},
-}
-QUEUE_HEALTH = shape(
-    {
-        "queue": {"enum": list(QUEUE_NAMES)},
-        "status": {"enum": ["healthy", "degraded", "unhealthy"]},
-        "checks": {"type": "object", "additionalProperties": CHECK},
-    }
-)
-FAILED_JOB = shape(
-    {
-        "jobId": TEXT,
-        "queue": {"enum": list(QUEUE_NAMES)},
-        "messageId": {"type": ["string", "null"]},
-        "attempts": COUNT,
-        "error": {"type": ["string", "null"]},
-        "failedAt": TIME,
-    }
-)
-FAILED_JOBS = shape({"items": {"type": "array", "items": ref("FailedJob")}, "total": COUNT})
-RETRY = shape({"jobId": TEXT, "state": {"const": "waiting"}})
-AUDIT_ENTRY = shape(
-    {
-        "position": {"type": "integer", "minimum": 1},
-        "aggregateId": TEXT,
-        "aggregateType": TEXT,
-        "version": {"type": "integer"},
-        "type": TEXT,
-        "actorId": {"type": ["string", "null"]},
-        "actorRole": {"type": ["string", "null"]},
-        "tenantId": TEXT,
-        "occurredAt": TIME,
-        "data": {"type": "object"},
-    }
-)
-ACCESS_ENTRY = shape(
-    {**AUDIT_ENTRY["properties"], "messageIds": {"type": "array", "items": TEXT}},
-)
-HOLD = shape({"conversationId": TEXT, "reason": TEXT, "placedBy": TEXT, "placedAt": TIME})
-HELD_CONVERSATION = shape(
-    {**CONVERSATION["properties"], "legalHold": {"type": ["string", "null"]}},
-)
-VERDICT = shape(
-    {
-        "ok": FLAG,
-        "checked": COUNT,
-        "firstBadPosition": {"type": ["integer", "null"]},
-        "chainedThrough": {"type": ["integer", "null"]},
-        "reason": {"type": ["string", "null"]},
-        "logHead": {"type": ["integer", "null"]},
-        "lag": {"type": ["integer", "null"]},
-        "auditedThrough": COUNT,
-        "checkpoint": {
-            "type": ["object", "null"],
-            "properties": {"position": COUNT, "signedAt": TEXT},
-        },
-        "incremental": FLAG,
-    }
-)
-PREFERENCES = shape(
-    {
-        "channels": {"type": "array", "items": {"enum": ["push", "email", "sms"]}},
-        "email": {"type": ["string", "null"]},
-        "phone": {"type": ["string", "null"]},
-        "pushToken": {"type": ["string", "null"]},
-        "notifyWhenOnline": FLAG,
-    }
-)
-STATUS = shape({"status": {"const": "ok"}})
-READINESS = shape(
-    {
-        "status": {"enum": ["ready", "unavailable"]},
-        "checks": {"type": "object", "additionalProperties": FLAG},
-    }
-)
+class Message(Answer):
+    id: Id
+    conversation_id: Id
+    sender_id: str
+    recipient_ids: list[str]
+    type: Kind
+    content: str | None
+    is_encrypted: bool
+    encryption_metadata: EncryptionMetadata | None
+    encryption_version: str | None
+    status: Literal[
+        "scheduled",
+        "accepted",
+        "encrypting",
+        "encrypted",
+        "delivering",
+        "delivered",
+        "failed",
+        "cancelled",
+    ]
+    delivered_count: Count
+    recipient_count: Count
+    notified: bool
+    indexed: bool
+    send_at: Time | None
+    created_at: Time
+    updated_at: Time
 
-SCHEMAS: dict[str, Schema] = {
-    "Message": MESSAGE,
-    "Conversation": CONVERSATION,
-    "ScheduledJob": JOB,
-    "SendAnswer": SEND_ANSWER,
-    "MessagePage": listing(ref("Message")),
-    "SearchAnswer": shape({"items": {"type": "array", "items": ref("Message")}}),
-    "Envelope": ENVELOPE,
-    "Shredded": SHREDDED,
-    "RegisteredKey": REGISTERED_KEY,
-    "PublicKeyAnswer": PUBLIC_KEY,
-    "QueueFigures": QUEUE_FIGURES,
-    "QueueMetrics": QUEUE_METRICS,
-    "QueueHealth": QUEUE_HEALTH,
-    "FailedJob": FAILED_JOB,
-    "FailedJobs": FAILED_JOBS,
-    "RetryAnswer": RETRY,
-    "AuditEntry": AUDIT_ENTRY,
-    "AuditPage": listing(ref("AuditEntry")),
-    "AuditTrail": listing(ref("AuditEntry"), messageId=ID),
-    "AccessEntry": ACCESS_ENTRY,
-    "AccessAccounting": listing(ref("AccessEntry"), userId=TEXT),
-    "ChainVerdict": VERDICT,
-    "LegalHolds": shape({"items": {"type": "array", "items": HOLD}}),
-    "HeldConversation": HELD_CONVERSATION,
-    "NotificationPreferencesAnswer": PREFERENCES,
-    "Liveness": STATUS,
-    "Readiness": READINESS,
-    "WsTicket": shape({"ticket": TEXT, "expiresIn": {"type": "integer", "minimum": 1}}),
-    "OpenApiDocument": {"type": "object", "required": ["openapi", "paths"]},
-}
+
+class ScheduledJob(Answer):
+    queue: QueueName
+    job_id: str
+    state: Literal["scheduled"]
+
+
+class SentJobs(Answer):
+    jobs: list[ScheduledJob]
+
+
+class SendAnswer(Answer):
+    message: Message
+    queue: SentJobs
+
+
+class MessagePage(Answer):
+    items: list[Message]
+    next_cursor: str | None
+
+
+class SearchAnswer(Answer):
+    items: list[Message]
+
+
+class Envelope(Answer):
+    message_id: Id
+    algorithm: Literal["AES-256-GCM"]
+    ciphertext: str
+    iv: str
+    auth_tag: str
+    aad: str | None
+    wrapped_key: str
+    key_algorithm: Literal["RSA-OAEP-256"]
+    recipient_key_id: str
+    encryption_version: str
+
+
+class Shredded(Answer):
+    message_id: Id
+    shredded: Literal[True]
+    reason: Literal["erasure", "retention"]
+    keys_destroyed: Count
+
+
+# ---- conversations and keys -----------------------------------------------------------
+
+
+class Conversation(Answer):
+    id: Id
+    type: Kind
+    participant_ids: list[str]
+    title: str | None
+    created_at: Time
+
+
+class RegisteredKey(Answer):
+    key_id: str
+    fingerprint: str
+    created_at: Time
+
+
+class PublicKeyAnswer(Answer):
+    user_id: str
+    key_id: str
+    public_key_pem: str
+    fingerprint: str
+
+
+# ---- queues ------------------------------------------------------------------------------
+
+
+class QueueFigures(Answer):
+    waiting: Count | None
+    active: Count
+    delayed: Count
+    completed: Count
+    failed: Count
+    retries_requested: Count
+    throughput_per_minute: Figure
+    p50_ms: Figure | None
+    p95_ms: Figure | None
+
+
+class FiguresByQueue(Answer):
+    message_delivery: QueueFigures = Field(alias="MESSAGE_DELIVERY")
+    message_notification: QueueFigures = Field(alias="MESSAGE_NOTIFICATION")
+    message_encryption: QueueFigures = Field(alias="MESSAGE_ENCRYPTION")
+    message_indexing: QueueFigures = Field(alias="MESSAGE_INDEXING")
+    batch_message_sending: QueueFigures = Field(alias="BATCH_MESSAGE_SENDING")
+    message_cleanup: QueueFigures = Field(alias="MESSAGE_CLEANUP")
+
+
+class QueueMetrics(Answer):
+    queues: FiguresByQueue
+
+
+class Check(Open):
+    status: Literal["pass", "warn", "fail", "skipped"]
+
+
+class QueueHealth(Answer):
+    queue: QueueName
+    status: Literal["healthy", "degraded", "unhealthy"]
+    checks: dict[str, Check]
+
+
+class FailedJob(Answer):
+    job_id: str
+    queue: QueueName
+    message_id: str | None
+    attempts: Count
+    error: str | None
+    failed_at: Time
+
+
+class FailedJobs(Answer):
+    items: list[FailedJob]
+    total: Count
+
+
+class RetryAnswer(Answer):
+    job_id: str
+    state: Literal["waiting"]
+
+
+# ---- audit -----------------------------------------------------------------------------
+
+
+class AuditEntry(Answer):
+    position: Annotated[int, Field(ge=1)]
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    type: str
+    actor_id: str | None
+    actor_role: str | None
+    tenant_id: str
+    occurred_at: Time
+    data: dict[str, Any]
+
+
+class AccessEntry(AuditEntry):
+    message_ids: list[str]
+
+
+class AuditPage(Answer):
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+class AuditTrail(AuditPage):
+    message_id: Id
+
+
+class AccessAccounting(Answer):
+    items: list[AccessEntry]
+    next_cursor: str | None
+    user_id: str
+
+
+class CheckedCheckpoint(Open):
+    position: Count = 0
+    signed_at: str = ""
+
+
+class ChainVerdict(Answer):
+    ok: bool
+    checked: Count
+    first_bad_position: int | None
+    chained_through: int | None
+    reason: str | None
+    log_head: int | None
+    lag: int | None
+    audited_through: Count
+    checkpoint: CheckedCheckpoint | None
+    incremental: bool
+
+
+class Hold(Answer):
+    conversation_id: str
+    reason: str
+    placed_by: str
+    placed_at: Time
+
+
+class LegalHolds(Answer):
+    items: list[Hold]
+
+
+class HeldConversation(Conversation):
+    legal_hold: str | None
+
+
+# ---- users, operations, tickets, errors --------------------------------------------------
+
+
+class NotificationPreferencesAnswer(Answer):
+    channels: list[Literal["push", "email", "sms"]]
+    email: str | None
+    phone: str | None
+    push_token: str | None
+    notify_when_online: bool
+
+
+class Liveness(Answer):
+    status: Literal["ok"]
+
+
+class Readiness(Answer):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, bool]
+
+
+class WsTicket(Answer):
+    ticket: str
+    expires_in: Annotated[int, Field(ge=1)]
+
+
+class OpenApiDocument(Open):
+    openapi: str
+    paths: dict[str, Any]
+
+
+class ErrorDetail(Open):
+    field: str = ""
+    issue: str = ""
+
+
+class ErrorBody(Open):
+    code: Annotated[str, Field(pattern="^[a-z][a-z0-9_]*$")]
+    message: str
+    details: list[ErrorDetail]
+
+
+class Error(Open):
+    error: ErrorBody
+
+
+ANSWERS: tuple[type[BaseModel], ...] = (
+    Message,
+    Conversation,
+    ScheduledJob,
+    SendAnswer,
+    MessagePage,
+    SearchAnswer,
+    Envelope,
+    Shredded,
+    RegisteredKey,
+    PublicKeyAnswer,
+    QueueFigures,
+    QueueMetrics,
+    QueueHealth,
+    FailedJob,
+    FailedJobs,
+    RetryAnswer,
+    AuditEntry,
+    AuditPage,
+    AuditTrail,
+    AccessEntry,
+    AccessAccounting,
+    ChainVerdict,
+    LegalHolds,
+    HeldConversation,
+    NotificationPreferencesAnswer,
+    Liveness,
+    Readiness,
+    WsTicket,
+    OpenApiDocument,
+    Error,
+)

@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from application.ports import NotificationPreferences as Preferences
+from interfaces.http import responses
 from interfaces.http.auth import authenticate
-from interfaces.http.endpoints import Endpoint, respond, services
+from interfaces.http.endpoints import Endpoint, answer, services
 from interfaces.http.parsing import read_json
 from interfaces.http.schemas import NotificationPreferences
 
 NONE = Preferences()
 
 
-def preferences_dict(preferences: Preferences) -> dict[str, Any]:
-    return {
-        "channels": list(preferences.channels),
-        "email": preferences.email,
-        "phone": preferences.phone,
-        "pushToken": preferences.push_token,
-        "notifyWhenOnline": preferences.when_online,
-    }
+def preferences_answer(preferences: Preferences) -> responses.NotificationPreferencesAnswer:
+    return responses.NotificationPreferencesAnswer.model_validate(
+        {
+            "channels": preferences.channels,
+            "email": preferences.email,
+            "phone": preferences.phone,
+            "pushToken": preferences.push_token,
+            "notifyWhenOnline": preferences.when_online,
+        }
+    )
 
 
 async def get_preferences(request: Request) -> Response:
     ctx = authenticate(request).context
     found = await run_in_threadpool(services(request).contacts.get, ctx.tenant_id, ctx.actor_id)
-    return respond(preferences_dict(found or NONE))
+    return answer(preferences_answer(found or NONE))
 
 
 async def put_preferences(request: Request) -> Response:
@@ -46,7 +47,7 @@ async def put_preferences(request: Request) -> Response:
     await run_in_threadpool(
         services(request).contacts.put, ctx.tenant_id, ctx.actor_id, preferences
     )
-    return respond(preferences_dict(preferences))
+    return answer(preferences_answer(preferences))
 
 
 async def delete_preferences(request: Request) -> Response:
@@ -62,7 +63,7 @@ ENDPOINTS = (
         PATH,
         get_preferences,
         "The caller's notification preferences",
-        response="NotificationPreferencesAnswer",
+        response=responses.NotificationPreferencesAnswer,
     ),
     Endpoint(
         "PUT",
@@ -70,7 +71,7 @@ ENDPOINTS = (
         put_preferences,
         "Set how and where the caller is notified of messages while away",
         body=NotificationPreferences,
-        response="NotificationPreferencesAnswer",
+        response=responses.NotificationPreferencesAnswer,
     ),
     Endpoint(
         "DELETE",
