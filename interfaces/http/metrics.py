@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from infrastructure.bootstrap import Container
 from infrastructure.liveness import follower_positions, leader_held
 from infrastructure.relay import RELAY, lock_key
 from interfaces.http.telemetry import HttpStats
@@ -88,7 +89,7 @@ def _gauge(name: str, text: str, value: float | None, labels: Any = ()) -> Gauge
 class ServiceCollector(Collector):
     """Followers' lag, relay leadership, the store gate and WebSocket connections."""
 
-    def __init__(self, container: Any, hub: Any) -> None:
+    def __init__(self, container: Container, hub: Any) -> None:
         self.container = container
         self.hub = hub
 
@@ -168,7 +169,7 @@ class HttpCollector(Collector):
         yield from self.stats.families()
 
 
-def _render(container: Any, hub: Any, http: HttpStats | None) -> bytes:
+def _render(container: Container, hub: Any, http: HttpStats | None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueCollector(container.monitor))
     registry.register(ServiceCollector(container, hub))
