@@ -221,6 +221,16 @@ class BlindIndex(Protocol):
     def tokens(self, tenant_id: str, words: list[str]) -> list[str]: ...
 
 
+@dataclass
+class Crypto:
+    """What sealing, wrapping and searching encrypted content is done with."""
+
+    cipher: Cipher
+    keyring: Keyring
+    vault: KeyVault
+    blind_index: BlindIndex | None = None  # exact-word search over encrypted messages
+
+
 class Indexer(Protocol):
     def index(self, message: Any) -> None: ...
 

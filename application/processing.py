@@ -18,7 +18,7 @@ from application.jobs import (
     MESSAGE_NOTIFICATION,
     Job,
 )
-from application.messaging import SERVICE_HOLDER, Messaging
+from application.messaging import Messaging
 from application.notices import notice_for
 from application.ports import (
     SERVICE_KEY,
@@ -32,6 +32,7 @@ from application.ports import (
     message_key_context,
 )
 from application.retention import Retention
+from application.sealing import SERVICE_HOLDER
 from application.turns import Turns
 from domain.events import system_context
 from domain.message import ENVELOPE_VERSION, Message

@@ -35,7 +35,7 @@ from rich.table import Table
 from application.batches import BatchProcessor
 from application.jobs import MESSAGE_CLEANUP, MESSAGE_DELIVERY, Job
 from application.loading import Loader
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from application.processing import Outcome, Processor
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, Container, build

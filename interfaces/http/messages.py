@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.access import AccessLog
-from application.messaging import Messaging, SendResult
+from application.messaging import Messaging
+from application.outgoing import SendResult
 from application.views import message_dict
 from domain.access import SEARCH
 from domain.events import Context

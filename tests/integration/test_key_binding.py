@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from application.batches import BatchProcessor
 from application.jobs import MESSAGE_ENCRYPTION, Job
 from application.loading import Loader
-from application.messaging import SERVICE_HOLDER, Outgoing
+from application.outgoing import Outgoing
 from application.ports import holds_key, index_key_context, message_key_context
 from application.processing import ForeignWrappedKey, Processor
 from application.rotation import KeyRotation
+from application.sealing import SERVICE_HOLDER
 from domain.events import Context
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.bootstrap import TOOL, Container, build

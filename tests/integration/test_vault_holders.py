@@ -12,10 +12,11 @@ from uuid import UUID
 import pytest
 
 from application.jobs import MESSAGE_ENCRYPTION, Job
-from application.messaging import SERVICE_HOLDER, Outgoing
+from application.outgoing import Outgoing
 from application.ports import SERVICE_KEY, USER_KEY, message_key_context
 from application.processing import Processor
 from application.rotation import KeyRotation
+from application.sealing import SERVICE_HOLDER
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
@@ -71,7 +72,8 @@ def test_a_user_named_like_the_service_row_cannot_read_or_overwrite_it(
     # The message's id, then its data key's id: the data key's vault holder is then
     # exactly the namesake's user id.
     ids = iter([MID, DEK])
-    monkeypatch.setattr("application.messaging.new_id", lambda: next(ids))
+    monkeypatch.setattr("application.sending.new_id", lambda: next(ids))
+    monkeypatch.setattr("application.sealing.new_id", lambda: next(ids))
     sent = app.send_group(ctx("alice"), group.id, Outgoing(content=SECRET, encrypted=True))
     monkeypatch.undo()
     assert sent.message.id == MID and (sent.message.sealed or {})["dekId"] == DEK.hex

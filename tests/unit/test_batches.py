@@ -20,9 +20,10 @@ from application.jobs import (
     Job,
 )
 from application.loading import Loader
-from application.messaging import Crypto, Messaging, Outgoing
+from application.messaging import Messaging
+from application.outgoing import Outgoing
 from application.policies import jobs_for
-from application.ports import Delivered, HolderType, Notice, Outcomes, VaultEntry
+from application.ports import Crypto, Delivered, HolderType, Notice, Outcomes, VaultEntry
 from application.processing import JobNotReady, Processor
 from domain.events import Context
 from domain.message import Message

@@ -14,11 +14,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from application.errors import ContentShredded, Invalid, MissingKeys, NotFound, NotReady
 from application.jobs import MESSAGE_ENCRYPTION, Job
-from application.messaging import SERVICE_HOLDER, Crypto, Messaging, Outgoing
+from application.messaging import Messaging
+from application.outgoing import Outgoing
 from application.policies import pending_jobs
 from application.ports import (
     SERVICE_KEY,
     USER_KEY,
+    Crypto,
     HolderType,
     VaultEntry,
     WrapFormat,
@@ -27,6 +29,7 @@ from application.ports import (
 )
 from application.processing import ForeignWrappedKey, Processor
 from application.rotation import KeyRotation
+from application.sealing import SERVICE_HOLDER
 from domain.events import Context
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, UnknownMasterKey
 from infrastructure.worker import describe
