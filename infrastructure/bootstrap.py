@@ -389,6 +389,7 @@ def build(
         retention = Retention(messaging, container.audit, settings.retention_days)
         processor = Processor(
             messaging,
+            crypto,
             presence,
             notifier,
             FlagIndexer(),

@@ -107,7 +107,7 @@ def test_a_data_key_wrap_copied_into_another_message_is_refused(
         str(target),
         dek_holder(container, target),
     )
-    processor = Processor(app, Nobody(), Nobody(), Nobody())
+    processor = Processor(app, app.crypto, Nobody(), Nobody(), Nobody())
     with pytest.raises(ForeignWrappedKey):
         processor.run(seal_job(target))
     batches = BatchProcessor(processor, Loader(app, event_reader(app.recorder)))
@@ -183,7 +183,7 @@ def test_rotate_rewrites_unbound_wraps_bound_and_they_still_open(
     with pytest.raises(InvalidTag):  # bound: it opens for no other message
         keyring.unwrap("mk1", bytes(after), message_key_context(UUID(int=1), holder))
     assert HmacBlindIndex(container.engine, keyring).tokens("t1", ["word"]) == tokens
-    Processor(app, Nobody(), Nobody(), Nobody()).run(seal_job(mid))
+    Processor(app, app.crypto, Nobody(), Nobody(), Nobody()).run(seal_job(mid))
     assert open_envelope("bob", app.envelope(ctx("bob"), mid)).decode() == SECRET
 
 
@@ -238,5 +238,5 @@ def test_rotate_rewrites_wraps_made_with_the_master_key_itself_under_its_subkey(
             index_key,
         )
     assert HmacBlindIndex(container.engine, keyring).tokens("t1", ["word"]) == tokens
-    Processor(app, Nobody(), Nobody(), Nobody()).run(seal_job(mid))
+    Processor(app, app.crypto, Nobody(), Nobody(), Nobody()).run(seal_job(mid))
     assert open_envelope("bob", app.envelope(ctx("bob"), mid)).decode() == SECRET

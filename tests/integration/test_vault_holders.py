@@ -82,7 +82,9 @@ def test_a_user_named_like_the_service_row_cannot_read_or_overwrite_it(
     # Before the job wraps a key for them, the namesake has none: the service's is not theirs.
     assert vault.get(MID, USER_KEY, NAMESAKE) is None
 
-    Processor(app, Nobody(), Nobody(), Nobody()).run(Job(MESSAGE_ENCRYPTION, MID, "seal", TENANT))
+    Processor(app, app.crypto, Nobody(), Nobody(), Nobody()).run(
+        Job(MESSAGE_ENCRYPTION, MID, "seal", TENANT)
+    )
 
     # The job wrote the namesake's key beside the service's, not over it.
     assert vault.get(MID, SERVICE_KEY, NAMESAKE) == service

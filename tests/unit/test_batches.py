@@ -79,7 +79,7 @@ def app() -> Iterator[Messaging]:
 
 def batches(app: Messaging, outside: Recorder | None = None) -> BatchProcessor:
     outside = outside or Recorder()
-    processor = Processor(app, outside, outside, outside)
+    processor = Processor(app, app.crypto, outside, outside, outside)
     return BatchProcessor(processor, Loader(app, event_reader(app.recorder)))
 
 

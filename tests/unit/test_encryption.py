@@ -139,7 +139,7 @@ def app(vault: MemoryVault) -> Iterator[Messaging]:
 
 
 def encrypt(app: Messaging, message_id: UUID) -> None:
-    processor = Processor(app, Nobody(), Nobody(), Nobody())
+    processor = Processor(app, app.crypto, Nobody(), Nobody(), Nobody())
     processor.run(Job(MESSAGE_ENCRYPTION, message_id, "seal", TENANT))
 
 
@@ -331,7 +331,7 @@ def test_a_message_shredded_before_encryption_is_never_sealed_for_anyone(
 
 def test_keys_wrapped_while_shredding_do_not_survive_it(app: Messaging, vault: MemoryVault) -> None:
     mid = send_sealed_by_service(app)
-    processor = Processor(app, Nobody(), Nobody(), Nobody())
+    processor = Processor(app, app.crypto, Nobody(), Nobody(), Nobody())
     real_put = vault.put
 
     def put_then_shred(entries: list[VaultEntry]) -> None:
