@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-
 from application.jobs import (
     BATCH_MESSAGE_SENDING,
     MESSAGE_CLEANUP,
@@ -26,6 +24,7 @@ from application.ports import (
     Crypto,
     Delivered,
     Indexer,
+    KeyUnwrapError,
     Notifier,
     Outcomes,
     Presence,
@@ -187,7 +186,7 @@ class Processor:
         context = message_key_context(message.id, service.holder)
         try:
             data_key = self.crypto.keyring.unwrap(service.key_id, service.wrapped_key, context)
-        except InvalidTag:
+        except KeyUnwrapError:
             raise ForeignWrappedKey(message.id) from None
         entries: list[VaultEntry] = []
         recipient_key_ids: dict[str, str] = {}

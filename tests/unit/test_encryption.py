@@ -22,6 +22,7 @@ from application.ports import (
     USER_KEY,
     Crypto,
     HolderType,
+    KeyUnwrapError,
     VaultEntry,
     WrapFormat,
     holds_key,
@@ -424,7 +425,7 @@ def test_rotation_rewrites_unbound_wraps_under_the_active_key_bound(
     assert (rotation.pending(), rotation.outdated()) == (0, 0)
     rewritten = vault.get(mid, SERVICE_KEY, holder)
     assert rewritten is not None and rewritten.key_id == "ka" and rewritten.wrapped_key != legacy
-    with pytest.raises(InvalidTag):  # now bound: it opens for this message alone
+    with pytest.raises(KeyUnwrapError):  # now bound: it opens for this message alone
         app.crypto.keyring.unwrap(
             "ka", rewritten.wrapped_key, message_key_context(UUID(int=9), holder)
         )
