@@ -15,6 +15,7 @@ from application.jobs import (
     MESSAGE_INDEXING,
     MESSAGE_NOTIFICATION,
     Job,
+    batch_part,
 )
 from application.messaging import Messaging
 from application.notices import notice_for
@@ -217,7 +218,7 @@ class Processor:
             Job(
                 MESSAGE_DELIVERY,
                 message.id,
-                f"b{key}",
+                batch_part(key),
                 job.tenant_id,
                 1,
                 job.correlation_id,
