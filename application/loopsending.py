@@ -63,7 +63,7 @@ class LoopSending(Sending):
         if outgoing.encrypted:
             await self._learn_key_holders(ctx.tenant_id, found.participant_ids)
         digest = self._digest(f"group:{conversation_id}", outgoing)
-        pending = self._new_message(ctx, new_id(), found, "group", outgoing, digest)
+        pending = self._new_message(ctx, new_id(), found, GROUP, outgoing, digest)
         return await self._commit_async(ctx, pending)
 
     def group_needs_thread(self, outgoing: Outgoing) -> bool:

@@ -15,7 +15,8 @@ from application.jobs import (
     Job,
     batch_part,
 )
-from domain.message import DIRECT, Message
+from domain.conversation import DIRECT
+from domain.message import Message
 
 SPLIT = "split"
 SEAL = "seal"

@@ -55,7 +55,7 @@ class Sending(Conversations, Sealing, Idempotency):
     ) -> Pending:
         cid = direct_conversation_id(ctx.tenant_id, ctx.actor_id, recipient_id)
         pair = Participants(cid, [ctx.actor_id, recipient_id])
-        pending = self._new_message(ctx, mid, pair, "direct", outgoing, digest)
+        pending = self._new_message(ctx, mid, pair, DIRECT, outgoing, digest)
         if cid not in self._known_direct:
             # Started in the same transaction as the message; should it exist already
             # (its id is the pair's), the message is saved alone.
@@ -76,7 +76,7 @@ class Sending(Conversations, Sealing, Idempotency):
             conversation = self.get_conversation(ctx, conversation_id)
             if conversation.kind != GROUP:
                 raise Invalid("this conversation is direct: send with /api/messages/direct")
-            return self._new_message(ctx, mid, conversation, "group", outgoing, digest)
+            return self._new_message(ctx, mid, conversation, GROUP, outgoing, digest)
 
         return self._send(ctx, target, outgoing, build)
 
