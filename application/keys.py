@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eventsourcing.application import AggregateNotFoundError
@@ -18,19 +19,38 @@ from domain.keys import user_keys_id as _user_keys_id
 user_keys_id = functools.lru_cache(maxsize=65_536)(_user_keys_id)
 
 
+@dataclass(frozen=True)
+class RegisteredKey:
+    """The caller's key, as registered (``created_at``: RFC 3339, UTC)."""
+
+    key_id: str
+    fingerprint: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A user's public key, current or replaced."""
+
+    user_id: str
+    key_id: str
+    public_key_pem: str
+    fingerprint: str
+
+
 class KeyRegistry(Store):
     def __init__(self, crypto: Crypto, env: dict[str, str] | None = None) -> None:
         super().__init__(crypto, env)
         self._known_key_holders = KnownIds()
 
-    def register_key(self, ctx: Context, public_key_pem: str) -> dict[str, str]:
+    def register_key(self, ctx: Context, public_key_pem: str) -> RegisteredKey:
         try:
             info = self.crypto.cipher.inspect_public_key(public_key_pem)
         except InvalidPublicKey as error:
             raise Invalid(str(error), [{"field": "publicKeyPem", "issue": str(error)}]) from None
         created_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
-        def attempt() -> dict[str, str]:
+        def attempt() -> RegisteredKey:
             keys = self._user_keys(ctx.tenant_id, ctx.actor_id)
             if keys is None:
                 keys = UserKeys(
@@ -44,15 +64,11 @@ class KeyRegistry(Store):
                 )
                 self.save(keys)
             entry = keys.keys[info.key_id]
-            return {
-                "keyId": info.key_id,
-                "fingerprint": info.fingerprint,
-                "createdAt": entry["createdAt"],
-            }
+            return RegisteredKey(info.key_id, info.fingerprint, entry["createdAt"])
 
         return self.retrying(attempt)
 
-    def public_key(self, ctx: Context, user_id: str, key_id: str | None = None) -> dict[str, str]:
+    def public_key(self, ctx: Context, user_id: str, key_id: str | None = None) -> PublicKey:
         """A user's current public key, or (``key_id``) any key they ever registered."""
         keys = self._user_keys(ctx.tenant_id, user_id)
         if keys is None or keys.current_key_id is None:
@@ -63,12 +79,7 @@ class KeyRegistry(Store):
             entry = keys.keys[key_id]
         else:
             raise NotFound("this user never registered a key with this key id")
-        return {
-            "userId": user_id,
-            "keyId": key_id,
-            "publicKeyPem": entry["publicKeyPem"],
-            "fingerprint": entry["fingerprint"],
-        }
+        return PublicKey(user_id, key_id, entry["publicKeyPem"], entry["fingerprint"])
 
     def _user_keys(self, tenant_id: str, user_id: str) -> UserKeys | None:
         try:

@@ -12,7 +12,7 @@ from application.errors import Invalid, NotFound
 from application.keys import missing_keys, user_keys_id
 from application.outgoing import Outgoing, Pending, SendResult
 from application.policies import first_jobs
-from application.sending import Sending
+from application.sending import DIRECT_ONLY, Sending
 from domain.conversation import GROUP, Conversation
 from domain.events import Context
 from domain.ids import new_id
@@ -59,7 +59,7 @@ class LoopSending(Sending):
         ):
             raise NotFound("conversation not found")
         if found.kind != GROUP:
-            raise Invalid("this conversation is direct: send with /api/messages/direct")
+            raise Invalid(DIRECT_ONLY)
         if outgoing.encrypted:
             await self._learn_key_holders(ctx.tenant_id, found.participant_ids)
         digest = self._digest(f"group:{conversation_id}", outgoing)

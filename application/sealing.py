@@ -5,6 +5,7 @@ fetches to open it."""
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +42,21 @@ def unb64(text: str) -> bytes:
 
 def aad_for(message_id: UUID) -> bytes:
     return f"courier:message:{message_id}:{ENVELOPE_VERSION}".encode()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A message's sealed content (AES-256-GCM, base64 parts as sealed) and its data key
+    wrapped for one participant's public key (RSA-OAEP-256)."""
+
+    message_id: UUID
+    ciphertext: str | None
+    iv: str | None
+    auth_tag: str | None
+    aad: str | None
+    wrapped_key: bytes
+    recipient_key_id: str
+    encryption_version: str | None
 
 
 class Sealing(KeyRegistry, Reads):
@@ -105,7 +121,7 @@ class Sealing(KeyRegistry, Reads):
             envelope["aad"] = sealed["aad"]
         return envelope, entries
 
-    def envelope(self, ctx: Context, message_id: UUID) -> dict[str, Any]:
+    def envelope(self, ctx: Context, message_id: UUID) -> Envelope:
         """The sealed content with its data key wrapped for the caller (docs/API.md §4.2, §9).
 
         Only the message's sender and recipients hold a wrapped key; fetching one is
@@ -126,15 +142,13 @@ class Sealing(KeyRegistry, Reads):
             raise ContentShredded(SHREDDED)
         self.save(Access.viewed(ctx.as_meta(), ENVELOPE, None, [str(message.id)]))
         sealed = message.sealed or {}
-        return {
-            "messageId": str(message.id),
-            "algorithm": "AES-256-GCM",
-            "ciphertext": sealed.get("ciphertext"),
-            "iv": sealed.get("iv"),
-            "authTag": sealed.get("authTag"),
-            "aad": sealed.get("aad"),
-            "wrappedKey": b64(entry.wrapped_key),
-            "keyAlgorithm": "RSA-OAEP-256",
-            "recipientKeyId": entry.key_id,
-            "encryptionVersion": message.encryption_version,
-        }
+        return Envelope(
+            message_id=message.id,
+            ciphertext=sealed.get("ciphertext"),
+            iv=sealed.get("iv"),
+            auth_tag=sealed.get("authTag"),
+            aad=sealed.get("aad"),
+            wrapped_key=entry.wrapped_key,
+            recipient_key_id=entry.key_id,
+            encryption_version=message.encryption_version,
+        )

@@ -29,6 +29,8 @@ from domain.events import Context
 from domain.ids import new_id
 from domain.message import ENVELOPE_VERSION, Message, message_id_for
 
+DIRECT_ONLY = "this conversation is direct: send a direct message to its other participant"
+
 
 class Sending(Conversations, Sealing, Idempotency):
     def __init__(self, crypto: Crypto, env: dict[str, str] | None = None) -> None:
@@ -75,7 +77,7 @@ class Sending(Conversations, Sealing, Idempotency):
         def build(mid: UUID, digest: str) -> Pending:
             conversation = self.get_conversation(ctx, conversation_id)
             if conversation.kind != GROUP:
-                raise Invalid("this conversation is direct: send with /api/messages/direct")
+                raise Invalid(DIRECT_ONLY)
             return self._new_message(ctx, mid, conversation, GROUP, outgoing, digest)
 
         return self._send(ctx, target, outgoing, build)

@@ -3,7 +3,7 @@ so that its content can never be read again; a legal hold refuses it."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 from uuid import UUID
 
 from application.errors import Invalid, NotFound, OnLegalHold
@@ -13,6 +13,15 @@ from domain.events import Context
 from domain.message import Message
 
 SHRED_REASONS = ("erasure", "retention")
+
+
+@dataclass(frozen=True)
+class ShredReport:
+    """A message shredded: why, and how many of its wrapped keys this call destroyed."""
+
+    message_id: UUID
+    reason: str
+    keys_destroyed: int
 
 
 class Shredding(Store):
@@ -25,7 +34,7 @@ class Shredding(Store):
         if conversation.on_hold:
             raise _hold_refusal()
 
-    def shred(self, ctx: Context, message_id: UUID, reason: str) -> dict[str, Any]:
+    def shred(self, ctx: Context, message_id: UUID, reason: str) -> ShredReport:
         """Destroy a message's wrapped data keys and record ``Shredded`` (docs/API.md §4.2, §9).
 
         The keys go first: should recording fail, the content is unreadable all the
@@ -60,17 +69,12 @@ class Shredding(Store):
         # A key an encryption job wrote while Shredded was being saved goes now; one
         # written later finds the message shredded and is destroyed by that job.
         destroyed += self.crypto.vault.shred(message.id)
-        return {
-            "messageId": str(message.id),
-            "shredded": True,
-            "reason": reason,
-            "keysDestroyed": destroyed,
-        }
+        return ShredReport(message.id, reason, destroyed)
 
 
 def _hold_refusal() -> OnLegalHold:
     return OnLegalHold(
         "the message's conversation is under a legal hold: its content cannot be shredded "
-        "until an auditor releases the hold (DELETE /api/audit/conversations/{id}/hold)",
+        "until an auditor releases the hold",
         [{"field": "conversationId", "issue": "under legal hold"}],
     )

@@ -103,7 +103,7 @@ def shred_messages(
                 continue
             click.echo(
                 f"{message_id}: shredded ({reason}), "
-                f"{result['keysDestroyed']} wrapped key(s) destroyed"
+                f"{result.keys_destroyed} wrapped key(s) destroyed"
             )
     finally:
         container.stop()

@@ -33,6 +33,7 @@ from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import WRAP_PURPOSE, subkey
 from infrastructure.eventreader import event_reader
 from infrastructure.settings import load
+from interfaces.http.wire import envelope_dict
 from interfaces.keyops import rotate_master_keys
 from tests.conftest import PG_DSN
 from tests.recipient import b64, open_envelope, public_pem
@@ -127,7 +128,7 @@ def test_a_data_key_wrap_copied_into_another_message_is_refused(
     assert app.get_message(TENANT, target).encryption is None
     # The message whose key was copied is untouched and still seals for its own people.
     processor.run(seal_job(victim))
-    assert open_envelope("bob", app.envelope(ctx("bob"), victim)).decode() == SECRET
+    assert open_envelope("bob", envelope_dict(app.envelope(ctx("bob"), victim))).decode() == SECRET
 
 
 def test_a_tenants_index_key_wrap_copied_to_another_tenant_is_refused(
@@ -189,7 +190,7 @@ def test_rotate_rewrites_unbound_wraps_bound_and_they_still_open(
         keyring.unwrap("mk1", bytes(after), message_key_context(UUID(int=1), holder))
     assert HmacBlindIndex(container.engine, keyring).tokens("t1", ["word"]) == tokens
     Processor(app, app.crypto, Nobody(), Nobody(), Nobody()).run(seal_job(mid))
-    assert open_envelope("bob", app.envelope(ctx("bob"), mid)).decode() == SECRET
+    assert open_envelope("bob", envelope_dict(app.envelope(ctx("bob"), mid))).decode() == SECRET
 
 
 def test_rotate_rewrites_wraps_made_with_the_master_key_itself_under_its_subkey(
@@ -244,4 +245,4 @@ def test_rotate_rewrites_wraps_made_with_the_master_key_itself_under_its_subkey(
         )
     assert HmacBlindIndex(container.engine, keyring).tokens("t1", ["word"]) == tokens
     Processor(app, app.crypto, Nobody(), Nobody(), Nobody()).run(seal_job(mid))
-    assert open_envelope("bob", app.envelope(ctx("bob"), mid)).decode() == SECRET
+    assert open_envelope("bob", envelope_dict(app.envelope(ctx("bob"), mid))).decode() == SECRET

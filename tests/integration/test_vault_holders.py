@@ -21,6 +21,7 @@ from domain.events import Context
 from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
 from infrastructure.settings import load
+from interfaces.http.wire import envelope_dict
 from tests.conftest import PG_DSN
 from tests.recipient import open_envelope, public_pem
 
@@ -88,9 +89,9 @@ def test_a_user_named_like_the_service_row_cannot_read_or_overwrite_it(
 
     # The job wrote the namesake's key beside the service's, not over it.
     assert vault.get(MID, SERVICE_KEY, NAMESAKE) == service
-    mine = app.envelope(ctx(NAMESAKE), MID)
+    mine = envelope_dict(app.envelope(ctx(NAMESAKE), MID))
     assert open_envelope(NAMESAKE, mine).decode() == SECRET
-    assert open_envelope("alice", app.envelope(ctx("alice"), MID)).decode() == SECRET
+    assert open_envelope("alice", envelope_dict(app.envelope(ctx("alice"), MID))).decode() == SECRET
     keyring = app.crypto.keyring
     context = message_key_context(MID, NAMESAKE)
     assert len(keyring.unwrap("mk1", service.wrapped_key, context)) == 32  # still opens
@@ -102,9 +103,9 @@ def test_a_user_named_like_the_service_row_cannot_read_or_overwrite_it(
     rotated = vault.get(MID, SERVICE_KEY, NAMESAKE)
     assert rotated is not None and rotated.key_id == "mk2"
     assert len(rotating.unwrap("mk2", rotated.wrapped_key, context)) == 32
-    assert app.envelope(ctx(NAMESAKE), MID)["wrappedKey"] == mine["wrappedKey"]
+    assert envelope_dict(app.envelope(ctx(NAMESAKE), MID))["wrappedKey"] == mine["wrappedKey"]
 
     # Shredding destroys all three keys: the service's and both participants'.
-    assert app.shred(ctx("alice"), MID, "erasure")["keysDestroyed"] == 3
+    assert app.shred(ctx("alice"), MID, "erasure").keys_destroyed == 3
     for holder_type, holder in ((SERVICE_KEY, NAMESAKE), (USER_KEY, NAMESAKE), (USER_KEY, "alice")):
         assert vault.get(MID, holder_type, holder) is None

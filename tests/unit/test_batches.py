@@ -29,6 +29,7 @@ from domain.events import Context
 from domain.message import Message
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.eventreader import event_reader
+from interfaces.http.wire import envelope_dict
 from tests.recipient import open_envelope, public_pem
 from tests.unit.test_encryption import KEY_A, MemoryVault
 
@@ -210,7 +211,7 @@ def test_encryption_wraps_for_every_participant_and_a_job_that_cannot_fails_alon
     message: Message = app.get_message(TENANT, ready)
     assert message.encryption is not None
     assert sorted(message.encryption["recipientKeyIds"]) == ["alice", "bob"]
-    assert open_envelope("bob", app.envelope(ctx("bob"), ready)) == b"hi"
+    assert open_envelope("bob", envelope_dict(app.envelope(ctx("bob"), ready))) == b"hi"
     assert app.get_message(TENANT, lacking).encryption is None
 
 

@@ -1,9 +1,14 @@
-"""Plain-dict shapes of aggregates, as the API returns them (docs/API.md §5)."""
+"""Plain-dict shapes of aggregates and of the application's answers, as the API
+returns them (docs/API.md §5; their schemas: responses.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from application.keys import PublicKey, RegisteredKey
+from application.outgoing import SendResult
+from application.sealing import Envelope, b64
+from application.shredding import ShredReport
 from domain.conversation import Conversation
 from domain.message import Message
 
@@ -54,4 +59,46 @@ def conversation_dict(conversation: Conversation) -> dict[str, Any]:
         "participantIds": list(conversation.participant_ids),
         "title": conversation.title,
         "createdAt": iso(conversation.created_on),
+    }
+
+
+def send_answer(result: SendResult) -> dict[str, Any]:
+    jobs = [{"queue": j.queue, "jobId": j.job_id, "state": "scheduled"} for j in result.jobs]
+    return {"message": message_dict(result.message), "queue": {"jobs": jobs}}
+
+
+def envelope_dict(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "messageId": str(envelope.message_id),
+        "algorithm": "AES-256-GCM",
+        "ciphertext": envelope.ciphertext,
+        "iv": envelope.iv,
+        "authTag": envelope.auth_tag,
+        "aad": envelope.aad,
+        "wrappedKey": b64(envelope.wrapped_key),
+        "keyAlgorithm": "RSA-OAEP-256",
+        "recipientKeyId": envelope.recipient_key_id,
+        "encryptionVersion": envelope.encryption_version,
+    }
+
+
+def shredded_dict(report: ShredReport) -> dict[str, Any]:
+    return {
+        "messageId": str(report.message_id),
+        "shredded": True,
+        "reason": report.reason,
+        "keysDestroyed": report.keys_destroyed,
+    }
+
+
+def registered_key_dict(key: RegisteredKey) -> dict[str, str]:
+    return {"keyId": key.key_id, "fingerprint": key.fingerprint, "createdAt": key.created_at}
+
+
+def public_key_dict(key: PublicKey) -> dict[str, str]:
+    return {
+        "userId": key.user_id,
+        "keyId": key.key_id,
+        "publicKeyPem": key.public_key_pem,
+        "fingerprint": key.fingerprint,
     }
