@@ -22,6 +22,8 @@ from domain.events import Context
 
 
 class Conversations(Store):
+    """Conversations: started, and their participants changed."""
+
     def start_conversation(
         self, ctx: Context, kind: str, participant_ids: list[str], title: str | None
     ) -> Conversation:

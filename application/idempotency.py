@@ -19,6 +19,8 @@ from domain.message import Message
 
 
 class Idempotency(Store):
+    """What a send with a ``clientMessageId`` already made, if anything."""
+
     def _existing_send(self, ctx: Context, mid: UUID, digest: str) -> SendResult | None:
         try:
             message: object = self.repository.get(mid)

@@ -39,6 +39,8 @@ class PublicKey:
 
 
 class KeyRegistry(Store):
+    """Users' public keys: registered, looked up, required of encrypted sends."""
+
     def __init__(self, crypto: Crypto, env: dict[str, str] | None = None) -> None:
         super().__init__(crypto, env)
         self._known_key_holders = KnownIds()

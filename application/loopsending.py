@@ -20,6 +20,8 @@ from domain.keys import UserKeys
 
 
 class LoopSending(Sending):
+    """Sends run on the caller's event loop, when ``*_needs_thread`` says they may."""
+
     async def send_direct_async(
         self, ctx: Context, recipient_id: str, outgoing: Outgoing
     ) -> SendResult:

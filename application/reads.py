@@ -12,6 +12,8 @@ from domain.message import Message
 
 
 class Reads(Store):
+    """Messages as their sender and recipients may see them."""
+
     def get_message(self, tenant_id: str, message_id: UUID) -> Message:
         return self._get(Message, message_id, tenant_id)
 

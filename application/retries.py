@@ -9,6 +9,8 @@ from domain.events import Context
 
 
 class Retries(Reads):
+    """Operators' requests to run a failed job again."""
+
     def request_retry(self, ctx: Context, job_id: str) -> Job:
         """An operator asks to run a failed job again; recorded with who asked.
 

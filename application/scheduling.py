@@ -13,6 +13,8 @@ from domain.message import Message
 
 
 class Scheduling(Reads):
+    """Scheduled sends called off by their sender."""
+
     def cancel(self, ctx: Context, message_id: UUID, now: datetime) -> Message:
         """The sender calls off a scheduled send that is not due yet (``now``).
 

@@ -60,6 +60,8 @@ class Envelope:
 
 
 class Sealing(KeyRegistry, Reads):
+    """Content sealed by the service, or checked as the client sealed it; envelopes."""
+
     def _search_tokens(self, tenant_id: str, outgoing: Outgoing) -> list[str] | None:
         """Blind-index tokens of a server-sealed message, made while its plaintext is here."""
         index = self.crypto.blind_index

@@ -33,6 +33,8 @@ DIRECT_ONLY = "this conversation is direct: send a direct message to its other p
 
 
 class Sending(Conversations, Sealing, Idempotency):
+    """Direct and group sends, run on a thread (they may read the event store first)."""
+
     def __init__(self, crypto: Crypto, env: dict[str, str] | None = None) -> None:
         super().__init__(crypto, env)
         self._known_direct = KnownIds()

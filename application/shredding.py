@@ -25,6 +25,8 @@ class ShredReport:
 
 
 class Shredding(Store):
+    """Destroying an encrypted message's keys, unless its conversation is on hold."""
+
     def _check_no_hold(self, ctx: Context, message: Message) -> None:
         """Refuse to destroy the content of a message whose conversation is on hold."""
         try:
