@@ -141,7 +141,7 @@ class BatchProcessor:
         for tenant, users in presence.items():
             prepared.online[tenant] = self.processor.presence.online(tenant, sorted(users))
         if sealing:
-            vault = self.app.crypto.vault
+            vault = self.processor.crypto.vault
             prepared.services = vault.get_many(
                 SERVICE_KEY, [(m.id, service_holder(m)) for m in sealing]
             )
@@ -226,7 +226,7 @@ class BatchProcessor:
         changed = [messages[mid] for mid in ran if messages[mid].pending_events]
         try:
             # Keys are stored before Encrypted is: an envelope never lacks its key.
-            self.app.crypto.vault.put(prepared.vault)
+            self.processor.crypto.vault.put(prepared.vault)
             conflicted = self._store(changed)
         except Exception as error:
             for message in changed:

@@ -44,6 +44,21 @@ class BadJobId(ValueError):
     pass
 
 
+def job_id(queue: str, message_id: UUID | str, part: str) -> str:
+    """A job's id, ``QUEUE:message-id:part``: the same however often the job is made."""
+    return f"{queue}:{message_id}:{part}"
+
+
+def queue_of(job_id: str) -> str:
+    """The queue a job id names (what comes before its first colon)."""
+    return job_id.partition(":")[0]
+
+
+def batch_part(batch: str | int) -> str:
+    """The part of a delivery or notification job that names its batch of recipients."""
+    return f"b{batch}"
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     name: str
@@ -91,7 +106,7 @@ class Job:
 
     @property
     def job_id(self) -> str:
-        return f"{self.queue}:{self.message_id}:{self.part}"
+        return job_id(self.queue, self.message_id, self.part)
 
     @property
     def route(self) -> str:

@@ -13,8 +13,10 @@ from application.jobs import (
     MESSAGE_INDEXING,
     MESSAGE_NOTIFICATION,
     Job,
+    batch_part,
 )
-from domain.message import DIRECT, Message
+from domain.conversation import DIRECT
+from domain.message import Message
 
 SPLIT = "split"
 SEAL = "seal"
@@ -61,7 +63,7 @@ def jobs_for(event: Any) -> list[Job]:
         jobs.append(delivery_job(mid, event.kind, tenant, correlation, priority))
     elif isinstance(event, Message.Delivered):
         if event.notify:
-            part = f"b{event.batch}"
+            part = batch_part(event.batch)
             jobs.append(Job(MESSAGE_NOTIFICATION, mid, part, tenant, 1, correlation, priority))
     elif isinstance(event, Message.RetryRequested):
         retry = Job.parse_id(event.job_id, tenant)
@@ -140,13 +142,13 @@ def _pending(message: Message) -> list[Job]:
             jobs.append(Job(MESSAGE_ENCRYPTION, mid, SEAL, tenant))
     elif not message.is_delivered:
         jobs.extend(
-            Job(MESSAGE_DELIVERY, mid, f"b{key}", tenant)
+            Job(MESSAGE_DELIVERY, mid, batch_part(key), tenant)
             for key in message.batch_keys()
             if key not in message.delivered
         )
     if message.notify:
         jobs.extend(
-            Job(MESSAGE_NOTIFICATION, mid, f"b{key}", tenant)
+            Job(MESSAGE_NOTIFICATION, mid, batch_part(key), tenant)
             for key in message.delivered
             if key not in message.notified_batches
         )

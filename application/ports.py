@@ -51,6 +51,11 @@ class WrapFormat:
         return len(wrapped) != self.legacy_bytes and wrapped[:1] == self.version
 
 
+class KeyUnwrapError(Exception):
+    """A wrapped key that does not unwrap: damaged, or wrapped for another context (a
+    wrap copied from another row)."""
+
+
 class Keyring(Protocol):
     """The service's master keys: the first is active, the others still unwrap."""
 
@@ -60,7 +65,10 @@ class Keyring(Protocol):
     @property
     def wrap_format(self) -> WrapFormat: ...
     def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]: ...
-    def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes: ...
+    def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes:
+        """The key ``wrap`` wrapped for ``context``; ``KeyUnwrapError`` if it cannot be."""
+        ...
+
     def digest(self, data: bytes) -> str: ...
 
 
@@ -219,6 +227,16 @@ class BlindIndex(Protocol):
     """Keyed tokens of words under a per-tenant index key (never a content key)."""
 
     def tokens(self, tenant_id: str, words: list[str]) -> list[str]: ...
+
+
+@dataclass
+class Crypto:
+    """What sealing, wrapping and searching encrypted content is done with."""
+
+    cipher: Cipher
+    keyring: Keyring
+    vault: KeyVault
+    blind_index: BlindIndex | None = None  # exact-word search over encrypted messages
 
 
 class Indexer(Protocol):

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-
 from application.jobs import (
     BATCH_MESSAGE_SENDING,
     MESSAGE_CLEANUP,
@@ -17,14 +15,17 @@ from application.jobs import (
     MESSAGE_INDEXING,
     MESSAGE_NOTIFICATION,
     Job,
+    batch_part,
 )
-from application.messaging import SERVICE_HOLDER, Messaging
+from application.messaging import Messaging
 from application.notices import notice_for
 from application.ports import (
     SERVICE_KEY,
     USER_KEY,
+    Crypto,
     Delivered,
     Indexer,
+    KeyUnwrapError,
     Notifier,
     Outcomes,
     Presence,
@@ -32,6 +33,7 @@ from application.ports import (
     message_key_context,
 )
 from application.retention import Retention
+from application.sealing import SERVICE_HOLDER
 from application.turns import Turns
 from domain.events import system_context
 from domain.message import ENVELOPE_VERSION, Message
@@ -71,6 +73,7 @@ class Processor:
     def __init__(
         self,
         app: Messaging,
+        crypto: Crypto,
         presence: Presence,
         notifier: Notifier,
         indexer: Indexer,
@@ -78,6 +81,7 @@ class Processor:
         notify_preview: bool = False,
     ) -> None:
         self.app = app
+        self.crypto = crypto  # the same the application seals with
         self.notify_preview = notify_preview  # NOTIFY_PREVIEW: content in notifications
         self.presence = presence
         self.notifier = notifier
@@ -141,23 +145,23 @@ class Processor:
         if message.encryption is not None or message.shredded or message.cancelled:
             if message.shredded:
                 # Keys a batch wrapped before it saw the message shredded go too.
-                self.app.crypto.vault.shred(message.id)
+                self.crypto.vault.shred(message.id)
             return Outcome([])
         if message.end_to_end:
             # A scheduled client-sealed send, now due: its keys came wrapped by the client.
             self._change(job, lambda m: self.record_client_sealed(job, m), loaded=message)
             return Outcome([])
         holder = service_holder(message)
-        service = self.app.crypto.vault.get(message.id, SERVICE_KEY, holder)
+        service = self.crypto.vault.get(message.id, SERVICE_KEY, holder)
         tenant = message.tenant_id
         keys = {u: self.app.current_public_key(tenant, u) for u in message.participants()}
         entries, metadata = self.wrap_keys(message, service, keys)
-        self.app.crypto.vault.put(entries)
+        self.crypto.vault.put(entries)
 
         def change(current: Message) -> bool:
             if current.shredded:
                 # Shredded while the keys were being wrapped: they must not outlive it.
-                self.app.crypto.vault.shred(current.id)
+                self.crypto.vault.shred(current.id)
                 return False
             return current.record_encryption(metadata, ENVELOPE_VERSION, self.meta(job))
 
@@ -182,14 +186,14 @@ class Processor:
             raise JobNotReady("the message's data key is not in the vault")
         context = message_key_context(message.id, service.holder)
         try:
-            data_key = self.app.crypto.keyring.unwrap(service.key_id, service.wrapped_key, context)
-        except InvalidTag:
+            data_key = self.crypto.keyring.unwrap(service.key_id, service.wrapped_key, context)
+        except KeyUnwrapError:
             raise ForeignWrappedKey(message.id) from None
         entries: list[VaultEntry] = []
         recipient_key_ids: dict[str, str] = {}
         for user in message.participants():
             key_id, pem = keys[user]
-            wrapped = self.app.crypto.cipher.wrap_for(pem, data_key)
+            wrapped = self.crypto.cipher.wrap_for(pem, data_key)
             entries.append(VaultEntry(message.id, user, key_id, wrapped, USER_KEY))
             recipient_key_ids[user] = key_id
         sealed = message.sealed or {}
@@ -214,7 +218,7 @@ class Processor:
             Job(
                 MESSAGE_DELIVERY,
                 message.id,
-                f"b{key}",
+                batch_part(key),
                 job.tenant_id,
                 1,
                 job.correlation_id,

@@ -13,9 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
-
-from application.ports import SERVICE_KEY, Keyring, KeyVault, message_key_context
+from application.ports import SERVICE_KEY, Keyring, KeyUnwrapError, KeyVault, message_key_context
 
 BATCH = 500
 
@@ -81,7 +79,7 @@ class KeyRotation:
                 context = message_key_context(entry.message_id, entry.holder)
                 try:
                     data_key = self.keyring.unwrap(entry.key_id, entry.wrapped_key, context)
-                except InvalidTag:
+                except KeyUnwrapError:
                     report.damaged[entry.key_id] += 1
                     continue
                 key_id, wrapped = self.keyring.wrap(data_key, context)

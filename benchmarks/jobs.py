@@ -35,7 +35,7 @@ from rich.table import Table
 from application.batches import BatchProcessor
 from application.jobs import MESSAGE_CLEANUP, MESSAGE_DELIVERY, Job
 from application.loading import Loader
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from application.processing import Outcome, Processor
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, Container, build
@@ -154,7 +154,8 @@ def courier_publish(container: Container, jobs: int) -> float:
 
 
 def courier_noop(container: Container, jobs: int) -> float:
-    processor = NoOp(container.messaging, container.presence, None, FlagIndexer())  # type: ignore[arg-type]
+    app = container.messaging
+    processor = NoOp(app, app.crypto, container.presence, None, FlagIndexer())  # type: ignore[arg-type]
     return drain(container, MESSAGE_CLEANUP, jobs, processor)
 
 
@@ -166,7 +167,8 @@ def courier_delivery(container: Container, jobs: int) -> float:
     ]
     # As the relay publishes a page of the log: the jobs of one queue travel together.
     container.broker.publish([Job(MESSAGE_DELIVERY, mid, "b0", "t1") for mid in ids])
-    processor = Processor(container.messaging, container.presence, None, FlagIndexer())  # type: ignore[arg-type]
+    app = container.messaging
+    processor = Processor(app, app.crypto, container.presence, None, FlagIndexer())  # type: ignore[arg-type]
     return drain(container, MESSAGE_DELIVERY, jobs, processor, batched=True)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,6 @@ class Context:
     def as_meta(self) -> dict[str, str]:
         # Every field is a str: no need for asdict's deep copies, on every command.
         return {key: value for key in _FIELDS if (value := getattr(self, key))}
-
-    def caused_by(self, causation_id: str) -> Context:
-        return replace(self, causation_id=causation_id)
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, str]) -> Context:
-        fields = {k: v for k, v in meta.items() if k in cls.__dataclass_fields__}
-        return cls(**fields)
 
 
 _FIELDS = tuple(f.name for f in fields(Context))

@@ -8,8 +8,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-DIRECT = "direct"
-GROUP = "group"
 BATCH_SIZE = 50
 ENVELOPE_VERSION = "v1"
 

@@ -18,8 +18,9 @@ from sqlalchemy import Engine, create_engine, event, text
 from application.batches import BatchProcessor
 from application.jobs import QueueSettings
 from application.loading import Loader
-from application.messaging import Crypto, Messaging
+from application.messaging import Messaging
 from application.policies import JOB_EVENTS
+from application.ports import Crypto
 from application.processing import Processor
 from application.retention import Retention
 from infrastructure import eventstore
@@ -388,6 +389,7 @@ def build(
         retention = Retention(messaging, container.audit, settings.retention_days)
         processor = Processor(
             messaging,
+            crypto,
             presence,
             notifier,
             FlagIndexer(),

@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from application.ports import InvalidPublicKey, PublicKeyInfo, SealedContent, WrapFormat
+from application.ports import (
+    InvalidPublicKey,
+    KeyUnwrapError,
+    PublicKeyInfo,
+    SealedContent,
+    WrapFormat,
+)
 from infrastructure.settings import SettingsError
 
 MIN_RSA_BITS = 4096
@@ -215,14 +221,20 @@ class MasterKeyring:
         return self._active, WRAP_V3 + nonce + wrapped
 
     def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes:
-        """The data key; ``UnknownMasterKey``, or ``InvalidTag`` if it cannot be recovered
-        or was wrapped for another context (a wrap copied from another row).
+        """The data key; ``UnknownMasterKey``, or ``KeyUnwrapError`` if it cannot be
+        recovered or was wrapped for another context (a wrap copied from another row).
 
         Wraps of older formats still unwrap until ``courier keys rotate`` rewrites them:
         the unbound one (exactly ``LEGACY_WRAP_BYTES``) and v2 (bound, but made with the
         master key itself rather than its wrapping subkey)."""
         if key_id not in self._keys:
             raise UnknownMasterKey(key_id)
+        try:
+            return self._unwrap(key_id, wrapped, context)
+        except InvalidTag:
+            raise KeyUnwrapError(key_id) from None
+
+    def _unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes:
         if len(wrapped) == LEGACY_WRAP_BYTES:
             key = self._keys[key_id]
             return AESGCM(key).decrypt(wrapped[:IV_BYTES], wrapped[IV_BYTES:], _aad(key_id))

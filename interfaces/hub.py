@@ -31,10 +31,10 @@ from starlette.websockets import WebSocket
 from websockets.frames import Frame, Opcode
 
 from application.errors import CourierError
-from application.views import message_dict
 from domain.events import Context
 from domain.message import Message
 from infrastructure.bootstrap import Container
+from interfaces.http.wire import message_dict
 from projections.runner import Follower, Positioned
 
 log = logging.getLogger("courier.ws")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from uuid import UUID
 
 import click
-from cryptography.exceptions import InvalidTag
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from application.errors import CourierError
+from application.ports import KeyUnwrapError
 from application.rotation import KeyRotation
 from domain.events import Context
 from infrastructure.blindindex import HmacBlindIndex
@@ -82,7 +82,7 @@ def _rewrap_index_keys(index: object) -> tuple[int, str]:
         return 0, ""
     try:
         return index.rewrap(), ""
-    except (UnknownMasterKey, InvalidTag) as error:
+    except (UnknownMasterKey, KeyUnwrapError) as error:
         return 0, f"{type(error).__name__}: {error}"
 
 
@@ -103,7 +103,7 @@ def shred_messages(
                 continue
             click.echo(
                 f"{message_id}: shredded ({reason}), "
-                f"{result['keysDestroyed']} wrapped key(s) destroyed"
+                f"{result.keys_destroyed} wrapped key(s) destroyed"
             )
     finally:
         container.stop()

@@ -19,8 +19,8 @@ from uuid import UUID
 from sqlalchemy import Connection, delete, select, update
 
 from domain.access import Access
-from domain.conversation import Conversation
-from domain.message import DIRECT, Message
+from domain.conversation import DIRECT, Conversation
+from domain.message import Message
 from projections.bulk import append_rows
 from projections.dispatch import handler_of
 from projections.tables import (

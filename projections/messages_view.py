@@ -18,11 +18,12 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, tuple_
 
+from application.jobs import MESSAGE_DELIVERY, MESSAGE_NOTIFICATION, batch_part, job_id
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
 from projections.bulk import rows_where_in, upsert_rows
 from projections.dispatch import handler_of, registered
-from projections.messages import DELIVERY_QUEUE, ENCRYPTION_QUEUE, derive_status
+from projections.messages import ENCRYPTION_QUEUE, derive_status
 from projections.tables import (
     conversation_participants,
     conversations,
@@ -255,7 +256,7 @@ class MessagesView:
                     delivered_position=position,
                 )
                 rows.changed["recipients"].add((row["id"], user))
-        delivered_job = f"{DELIVERY_QUEUE}:{row['id']}:b{event.batch}"
+        delivered_job = job_id(MESSAGE_DELIVERY, row["id"], batch_part(event.batch))
         self._change(
             rows,
             row,
@@ -270,14 +271,14 @@ class MessagesView:
         row = rows.message(str(event.originator_id))
         if event.batch in row["notified_batches"]:
             return
-        job_id = f"MESSAGE_NOTIFICATION:{row['id']}:b{event.batch}"
+        notified_job = job_id(MESSAGE_NOTIFICATION, row["id"], batch_part(event.batch))
         self._change(
             rows,
             row,
             position,
             event,
             notified_batches=[*row["notified_batches"], event.batch],
-            failures=[f for f in row["failures"] if f["job_id"] != job_id],
+            failures=[f for f in row["failures"] if f["job_id"] != notified_job],
         )
 
     @on.register

@@ -35,6 +35,8 @@ from application.jobs import (
     MESSAGE_INDEXING,
     MESSAGE_NOTIFICATION,
     Job,
+    batch_part,
+    job_id,
 )
 from application.policies import INDEX, SEAL, SPLIT, held_jobs, jobs_for
 from domain.message import Message
@@ -44,10 +46,6 @@ from projections.tables import queue_metric_jobs, queue_metric_totals
 NAME = "queue_metrics"
 Row = dict[str, Any]
 COUNTERS = ("completed", "failed", "retries_requested")
-
-
-def job_id(queue: str, message_id: UUID, part: str) -> str:
-    return Job(queue, message_id, part, "").job_id
 
 
 def split_of(message_id: UUID) -> str:
@@ -62,11 +60,11 @@ def completed_by(event: Any) -> list[tuple[str, str]]:
         return [(job_id(MESSAGE_ENCRYPTION, mid, SEAL), MESSAGE_ENCRYPTION)]
     if isinstance(event, Message.Delivered):
         return [
-            (job_id(MESSAGE_DELIVERY, mid, f"b{event.batch}"), MESSAGE_DELIVERY),
+            (job_id(MESSAGE_DELIVERY, mid, batch_part(event.batch)), MESSAGE_DELIVERY),
             (split_of(mid), BATCH_MESSAGE_SENDING),
         ]
     if isinstance(event, Message.Notified):
-        return [(job_id(MESSAGE_NOTIFICATION, mid, f"b{event.batch}"), MESSAGE_NOTIFICATION)]
+        return [(job_id(MESSAGE_NOTIFICATION, mid, batch_part(event.batch)), MESSAGE_NOTIFICATION)]
     if isinstance(event, Message.Indexed):
         return [(job_id(MESSAGE_INDEXING, mid, INDEX), MESSAGE_INDEXING)]
     return []

@@ -17,7 +17,6 @@ from starlette.responses import Response
 
 from application.access import AccessLog
 from application.retention import LegalHolds
-from application.views import conversation_dict
 from domain.events import Context
 from interfaces.http import responses
 from interfaces.http.auth import authenticate
@@ -32,6 +31,7 @@ from interfaces.http.parsing import (
     read_json,
 )
 from interfaces.http.schemas import LegalHold
+from interfaces.http.wire import conversation_dict
 from projections.audit_queries import EventFilter, Page
 
 PAGE_DEFAULT, PAGE_MAX = 100, 1000

@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.access import AccessLog
-from application.views import conversation_dict
 from domain.access import PAGE
 from domain.events import Context
 from interfaces.http import responses
@@ -18,6 +17,7 @@ from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import Endpoint, Param, Services, respond, services
 from interfaces.http.parsing import path_user_id, path_uuid, query_int, query_text, read_json
 from interfaces.http.schemas import AddParticipants, CreateConversation
+from interfaces.http.wire import conversation_dict
 
 PAGE_DEFAULT, PAGE_MAX = 50, 200
 

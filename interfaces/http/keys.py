@@ -11,20 +11,22 @@ from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import Endpoint, respond, services
 from interfaces.http.parsing import path_user_id, read_json
 from interfaces.http.schemas import RegisterKey
+from interfaces.http.wire import public_key_dict, registered_key_dict
 
 
 async def register(request: Request) -> Response:
     ctx = authenticate(request).context
     body = await read_json(request, RegisterKey)
     app = services(request).messaging
-    return respond(await run_in_threadpool(app.register_key, ctx, body.public_key_pem))
+    key = await run_in_threadpool(app.register_key, ctx, body.public_key_pem)
+    return respond(registered_key_dict(key))
 
 
 async def public_key(request: Request) -> Response:
     ctx = authenticate(request).context
     user_id = path_user_id(request)
     app = services(request).messaging
-    return respond(await run_in_threadpool(app.public_key, ctx, user_id))
+    return respond(public_key_dict(await run_in_threadpool(app.public_key, ctx, user_id)))
 
 
 async def past_public_key(request: Request) -> Response:
@@ -32,7 +34,8 @@ async def past_public_key(request: Request) -> Response:
     user_id = path_user_id(request)
     key_id = request.path_params["keyId"]
     app = services(request).messaging
-    return respond(await run_in_threadpool(app.public_key, ctx, user_id, key_id))
+    key = await run_in_threadpool(app.public_key, ctx, user_id, key_id)
+    return respond(public_key_dict(key))
 
 
 ENDPOINTS = (

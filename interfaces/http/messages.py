@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from application.access import AccessLog
-from application.messaging import Messaging, SendResult
-from application.views import message_dict
+from application.messaging import Messaging
+from application.outgoing import SendResult
 from domain.access import SEARCH
 from domain.events import Context
 from interfaces.http import responses
@@ -29,15 +29,10 @@ from interfaces.http.parsing import (
     read_json,
 )
 from interfaces.http.schemas import Send, SendDirect, SendGroup, Shred
+from interfaces.http.wire import envelope_dict, message_dict, send_answer, shredded_dict
 
 SEARCH_DEFAULT, SEARCH_MAX = 50, 200
 S = TypeVar("S", bound=Send)
-
-
-def send_answer(result: SendResult) -> dict[str, Any]:
-    """``responses.SendAnswer`` built as a plain dict: a send is the hot path."""
-    jobs = [{"queue": j.queue, "jobId": j.job_id, "state": "scheduled"} for j in result.jobs]
-    return {"message": message_dict(result.message), "queue": {"jobs": jobs}}
 
 
 async def _read_send(request: Request, model: type[S]) -> S:
@@ -108,7 +103,8 @@ async def view(request: Request) -> Response:
 
 
 async def envelope(request: Request) -> Response:
-    return respond(await _on_message(request, "message.envelope", Messaging.envelope))
+    sealed = await _on_message(request, "message.envelope", Messaging.envelope)
+    return respond(envelope_dict(sealed))
 
 
 async def shred(request: Request) -> Response:
@@ -116,7 +112,8 @@ async def shred(request: Request) -> Response:
     message_id = path_uuid(request, "message")
     body = await read_json(request, Shred)
     app = services(request).messaging
-    return respond(await run_in_threadpool(app.shred, ctx, message_id, body.reason))
+    report = await run_in_threadpool(app.shred, ctx, message_id, body.reason)
+    return respond(shredded_dict(report))
 
 
 async def cancel(request: Request) -> Response:

@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from application.jobs import queue_of
 from interfaces.http import responses
 from interfaces.http.auth import authenticate
 from interfaces.http.endpoints import ADMIN, Endpoint, Param, answer, respond, services
@@ -48,7 +49,7 @@ async def retry(request: Request) -> Response:
     principal = authenticate(request)
     name = queue_name(request)
     job_id: str = request.path_params["jobId"]
-    if job_id.partition(":")[0] != name:
+    if queue_of(job_id) != name:
         raise not_found("failed job")
     app = services(request).messaging
     job = await run_in_threadpool(app.request_retry, principal.context, job_id)

@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 
 USER_ID_PATTERN = r"^[A-Za-z0-9._@:+-]{1,128}$"
 _USER_ID = re.compile(USER_ID_PATTERN.removeprefix("^").removesuffix("$"))

@@ -19,8 +19,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select, text
 
-from application.messaging import Crypto
-from application.ports import DIGEST_HOLDER, SEARCH_HOLDER
+from application.ports import DIGEST_HOLDER, SEARCH_HOLDER, Crypto
 from infrastructure.bootstrap import make_engine, open_messaging
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.settings import load

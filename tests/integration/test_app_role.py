@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from domain.events import Context
 from infrastructure import migrate
 from infrastructure.bootstrap import ALL, build

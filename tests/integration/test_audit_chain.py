@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from sqlalchemy import delete
 from starlette.testclient import TestClient
 
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from application.policies import pending_jobs
 from domain.events import Context
 from infrastructure.bootstrap import ALL, Container, build

@@ -15,7 +15,7 @@ from uuid import UUID
 import pytest
 
 from application.errors import NotFound
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from domain.events import Context
 from domain.message import Message
 from infrastructure import relay as relay_module

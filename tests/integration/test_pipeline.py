@@ -12,7 +12,7 @@ from uuid import UUID
 
 import pytest
 
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from domain.events import Context
 from domain.message import Message
 from infrastructure.bootstrap import ALL, Container, build

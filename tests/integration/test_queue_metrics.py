@@ -20,7 +20,7 @@ from application.jobs import (
     MESSAGE_NOTIFICATION,
     QUEUES,
 )
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from domain.events import Context
 from infrastructure.bootstrap import ALL, Container, build
 from infrastructure.settings import Settings

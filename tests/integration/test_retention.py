@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 from sqlalchemy import select
 
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from application.ports import USER_KEY
 from application.retention import LegalHolds, Retention
 from domain.events import Context

@@ -12,7 +12,7 @@ from uuid import UUID
 import pytest
 from sqlalchemy import create_engine, select
 
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from application.search import blind_words
 from domain.events import Context
 from infrastructure import migrate

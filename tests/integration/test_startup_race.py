@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from application.messaging import Crypto, Messaging
+from application.messaging import Messaging
+from application.ports import Crypto
 from infrastructure.bootstrap import make_engine, open_messaging
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, generate_master_key_spec
 from infrastructure.settings import load

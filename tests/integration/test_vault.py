@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, pool
 
-from application.messaging import Outgoing
+from application.outgoing import Outgoing
 from application.ports import DIGEST_ROW, SERVICE_KEY, USER_KEY, VaultEntry, WrapFormat
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, build

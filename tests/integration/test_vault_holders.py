@@ -12,14 +12,16 @@ from uuid import UUID
 import pytest
 
 from application.jobs import MESSAGE_ENCRYPTION, Job
-from application.messaging import SERVICE_HOLDER, Outgoing
+from application.outgoing import Outgoing
 from application.ports import SERVICE_KEY, USER_KEY, message_key_context
 from application.processing import Processor
 from application.rotation import KeyRotation
+from application.sealing import SERVICE_HOLDER
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
 from infrastructure.settings import load
+from interfaces.http.wire import envelope_dict
 from tests.conftest import PG_DSN
 from tests.recipient import open_envelope, public_pem
 
@@ -71,7 +73,8 @@ def test_a_user_named_like_the_service_row_cannot_read_or_overwrite_it(
     # The message's id, then its data key's id: the data key's vault holder is then
     # exactly the namesake's user id.
     ids = iter([MID, DEK])
-    monkeypatch.setattr("application.messaging.new_id", lambda: next(ids))
+    monkeypatch.setattr("application.sending.new_id", lambda: next(ids))
+    monkeypatch.setattr("application.sealing.new_id", lambda: next(ids))
     sent = app.send_group(ctx("alice"), group.id, Outgoing(content=SECRET, encrypted=True))
     monkeypatch.undo()
     assert sent.message.id == MID and (sent.message.sealed or {})["dekId"] == DEK.hex
@@ -80,13 +83,15 @@ def test_a_user_named_like_the_service_row_cannot_read_or_overwrite_it(
     # Before the job wraps a key for them, the namesake has none: the service's is not theirs.
     assert vault.get(MID, USER_KEY, NAMESAKE) is None
 
-    Processor(app, Nobody(), Nobody(), Nobody()).run(Job(MESSAGE_ENCRYPTION, MID, "seal", TENANT))
+    Processor(app, app.crypto, Nobody(), Nobody(), Nobody()).run(
+        Job(MESSAGE_ENCRYPTION, MID, "seal", TENANT)
+    )
 
     # The job wrote the namesake's key beside the service's, not over it.
     assert vault.get(MID, SERVICE_KEY, NAMESAKE) == service
-    mine = app.envelope(ctx(NAMESAKE), MID)
+    mine = envelope_dict(app.envelope(ctx(NAMESAKE), MID))
     assert open_envelope(NAMESAKE, mine).decode() == SECRET
-    assert open_envelope("alice", app.envelope(ctx("alice"), MID)).decode() == SECRET
+    assert open_envelope("alice", envelope_dict(app.envelope(ctx("alice"), MID))).decode() == SECRET
     keyring = app.crypto.keyring
     context = message_key_context(MID, NAMESAKE)
     assert len(keyring.unwrap("mk1", service.wrapped_key, context)) == 32  # still opens
@@ -98,9 +103,9 @@ def test_a_user_named_like_the_service_row_cannot_read_or_overwrite_it(
     rotated = vault.get(MID, SERVICE_KEY, NAMESAKE)
     assert rotated is not None and rotated.key_id == "mk2"
     assert len(rotating.unwrap("mk2", rotated.wrapped_key, context)) == 32
-    assert app.envelope(ctx(NAMESAKE), MID)["wrappedKey"] == mine["wrappedKey"]
+    assert envelope_dict(app.envelope(ctx(NAMESAKE), MID))["wrappedKey"] == mine["wrappedKey"]
 
     # Shredding destroys all three keys: the service's and both participants'.
-    assert app.shred(ctx("alice"), MID, "erasure")["keysDestroyed"] == 3
+    assert app.shred(ctx("alice"), MID, "erasure").keys_destroyed == 3
     for holder_type, holder in ((SERVICE_KEY, NAMESAKE), (USER_KEY, NAMESAKE), (USER_KEY, "alice")):
         assert vault.get(MID, holder_type, holder) is None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from domain.message import DIRECT, GROUP, Message
+from domain.conversation import DIRECT, GROUP
+from domain.message import Message
 
 TENANT = "acme"
 META = {"actor_id": "alice", "tenant_id": TENANT, "correlation_id": "corr-1"}

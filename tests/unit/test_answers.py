@@ -11,15 +11,14 @@ import pytest
 from pydantic import BaseModel
 
 from application.jobs import Job
-from application.messaging import SendResult
+from application.outgoing import SendResult
 from application.ports import NotificationPreferences
-from application.views import conversation_dict, message_dict
 from domain.conversation import Conversation
 from interfaces.http import responses
 from interfaces.http.app import ENDPOINTS
-from interfaces.http.messages import send_answer
 from interfaces.http.openapi import document
 from interfaces.http.users import preferences_answer
+from interfaces.http.wire import conversation_dict, message_dict, send_answer
 from projections.chain import Verdict
 from tests.unit.factories import META, TENANT, new_message
 

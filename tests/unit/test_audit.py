@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from application.access import AccessLog
 from application.errors import NotFound
-from application.messaging import Crypto, Messaging, Outgoing
+from application.messaging import Messaging
+from application.outgoing import Outgoing
+from application.ports import Crypto
 from domain.access import PAGE, Access
 from domain.conversation import Conversation
 from domain.events import Context

@@ -20,14 +20,16 @@ from application.jobs import (
     Job,
 )
 from application.loading import Loader
-from application.messaging import Crypto, Messaging, Outgoing
+from application.messaging import Messaging
+from application.outgoing import Outgoing
 from application.policies import jobs_for
-from application.ports import Delivered, HolderType, Notice, Outcomes, VaultEntry
+from application.ports import Crypto, Delivered, HolderType, Notice, Outcomes, VaultEntry
 from application.processing import JobNotReady, Processor
 from domain.events import Context
 from domain.message import Message
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.eventreader import event_reader
+from interfaces.http.wire import envelope_dict
 from tests.recipient import open_envelope, public_pem
 from tests.unit.test_encryption import KEY_A, MemoryVault
 
@@ -78,7 +80,7 @@ def app() -> Iterator[Messaging]:
 
 def batches(app: Messaging, outside: Recorder | None = None) -> BatchProcessor:
     outside = outside or Recorder()
-    processor = Processor(app, outside, outside, outside)
+    processor = Processor(app, app.crypto, outside, outside, outside)
     return BatchProcessor(processor, Loader(app, event_reader(app.recorder)))
 
 
@@ -209,7 +211,7 @@ def test_encryption_wraps_for_every_participant_and_a_job_that_cannot_fails_alon
     message: Message = app.get_message(TENANT, ready)
     assert message.encryption is not None
     assert sorted(message.encryption["recipientKeyIds"]) == ["alice", "bob"]
-    assert open_envelope("bob", app.envelope(ctx("bob"), ready)) == b"hi"
+    assert open_envelope("bob", envelope_dict(app.envelope(ctx("bob"), ready))) == b"hi"
     assert app.get_message(TENANT, lacking).encryption is None
 
 

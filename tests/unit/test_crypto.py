@@ -15,7 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from application.ports import InvalidPublicKey, index_key_context, message_key_context
+from application.ports import (
+    InvalidPublicKey,
+    KeyUnwrapError,
+    index_key_context,
+    message_key_context,
+)
 from infrastructure.crypto import (
     AesGcmCipher,
     MasterKeyring,
@@ -262,7 +267,7 @@ def test_a_wrapped_key_is_bound_to_its_key_id() -> None:
     ring = MasterKeyring.from_spec(f"{entry('a', OLD)},{entry('b', OLD)}")
     _, wrapped = ring.wrap(b"d" * 32, CTX)
 
-    with pytest.raises(InvalidTag):
+    with pytest.raises(KeyUnwrapError):
         ring.unwrap("b", wrapped, CTX)
 
 
@@ -270,7 +275,7 @@ def test_a_wrapped_key_is_bound_to_its_key_id() -> None:
     "wrapped", [b"", b"short", b"\x00" * 60, b"\x02" * 61, b"\x03" * 61, b"\x04" * 61]
 )
 def test_a_damaged_wrapped_key_raises_invalid_tag(wrapped: bytes) -> None:
-    with pytest.raises(InvalidTag):
+    with pytest.raises(KeyUnwrapError):
         MasterKeyring.from_spec(entry("a", OLD)).unwrap("a", wrapped, CTX)
 
 
@@ -290,7 +295,7 @@ def test_a_wrapped_key_is_bound_to_its_context() -> None:
         assert ring.unwrap(key_id, wrapped, context) == b"d" * 32
         for other in contexts:
             if other != context:
-                with pytest.raises(InvalidTag):
+                with pytest.raises(KeyUnwrapError):
                     ring.unwrap(key_id, wrapped, other)
 
 
@@ -341,13 +346,13 @@ def test_a_bound_wrap_made_with_the_master_key_itself_still_unwraps() -> None:
 
     assert not ring.wrap_format.is_current(v2)  # `courier keys rotate` rewrites it
     assert ring.unwrap("a", v2, CTX) == b"d" * 32
-    with pytest.raises(InvalidTag):  # still bound to its context
+    with pytest.raises(KeyUnwrapError):  # still bound to its context
         ring.unwrap("a", v2, message_key_context(UUID(int=1), "service:d1"))
     # A v2 wrap relabelled v3 (or the reverse) opens under neither key.
-    with pytest.raises(InvalidTag):
+    with pytest.raises(KeyUnwrapError):
         ring.unwrap("a", b"\x03" + v2[1:], CTX)
     _, v3 = ring.wrap(b"d" * 32, CTX)
-    with pytest.raises(InvalidTag):
+    with pytest.raises(KeyUnwrapError):
         ring.unwrap("a", b"\x02" + v3[1:], CTX)
 
 

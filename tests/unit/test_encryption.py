@@ -14,12 +14,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from application.errors import ContentShredded, Invalid, MissingKeys, NotFound, NotReady
 from application.jobs import MESSAGE_ENCRYPTION, Job
-from application.messaging import SERVICE_HOLDER, Crypto, Messaging, Outgoing
+from application.messaging import Messaging
+from application.outgoing import Outgoing
 from application.policies import pending_jobs
 from application.ports import (
     SERVICE_KEY,
     USER_KEY,
+    Crypto,
     HolderType,
+    KeyUnwrapError,
     VaultEntry,
     WrapFormat,
     holds_key,
@@ -27,9 +30,11 @@ from application.ports import (
 )
 from application.processing import ForeignWrappedKey, Processor
 from application.rotation import KeyRotation
+from application.sealing import SERVICE_HOLDER
 from domain.events import Context
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, UnknownMasterKey
 from infrastructure.worker import describe
+from interfaces.http.wire import envelope_dict, public_key_dict, shredded_dict
 from tests.recipient import b64, open_envelope, public_pem, seal, unb64
 
 TENANT = "clinic"
@@ -136,7 +141,7 @@ def app(vault: MemoryVault) -> Iterator[Messaging]:
 
 
 def encrypt(app: Messaging, message_id: UUID) -> None:
-    processor = Processor(app, Nobody(), Nobody(), Nobody())
+    processor = Processor(app, app.crypto, Nobody(), Nobody(), Nobody())
     processor.run(Job(MESSAGE_ENCRYPTION, message_id, "seal", TENANT))
 
 
@@ -163,14 +168,18 @@ def test_a_recipient_opens_what_the_service_sealed(app: Messaging) -> None:
         app.envelope(ctx("bob"), mid)
 
     encrypt(app, mid)
-    envelope = app.envelope(ctx("bob"), mid)
+    envelope = envelope_dict(app.envelope(ctx("bob"), mid))
     assert open_envelope("bob", envelope).decode() == f"BP 140/90 {MARKER}"
     assert unb64(envelope["aad"]) == f"courier:message:{mid}:v1".encode()
     assert len(unb64(envelope["iv"])) == 12 and len(unb64(envelope["authTag"])) == 16
     assert envelope["encryptionVersion"] == "v1"
-    assert envelope["recipientKeyId"] == app.public_key(ctx("bob"), "bob")["keyId"]
+    assert envelope["recipientKeyId"] == app.public_key(ctx("bob"), "bob").key_id
     # The sender holds a wrapped key of their own, to read what they sent.
-    assert open_envelope("alice", app.envelope(ctx("alice"), mid)).decode().endswith(MARKER)
+    assert (
+        open_envelope("alice", envelope_dict(app.envelope(ctx("alice"), mid)))
+        .decode()
+        .endswith(MARKER)
+    )
     assert MARKER not in stored_events(app, mid)
 
     message = app.get_message(TENANT, mid)
@@ -183,7 +192,7 @@ def test_a_recipient_opens_what_the_service_sealed(app: Messaging) -> None:
 def test_any_altered_part_of_the_envelope_fails_to_decrypt(app: Messaging, part: str) -> None:
     mid = send_sealed_by_service(app)
     encrypt(app, mid)
-    envelope = app.envelope(ctx("bob"), mid)
+    envelope = envelope_dict(app.envelope(ctx("bob"), mid))
     original = unb64(envelope[part])
     altered = bytes([original[0] ^ 1]) + original[1:]
     with pytest.raises(InvalidTag):
@@ -194,8 +203,8 @@ def test_the_aad_binds_the_message_id(app: Messaging) -> None:
     first, second = send_sealed_by_service(app), send_sealed_by_service(app)
     encrypt(app, first)
     encrypt(app, second)
-    one = app.envelope(ctx("bob"), first)
-    other = app.envelope(ctx("bob"), second)
+    one = envelope_dict(app.envelope(ctx("bob"), first))
+    other = envelope_dict(app.envelope(ctx("bob"), second))
     # Content moved under another message's id does not open.
     with pytest.raises(InvalidTag):
         open_envelope("bob", one, aad=unb64(other["aad"]))
@@ -223,22 +232,22 @@ def test_only_participants_get_an_envelope(app: Messaging) -> None:
 
 
 def test_old_keys_stay_resolvable_and_new_messages_use_the_new_key(app: Messaging) -> None:
-    first = app.public_key(ctx("alice"), "bob")
+    first = public_key_dict(app.public_key(ctx("alice"), "bob"))
     before = send_sealed_by_service(app)
     encrypt(app, before)
     app.register_key(ctx("bob"), public_pem("bob-laptop"))
-    current = app.public_key(ctx("alice"), "bob")
+    current = public_key_dict(app.public_key(ctx("alice"), "bob"))
     assert current["keyId"] != first["keyId"]
-    assert app.public_key(ctx("alice"), "bob", first["keyId"]) == first
+    assert public_key_dict(app.public_key(ctx("alice"), "bob", first["keyId"])) == first
     with pytest.raises(NotFound):
         app.public_key(ctx("alice"), "bob", "k_nope")
 
     after = send_sealed_by_service(app)
     encrypt(app, after)
-    old_envelope = app.envelope(ctx("bob"), before)
+    old_envelope = envelope_dict(app.envelope(ctx("bob"), before))
     assert old_envelope["recipientKeyId"] == first["keyId"]
     assert open_envelope("bob", old_envelope).decode().endswith(MARKER)
-    new_envelope = app.envelope(ctx("bob"), after)
+    new_envelope = envelope_dict(app.envelope(ctx("bob"), after))
     assert new_envelope["recipientKeyId"] == current["keyId"]
     assert open_envelope("bob-laptop", new_envelope).decode().endswith(MARKER)
 
@@ -255,7 +264,7 @@ def test_an_end_to_end_message_is_stored_and_returned_unchanged(app: Messaging) 
     sent = app.send_direct(ctx("alice"), "bob", Outgoing(sealed=sealed, encrypted=True))
     mid = sent.message.id
     assert sent.message.encryption is not None
-    envelope = app.envelope(ctx("bob"), mid)
+    envelope = envelope_dict(app.envelope(ctx("bob"), mid))
     for field in ("ciphertext", "iv", "authTag", "aad"):
         assert envelope[field] == sealed[field]
     assert envelope["wrappedKey"] == sealed["wrappedKeys"]["bob"]
@@ -285,7 +294,7 @@ def test_shredding_destroys_the_keys_and_keeps_the_events(
     encrypt(app, mid)
     assert len([k for k in vault.rows if k[0] == str(mid)]) == 3  # service, alice, bob
     admin = Context(actor_id="dpo", tenant_id=TENANT, actor_role="admin")
-    result = app.shred(admin, mid, "erasure")
+    result = shredded_dict(app.shred(admin, mid, "erasure"))
     assert result == {
         "messageId": str(mid),
         "shredded": True,
@@ -299,7 +308,7 @@ def test_shredding_destroys_the_keys_and_keeps_the_events(
     kinds = [type(e).__name__ for e in app.events.get(mid)]
     assert kinds[:3] == ["Created", "EncryptionQueued", "Encrypted"] and kinds[-1] == "Shredded"
     # Repeating it destroys nothing more and records nothing more.
-    assert app.shred(admin, mid, "erasure")["keysDestroyed"] == 0
+    assert app.shred(admin, mid, "erasure").keys_destroyed == 0
     assert [type(e).__name__ for e in app.events.get(mid)].count("Shredded") == 1
 
 
@@ -328,7 +337,7 @@ def test_a_message_shredded_before_encryption_is_never_sealed_for_anyone(
 
 def test_keys_wrapped_while_shredding_do_not_survive_it(app: Messaging, vault: MemoryVault) -> None:
     mid = send_sealed_by_service(app)
-    processor = Processor(app, Nobody(), Nobody(), Nobody())
+    processor = Processor(app, app.crypto, Nobody(), Nobody(), Nobody())
     real_put = vault.put
 
     def put_then_shred(entries: list[VaultEntry]) -> None:
@@ -370,10 +379,18 @@ def test_rotation_rewraps_service_keys_and_never_touches_content(vault: MemoryVa
     new = old
     new.crypto.keyring = MasterKeyring.from_spec(KEY_B)
     encrypt(new, waiting)
-    assert open_envelope("bob", new.envelope(ctx("bob"), waiting)).decode().endswith(MARKER)
+    assert (
+        open_envelope("bob", envelope_dict(new.envelope(ctx("bob"), waiting)))
+        .decode()
+        .endswith(MARKER)
+    )
     # ...and what was delivered before reads as it did; no content changed.
     assert vault.get(delivered, USER_KEY, "bob") == bob_keys[delivered]
-    assert open_envelope("bob", new.envelope(ctx("bob"), delivered)).decode().endswith(MARKER)
+    assert (
+        open_envelope("bob", envelope_dict(new.envelope(ctx("bob"), delivered)))
+        .decode()
+        .endswith(MARKER)
+    )
     assert {m: new.get_message(TENANT, m).sealed for m in ciphertexts} == ciphertexts
     old.close()
 
@@ -421,12 +438,14 @@ def test_rotation_rewrites_unbound_wraps_under_the_active_key_bound(
     assert (rotation.pending(), rotation.outdated()) == (0, 0)
     rewritten = vault.get(mid, SERVICE_KEY, holder)
     assert rewritten is not None and rewritten.key_id == "ka" and rewritten.wrapped_key != legacy
-    with pytest.raises(InvalidTag):  # now bound: it opens for this message alone
+    with pytest.raises(KeyUnwrapError):  # now bound: it opens for this message alone
         app.crypto.keyring.unwrap(
             "ka", rewritten.wrapped_key, message_key_context(UUID(int=9), holder)
         )
     encrypt(app, mid)
-    assert open_envelope("bob", app.envelope(ctx("bob"), mid)).decode().endswith(MARKER)
+    assert (
+        open_envelope("bob", envelope_dict(app.envelope(ctx("bob"), mid))).decode().endswith(MARKER)
+    )
 
 
 def test_rotation_reports_what_it_cannot_unwrap_and_spares_shredded_keys(

@@ -27,8 +27,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from application.messaging import Crypto, Messaging
+from application.messaging import Messaging
 from application.ports import (
+    Crypto,
     InvalidPublicKey,
     PublicKeyInfo,
     SealedContent,

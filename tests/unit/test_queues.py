@@ -13,7 +13,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from application.jobs import DEFAULT_QUEUE_SETTINGS, QUEUES, Job
-from application.messaging import Crypto, Messaging, Outgoing
+from application.messaging import Messaging
+from application.outgoing import Outgoing
+from application.ports import Crypto
 from domain.events import Context
 from domain.message import Message
 from infrastructure.faults import FaultInjector, InjectedFault

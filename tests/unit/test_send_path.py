@@ -15,8 +15,9 @@ from eventsourcing.persistence import IntegrityError
 
 from application.access import AccessLog
 from application.errors import MissingKeys, NotFound
-from application.messaging import Crypto, Messaging, Outgoing
-from application.ports import VaultEntry
+from application.messaging import Messaging
+from application.outgoing import Outgoing
+from application.ports import Crypto, VaultEntry
 from domain.access import MESSAGE, Access
 from domain.conversation import DIRECT, GROUP, Conversation, direct_conversation_id
 from domain.events import Context
@@ -317,8 +318,9 @@ def test_a_view_on_the_event_loop_is_an_access_record_and_a_refusal_is_recorded(
 
 def test_an_idempotent_send_keeps_its_digest_in_the_vault_not_in_the_log() -> None:
     from application.errors import Conflict
-    from application.messaging import Crypto, Messaging, Outgoing
-    from application.ports import DIGEST_HOLDER, DIGEST_REF, DIGEST_ROW
+    from application.messaging import Messaging
+    from application.outgoing import Outgoing
+    from application.ports import DIGEST_HOLDER, DIGEST_REF, DIGEST_ROW, Crypto
     from domain.events import Context
     from domain.message import Message
     from infrastructure.crypto import AesGcmCipher, MasterKeyring
