@@ -34,8 +34,9 @@ from application.errors import CourierError
 from application.views import message_dict
 from domain.events import Context
 from domain.message import Message
-from infrastructure.bootstrap import Container
-from projections.runner import Follower, Positioned
+from infrastructure.follower import Follower
+from runtime.bootstrap import Container
+from storage.eventlog import Positioned
 
 log = logging.getLogger("courier.ws")
 

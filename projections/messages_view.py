@@ -20,7 +20,6 @@ from sqlalchemy import Connection, delete, tuple_
 
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
-from projections.bulk import rows_where_in, upsert_rows
 from projections.dispatch import handler_of, registered
 from projections.messages import DELIVERY_QUEUE, ENCRYPTION_QUEUE, derive_status
 from projections.tables import (
@@ -30,6 +29,7 @@ from projections.tables import (
     message_recipients,
     messages,
 )
+from storage.bulk import rows_where_in, upsert_rows
 
 Row = dict[str, Any]
 _CHUNK = 500

@@ -23,9 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from infrastructure.liveness import follower_positions, leader_held
-from infrastructure.relay import RELAY, lock_key
 from interfaces.http.telemetry import HttpStats
 from projections.catalog import PROJECTIONS
+from runtime.relay import RELAY, lock_key
 
 GAUGES = (
     ("waiting", "Jobs waiting in the broker"),

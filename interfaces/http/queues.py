@@ -17,7 +17,7 @@ PAGE_DEFAULT, PAGE_MAX, OFFSET_MAX = 50, 200, 1_000_000
 
 
 class Monitor(Protocol):
-    """What these endpoints read (``infrastructure.queues.QueueMonitor``)."""
+    """What these endpoints read (``runtime.queue_monitor.QueueMonitor``)."""
 
     def knows(self, name: str) -> bool: ...
     def metrics(self) -> dict[str, Any]: ...

@@ -23,11 +23,11 @@ from application.processing import ForeignWrappedKey, Processor
 from application.rotation import KeyRotation
 from domain.events import Context
 from infrastructure.blindindex import HmacBlindIndex
-from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import WRAP_PURPOSE, subkey
 from infrastructure.eventreader import event_reader
 from infrastructure.settings import load
 from interfaces.keyops import rotate_master_keys
+from runtime.bootstrap import TOOL, Container, build
 from tests.conftest import PG_DSN
 from tests.recipient import b64, open_envelope, public_pem
 

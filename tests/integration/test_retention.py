@@ -15,11 +15,11 @@ from application.messaging import Outgoing
 from application.ports import USER_KEY
 from application.retention import LegalHolds, Retention
 from domain.events import Context
-from infrastructure.bootstrap import ALL, Container, build
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
+from infrastructure.tables import job_runs
 from projections.audit_queries import EventFilter
-from projections.tables import job_runs
+from runtime.bootstrap import ALL, Container, build
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from application.messaging import Crypto, Messaging
-from infrastructure.bootstrap import make_engine, open_messaging
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, generate_master_key_spec
 from infrastructure.settings import load
 from infrastructure.vault import SqlKeyVault
+from runtime.bootstrap import make_engine, open_messaging
 
 pytestmark = pytest.mark.services
 

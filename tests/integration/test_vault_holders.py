@@ -17,9 +17,9 @@ from application.ports import SERVICE_KEY, USER_KEY, message_key_context
 from application.processing import Processor
 from application.rotation import KeyRotation
 from domain.events import Context
-from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
 from infrastructure.settings import load
+from runtime.bootstrap import TOOL, Container, build
 from tests.conftest import PG_DSN
 from tests.recipient import open_envelope, public_pem
 

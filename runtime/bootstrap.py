@@ -36,9 +36,7 @@ from infrastructure.jobruns import JobRuns
 from infrastructure.jobstats import JobStats
 from infrastructure.notifiers import ChannelNotifier, FlagIndexer, channels_from
 from infrastructure.presence import LocalPresence, RedisPresence
-from infrastructure.queues import QueueMonitor
 from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Rule, Windows
-from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
 from infrastructure.storegate import StoreGate, guard
 from infrastructure.tickets import LocalTickets, RedisTickets, Tickets
@@ -47,8 +45,11 @@ from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
 from projections.catalog import PROJECTIONS as VIEWS
 from projections.messages import MessageQueriesSQL
-from projections.runner import ApplicationLog, Following, ProjectionRunner, SelectiveLog
+from projections.runner import Following, ViewRunner
 from projections.shared import SharedFollower
+from runtime.queue_monitor import QueueMonitor
+from runtime.relay import Relay, lock_key
+from storage.eventlog import ApplicationLog, SelectiveLog
 
 log = logging.getLogger("courier")
 
@@ -147,7 +148,7 @@ class Container:
     redis: Any = None
     relay: Relay | None = None
     workers: Workers | None = None
-    projections: list[ProjectionRunner] = field(default_factory=list)
+    projections: list[ViewRunner] = field(default_factory=list)
     hub: Any = None
     committer: GroupCommitter | None = None
     limiter: RateLimiter | None = None
