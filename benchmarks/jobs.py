@@ -44,7 +44,8 @@ from infrastructure.faults import FaultInjector
 from infrastructure.notifiers import FlagIndexer
 from infrastructure.settings import load
 from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
-from runtime.bootstrap import TOOL, Container, build
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
 
 BENCH_QUEUE = "courier_bench_floor"
 

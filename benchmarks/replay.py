@@ -38,7 +38,8 @@ from infrastructure.settings import load
 from projections.catalog import AUDIT_CHAIN, PROJECTIONS
 from projections.replay import rebuild
 from projections.shared import SharedFollower
-from runtime.bootstrap import TOOL, Container, build
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
 from storage.eventlog import ApplicationLog, RawLog
 
 DEFAULT_DSN = "postgresql://root@127.0.0.1:5432/test"

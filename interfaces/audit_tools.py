@@ -26,7 +26,8 @@ from infrastructure.chain import BadCheckpoint, check_signature, load_public_key
 from infrastructure.settings import Settings
 from projections.audit_queries import EventFilter
 from projections.chain import Verdict
-from runtime.bootstrap import TOOL, Container, build
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
 
 FORMATS = ("jsonl", "csv")
 COLUMNS = (

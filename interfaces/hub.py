@@ -35,7 +35,7 @@ from application.views import message_dict
 from domain.events import Context
 from domain.message import Message
 from infrastructure.follower import Follower
-from runtime.bootstrap import Container
+from runtime.container import Container
 from storage.eventlog import Positioned
 
 log = logging.getLogger("courier.ws")

@@ -19,7 +19,8 @@ from infrastructure.groupcommit import GroupCommitter
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
 from interfaces.ws import Hub
-from runtime.bootstrap import SERVE, Container, build
+from runtime.bootstrap import SERVE, build
+from runtime.container import Container
 
 log = logging.getLogger("courier")
 

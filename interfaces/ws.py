@@ -29,7 +29,7 @@ from domain.access import BACKLOG
 from infrastructure.settings import Settings
 from infrastructure.tickets import TicketsUnavailable
 from interfaces.hub import Hub, Subscriber, dumps, frame_writer, new_frame
-from runtime.bootstrap import Container
+from runtime.container import Container
 from storage.positions import read_position
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from infrastructure.tables import key_vault
 from infrastructure.vault import SqlKeyVault
 from migrations.schema import metadata
 from projections.search import FTS_TABLE
-from runtime.bootstrap import make_engine, open_messaging
+from runtime.stores import make_engine, open_messaging
 from tests.e2e.harness import Runtime, auth, wait_for
 from tests.e2e.sealing import courier, register_keys
 

@@ -31,7 +31,8 @@ from interfaces.cli import main
 from interfaces.http.app import create_app
 from projections.chain import ChainView
 from projections.tables import audit_chain
-from runtime.bootstrap import ALL, Container, build
+from runtime.bootstrap import ALL, build
+from runtime.container import Container
 from storage.eventlog import RawLog
 from storage.positions import read_position
 from tests.conftest import PG_DSN

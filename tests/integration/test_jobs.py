@@ -22,7 +22,8 @@ from infrastructure.crypto import generate_master_key_spec
 from infrastructure.jobruns import COMPLETED, FAILED, RETRIED, Run
 from infrastructure.settings import load
 from runtime import relay as relay_module
-from runtime.bootstrap import ALL, Container, build
+from runtime.bootstrap import ALL, build
+from runtime.container import Container
 from runtime.relay import Relay
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for

@@ -27,7 +27,8 @@ from infrastructure.crypto import WRAP_PURPOSE, subkey
 from infrastructure.eventreader import event_reader
 from infrastructure.settings import load
 from interfaces.keyops import rotate_master_keys
-from runtime.bootstrap import TOOL, Container, build
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.recipient import b64, open_envelope, public_pem
 

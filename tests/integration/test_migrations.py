@@ -182,9 +182,9 @@ def test_a_process_waits_for_another_that_migrates_longer_than_the_lock_timeout(
 
     from infrastructure.crypto import generate_master_key_spec
     from infrastructure.settings import load
-    from runtime.bootstrap import make_engine
-    from runtime.bootstrap import migrate as migrate_under_lock
     from runtime.relay import lock_key
+    from runtime.stores import make_engine
+    from runtime.stores import migrate as migrate_under_lock
 
     settings = load(
         {

@@ -16,7 +16,8 @@ from domain.events import Context
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
 from projections.shared import SharedFollower
-from runtime.bootstrap import TOOL, Container, build
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
 from storage.positions import read_position
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for

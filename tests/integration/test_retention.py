@@ -19,7 +19,8 @@ from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
 from infrastructure.tables import job_runs
 from projections.audit_queries import EventFilter
-from runtime.bootstrap import ALL, Container, build
+from runtime.bootstrap import ALL, build
+from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

@@ -22,7 +22,8 @@ from infrastructure.settings import Settings
 from interfaces.replay import replay_projection
 from projections.messages import MessageQueriesSQL
 from projections.tables import search_documents, search_tokens
-from runtime.bootstrap import ALL, TOOL, Container, build
+from runtime.bootstrap import ALL, TOOL, build
+from runtime.container import Container
 from tests.conftest import backend_settings
 from tests.e2e.harness import wait_for
 from tests.recipient import public_pem

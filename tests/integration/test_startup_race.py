@@ -11,7 +11,7 @@ from application.messaging import Crypto, Messaging
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, generate_master_key_spec
 from infrastructure.settings import load
 from infrastructure.vault import SqlKeyVault
-from runtime.bootstrap import make_engine, open_messaging
+from runtime.stores import make_engine, open_messaging
 
 pytestmark = pytest.mark.services
 

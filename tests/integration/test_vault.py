@@ -168,7 +168,7 @@ def test_a_malformed_at_rest_key_is_a_settings_error(tmp_path: Path) -> None:
 def test_the_embedded_read_database_overwrites_what_it_deletes(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    from runtime.bootstrap import make_engine
+    from runtime.stores import make_engine
 
     settings = load(
         {

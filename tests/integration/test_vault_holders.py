@@ -19,7 +19,8 @@ from application.rotation import KeyRotation
 from domain.events import Context
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
 from infrastructure.settings import load
-from runtime.bootstrap import TOOL, Container, build
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.recipient import open_envelope, public_pem
 
