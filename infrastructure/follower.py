@@ -11,7 +11,7 @@ from storage.eventlog import EventLog, Positioned
 log = logging.getLogger("courier.follower")
 
 
-class Follower(threading.Thread):
+class LogFollower(threading.Thread):
     """Polls the log and calls ``handle(batch)``; wakes early when told something was saved."""
 
     def __init__(

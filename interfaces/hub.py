@@ -34,7 +34,7 @@ from application.errors import CourierError
 from application.views import message_dict
 from domain.events import Context
 from domain.message import Message
-from infrastructure.follower import Follower
+from infrastructure.follower import LogFollower
 from runtime.container import Container
 from storage.eventlog import Positioned
 
@@ -212,7 +212,7 @@ class Hub:
         # The last log position whose frames have been handed out (under ``lock``): a
         # socket registered now gets live frames for every later event, none before.
         self.position = 0
-        self.follower = Follower(
+        self.follower = LogFollower(
             "ws-hub",
             container.event_log,
             self.on_events,
