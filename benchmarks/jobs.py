@@ -38,13 +38,14 @@ from application.loading import Loader
 from application.outgoing import Outgoing
 from application.processing import Outcome, Processor
 from domain.events import Context
-from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.eventreader import event_reader
 from infrastructure.faults import FaultInjector
 from infrastructure.notifiers import FlagIndexer
 from infrastructure.settings import load
 from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
 
 BENCH_QUEUE = "courier_bench_floor"
 

@@ -34,11 +34,13 @@ from domain.access import PAGE, Access
 from domain.conversation import Conversation
 from domain.events import Context, system_context
 from domain.message import Message
-from infrastructure.bootstrap import TOOL, Container, build
-from infrastructure.replay import rebuild
 from infrastructure.settings import load
 from projections.catalog import AUDIT_CHAIN, PROJECTIONS
-from projections.runner import ApplicationLog, ProjectionRunner, RawLog
+from projections.replay import rebuild
+from projections.shared import SharedFollower
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
+from storage.eventlog import ApplicationLog, RawLog
 
 DEFAULT_DSN = "postgresql://root@127.0.0.1:5432/test"
 TENANT = "bench"
@@ -120,11 +122,10 @@ def floor(container: Container) -> tuple[int, float]:
 
 
 def build_chain(container: Container) -> tuple[int, float]:
-    runner = ProjectionRunner(
-        AUDIT_CHAIN.view(), container.engine, RawLog(container.messaging), batch_size=2000
-    )
+    log_ = RawLog(container.messaging)
+    runner = SharedFollower(log_, container.engine).add(AUDIT_CHAIN.view(), raw=True)
     started, position, count = time.monotonic(), runner.committed_position(), 0
-    while batch := runner.log.read(position, 2000):
+    while batch := log_.read(position, 2000):
         runner.apply_batch(batch)
         position, count = batch[-1][0], count + len(batch)
     return count, time.monotonic() - started

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from application.ports import Keyring, index_key_context
-from projections.tables import search_index_keys
+from infrastructure.tables import search_index_keys
 
 KEY_BYTES = 32
 TOKEN_BYTES = 12

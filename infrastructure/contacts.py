@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from application.ports import NotificationPreferences
-from projections.tables import notification_preferences, notification_sends
+from infrastructure.tables import notification_preferences, notification_sends
 
 
 def _insert(engine: Engine) -> type[postgresql.Insert] | type[sqlite.Insert]:

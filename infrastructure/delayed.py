@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from application.jobs import Job
-from projections.tables import delayed_jobs
+from infrastructure.tables import delayed_jobs
 
 
 class DelayedJobs:

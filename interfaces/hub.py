@@ -33,9 +33,10 @@ from websockets.frames import Frame, Opcode
 from application.errors import CourierError
 from domain.events import Context
 from domain.message import Message
-from infrastructure.bootstrap import Container
+from infrastructure.follower import LogFollower
 from interfaces.http.wire import message_dict
-from projections.runner import Follower, Positioned
+from runtime.container import Container
+from storage.eventlog import Positioned
 
 log = logging.getLogger("courier.ws")
 
@@ -211,7 +212,7 @@ class Hub:
         # The last log position whose frames have been handed out (under ``lock``): a
         # socket registered now gets live frames for every later event, none before.
         self.position = 0
-        self.follower = Follower(
+        self.follower = LogFollower(
             "ws-hub",
             container.event_log,
             self.on_events,

@@ -13,9 +13,9 @@ from application.ports import KeyUnwrapError
 from application.rotation import KeyRotation
 from domain.events import Context
 from infrastructure.blindindex import HmacBlindIndex
-from infrastructure.bootstrap import TOOL, build
 from infrastructure.crypto import UnknownMasterKey
 from infrastructure.settings import Settings
+from runtime.bootstrap import TOOL, build
 
 
 def rotate_master_keys(settings: Settings, batch_size: int) -> bool:

@@ -7,16 +7,16 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from infrastructure.bootstrap import TOOL, build
-from infrastructure.replay import Rebuilt, rebuild
 from infrastructure.settings import Settings
 from projections.catalog import named
+from projections.replay import Rebuilt, rebuild
+from runtime.bootstrap import TOOL, build
 
 
 def replay_projection(
     settings: Settings, name: str, start: int = 0, batch: int = 2000, console: Console | None = None
 ) -> Rebuilt:
-    """Rebuild projection ``name`` beside the live one and swap it in (infrastructure.replay)."""
+    """Rebuild projection ``name`` beside the live one and swap it in (projections.replay)."""
     projection = named(name)
     projection.check_replay(start)
     container = build(settings, TOOL)

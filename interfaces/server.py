@@ -14,12 +14,13 @@ from starlette.types import Lifespan
 
 from application.loading import Loader
 from application.messaging import Messaging
-from infrastructure.bootstrap import SERVE, Container, build
 from infrastructure.eventreader import event_reader
 from infrastructure.groupcommit import GroupCommitter
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
 from interfaces.ws import Hub
+from runtime.bootstrap import SERVE, build
+from runtime.container import Container
 
 log = logging.getLogger("courier")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool, text
 
+from migrations.schema import metadata
 from projections.search import FTS_TABLE
-from projections.tables import metadata
 
 config = context.config
 SCHEMA_OPTION = "courier.schema"

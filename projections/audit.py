@@ -21,7 +21,6 @@ from sqlalchemy import Connection, delete, select, update
 from domain.access import Access
 from domain.conversation import DIRECT, Conversation
 from domain.message import Message
-from projections.bulk import append_rows
 from projections.dispatch import handler_of
 from projections.tables import (
     audit_access,
@@ -30,6 +29,7 @@ from projections.tables import (
     audit_subjects,
     legal_holds,
 )
+from storage.bulk import append_rows
 
 NAME = "audit"
 # Event fields that hold or betray content (free text, ciphertext, a digest of the

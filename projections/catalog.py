@@ -21,7 +21,10 @@ from projections.tables import (
 
 
 @dataclass(frozen=True)
-class Projection:
+class ReadModel:
+    """A projection as the catalog knows it: its view, the tables it alone writes, how
+    replay may rebuild it."""
+
     name: str
     view: Callable[[], View]
     tables: tuple[Table, ...]
@@ -43,16 +46,16 @@ class Projection:
             )
 
 
-MESSAGES = Projection("messages", MessagesView, READ_TABLES)
-SEARCH = Projection("search", SearchView, SEARCH_TABLES)
-AUDIT = Projection(audit.NAME, audit.AuditView, AUDIT_TABLES, by_position=True)
-AUDIT_CHAIN = Projection(chain.NAME, chain.ChainView, (audit_chain,), raw=True, replayable=False)
-QUEUE_METRICS = Projection(queue_metrics.NAME, queue_metrics.QueueMetricsView, QUEUE_METRIC_TABLES)
+MESSAGES = ReadModel("messages", MessagesView, READ_TABLES)
+SEARCH = ReadModel("search", SearchView, SEARCH_TABLES)
+AUDIT = ReadModel(audit.NAME, audit.AuditView, AUDIT_TABLES, by_position=True)
+AUDIT_CHAIN = ReadModel(chain.NAME, chain.ChainView, (audit_chain,), raw=True, replayable=False)
+QUEUE_METRICS = ReadModel(queue_metrics.NAME, queue_metrics.QueueMetricsView, QUEUE_METRIC_TABLES)
 
-PROJECTIONS: tuple[Projection, ...] = (MESSAGES, SEARCH, AUDIT, AUDIT_CHAIN, QUEUE_METRICS)
+PROJECTIONS: tuple[ReadModel, ...] = (MESSAGES, SEARCH, AUDIT, AUDIT_CHAIN, QUEUE_METRICS)
 
 
-def named(name: str) -> Projection:
+def named(name: str) -> ReadModel:
     for projection in PROJECTIONS:
         if projection.name == name:
             return projection

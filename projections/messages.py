@@ -15,10 +15,7 @@ from application.ports import BlindIndex
 from application.search import query_words
 from domain.message import BATCH_SIZE
 from projections.search import matching_ids
-from projections.tables import (
-    message_recipients,
-    messages,
-)
+from projections.tables import message_recipients, messages
 
 DELIVERY_QUEUE = "MESSAGE_DELIVERY"
 ENCRYPTION_QUEUE = "MESSAGE_ENCRYPTION"

@@ -21,7 +21,6 @@ from sqlalchemy import Connection, delete, tuple_
 from application.jobs import MESSAGE_DELIVERY, MESSAGE_NOTIFICATION, batch_part, job_id
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
-from projections.bulk import rows_where_in, upsert_rows
 from projections.dispatch import handler_of, registered
 from projections.messages import ENCRYPTION_QUEUE, derive_status
 from projections.tables import (
@@ -31,6 +30,7 @@ from projections.tables import (
     message_recipients,
     messages,
 )
+from storage.bulk import rows_where_in, upsert_rows
 
 Row = dict[str, Any]
 _CHUNK = 500

@@ -40,8 +40,8 @@ from sqlalchemy.dialects.postgresql import REGCONFIG
 from application.ports import SEARCH_HOLDER, SEARCH_ROW, vault_reference
 from application.search import words
 from domain.message import Message
-from projections.bulk import driver, qualified, set_where_in, upsert_rows
-from projections.tables import key_vault, message_recipients, search_documents, search_tokens
+from projections.tables import message_recipients, search_documents, search_tokens
+from storage.bulk import driver, qualified, set_where_in, upsert_rows
 
 # Stemmed English on both backends ("clinics" finds "clinic"); the blind index has
 # no stemmer, so an encrypted message is found by its exact (normalised) words only.
@@ -141,8 +141,9 @@ class SearchView:
         set_where_in(conn, search_documents, {"searchable": True}, "message_id", pending.indexed)
 
 
+# The write side's key vault (``infrastructure.tables.key_vault``), read by name.
 VAULTED = text(
-    f"SELECT message_id, holder, wrapped_key FROM {key_vault.name}"
+    "SELECT message_id, holder, wrapped_key FROM key_vault"
     " WHERE message_id IN :ids AND holder_type = :holder_type"
 ).bindparams(bindparam("ids", expanding=True))
 

@@ -21,17 +21,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from projections.runner import (
-    ApplicationLog,
-    EventLog,
-    Positioned,
-    ProjectionRunner,
-    RawLog,
-    View,
-    apply_batch_to,
-    topic_filter,
-)
-from projections.tables import followers
+from projections.runner import View, ViewRunner, apply_batch_to
+from storage.eventlog import ApplicationLog, EventLog, Positioned, RawLog, topic_filter
+from storage.positions import followers
 
 log = logging.getLogger("courier.projections")
 
@@ -83,7 +75,7 @@ def _id(notification: Any) -> int:
 class _Tracked:
     """One view of the group: where it is and whether it is waiting out a failure."""
 
-    runner: ProjectionRunner
+    runner: ViewRunner
     raw: bool
     wants: Callable[[str], bool] | None
     position: int = 0
@@ -155,9 +147,9 @@ class SharedFollower(threading.Thread):
     def log(self) -> ApplicationLog:
         return self._log
 
-    def add(self, view: View, *, raw: bool = False) -> ProjectionRunner:
+    def add(self, view: View, *, raw: bool = False) -> ViewRunner:
         """A runner for ``view`` fed by this follower (``raw``: stored, undecoded events)."""
-        runner = ProjectionRunner(view, self.engine, self._log, follower=self)
+        runner = ViewRunner(view, self.engine, self._log, follower=self)
         self.tracked.append(_Tracked(runner, raw, None if raw else wanted_by(view)))
         return runner
 

@@ -1,12 +1,14 @@
-"""Every read-side table, as SQLAlchemy Core metadata (Alembic migrations mirror it)."""
+"""The read models' tables: rebuildable from the event log (``courier replay``).
+
+SQLAlchemy Core metadata; the Alembic migrations mirror it (``migrations/schema.py``
+gathers it with the write side's tables and the followers' positions).
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
-    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -18,20 +20,11 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import TSVECTOR
+
+from storage.columns import ID, USER, JSONVariant
 
 metadata = MetaData()
-
-JSONVariant = JSON().with_variant(JSONB(), "postgresql")
-ID = 36
-USER = 128
-
-followers = Table(
-    "followers",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("position", BigInteger, nullable=False),
-)
 
 conversations = Table(
     "conversations",
@@ -100,32 +93,6 @@ message_recipients = Table(
     Index("message_recipients_inbox_idx", "tenant_id", "recipient_id", "delivered_position"),
 )
 
-key_vault = Table(
-    "key_vault",
-    metadata,
-    Column("message_id", String(ID), primary_key=True),
-    # application.ports.HOLDER_TYPES: the holder of a row of one type is never taken for
-    # one of another (a user id that reads "service:..." is not the service).
-    Column("holder_type", String(16), primary_key=True),
-    Column("holder", String(USER + 40), primary_key=True),
-    Column("key_id", String(128), nullable=False),
-    Column("wrapped_key", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    CheckConstraint(
-        "holder_type IN ('user', 'service', 'digest', 'search')", name="key_vault_holder_type"
-    ),
-)
-
-delayed_jobs = Table(
-    "delayed_jobs",
-    metadata,
-    Column("job_id", String(200), primary_key=True),
-    Column("queue", String(32), nullable=False),
-    Column("body", JSONVariant, nullable=False),
-    Column("due_at", Float, nullable=False),
-    Index("delayed_jobs_due_idx", "due_at"),
-)
-
 failed_jobs = Table(
     "failed_jobs",
     metadata,
@@ -138,22 +105,6 @@ failed_jobs = Table(
     Column("failed_at", DateTime(timezone=True), nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("failed_jobs_queue_idx", "queue", "failed_at"),
-)
-
-job_runs = Table(
-    "job_runs",
-    metadata,
-    Column("run_id", String(32), primary_key=True),
-    Column("job_id", String(200), nullable=False),
-    Column("queue", String(32), nullable=False),
-    Column("attempt", Integer, nullable=False),
-    Column("started_at", Float, nullable=False),
-    Column("finished_at", Float),
-    Column("outcome", String(16), nullable=False),
-    Column("error", String(120)),
-    Index("job_runs_job_idx", "job_id"),
-    Index("job_runs_queue_started_idx", "queue", "started_at"),
-    Index("job_runs_queue_finished_idx", "queue", "finished_at"),
 )
 
 # ---- queue metrics (projections/queue_metrics.py) ------------------------------------
@@ -256,15 +207,6 @@ audit_chain = Table(
     Column("hash", LargeBinary(32), nullable=False),
 )
 
-audit_checkpoints = Table(
-    "audit_checkpoints",
-    metadata,
-    Column("position", BigInteger, primary_key=True, autoincrement=False),
-    Column("signed_at", DateTime(timezone=True), nullable=False),
-    Column("key_id", String(64), nullable=False),
-    Column("body", Text, nullable=False),
-)
-
 AUDIT_TABLES = (audit_events, audit_subjects, audit_messages, audit_access, legal_holds)
 
 # ---- search (projections/search.py) -------------------------------------------------
@@ -299,43 +241,7 @@ search_tokens = Table(
     Index("search_tokens_message_idx", "message_id"),
 )
 
-# Each tenant's blind-index key, wrapped by the service keyring (not rebuilt by replay).
-search_index_keys = Table(
-    "search_index_keys",
-    metadata,
-    Column("tenant_id", String(USER), primary_key=True),
-    Column("key_id", String(128), nullable=False),
-    Column("wrapped_key", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
 SEARCH_TABLES = (search_documents, search_tokens)
-
-# ---- notifications (infrastructure/contacts.py) ------------------------------------------
-# Personal data, kept out of the event log so that it can be corrected and erased.
-notification_preferences = Table(
-    "notification_preferences",
-    metadata,
-    Column("tenant_id", String(USER), primary_key=True),
-    Column("user_id", String(USER), primary_key=True),
-    Column("channels", JSONVariant, nullable=False),
-    Column("email", String(320)),
-    Column("phone", String(32)),
-    Column("push_token", Text),
-    Column("when_online", Boolean, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-# What a notification job already sent, so that a retry does not send it again.
-notification_sends = Table(
-    "notification_sends",
-    metadata,
-    Column("message_id", String(ID), primary_key=True),
-    Column("user_id", String(USER), primary_key=True),
-    Column("channel", String(16), primary_key=True),
-    Column("outcome", String(32), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=False),
-)
 
 READ_TABLES = (conversations, conversation_participants, messages, message_recipients, failed_jobs)
 QUEUE_METRIC_TABLES = (queue_metric_jobs, queue_metric_totals)

@@ -22,11 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from infrastructure.bootstrap import Container
 from infrastructure.liveness import follower_positions, leader_held
-from infrastructure.relay import RELAY, lock_key
 from interfaces.http.telemetry import HttpStats
 from projections.catalog import PROJECTIONS
+from runtime.container import Container
+from runtime.relay import RELAY, lock_key
 
 GAUGES = (
     ("waiting", "Jobs waiting in the broker"),

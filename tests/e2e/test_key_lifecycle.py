@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from infrastructure.bootstrap import make_engine
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
-from projections.tables import key_vault
+from infrastructure.tables import key_vault
+from runtime.stores import make_engine
 from tests.e2e.harness import Runtime, auth
 from tests.e2e.sealing import courier, envelope, register_keys, restart, send_encrypted
 from tests.recipient import open_envelope

@@ -18,12 +18,13 @@ from application.errors import NotFound
 from application.outgoing import Outgoing
 from domain.events import Context
 from domain.message import Message
-from infrastructure import relay as relay_module
-from infrastructure.bootstrap import ALL, Container, build
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.jobruns import COMPLETED, FAILED, RETRIED, Run
-from infrastructure.relay import Relay
 from infrastructure.settings import load
+from runtime import relay as relay_module
+from runtime.bootstrap import ALL, build
+from runtime.container import Container
+from runtime.relay import Relay
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

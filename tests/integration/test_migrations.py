@@ -19,9 +19,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from infrastructure import migrate
 from infrastructure.crypto import generate_master_key_spec
+from infrastructure.tables import key_vault
 from interfaces.cli import main
+from migrations.schema import metadata
 from projections.search import FTS_TABLE
-from projections.tables import key_vault, metadata
 from tests.conftest import PG_DSN
 
 NAMED_INDEXES = {"messages_is_encrypted_idx", "messages_conversation_encrypted_idx"}
@@ -81,7 +82,7 @@ def fts_tables(db: Database) -> set[str]:
 
 
 def assert_matches_tables_py(db: Database) -> None:
-    """Every table, column type and index of projections/tables.py, nothing else."""
+    """Every table, column type and index of migrations/schema.py, nothing else."""
     engine = db.engine()
     try:
         inspector = inspect(engine)
@@ -179,11 +180,11 @@ def test_a_process_waits_for_another_that_migrates_longer_than_the_lock_timeout(
 
     import psycopg
 
-    from infrastructure.bootstrap import make_engine
-    from infrastructure.bootstrap import migrate as migrate_under_lock
     from infrastructure.crypto import generate_master_key_spec
-    from infrastructure.relay import lock_key
     from infrastructure.settings import load
+    from runtime.relay import lock_key
+    from runtime.stores import make_engine
+    from runtime.stores import migrate as migrate_under_lock
 
     settings = load(
         {

@@ -15,9 +15,10 @@ import pytest
 from application.outgoing import Outgoing
 from domain.events import Context
 from domain.message import Message
-from infrastructure.bootstrap import ALL, Container, build
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
+from runtime.bootstrap import ALL, build
+from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

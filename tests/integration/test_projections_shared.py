@@ -13,11 +13,12 @@ from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, fun
 
 from domain.conversation import Conversation
 from domain.events import Context
-from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
-from projections.runner import read_position
 from projections.shared import SharedFollower
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
+from storage.positions import read_position
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

@@ -15,11 +15,12 @@ from application.outgoing import Outgoing
 from application.ports import USER_KEY
 from application.retention import LegalHolds, Retention
 from domain.events import Context
-from infrastructure.bootstrap import ALL, Container, build
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
+from infrastructure.tables import job_runs
 from projections.audit_queries import EventFilter
-from projections.tables import job_runs
+from runtime.bootstrap import ALL, build
+from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

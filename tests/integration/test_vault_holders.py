@@ -18,10 +18,11 @@ from application.processing import Processor
 from application.rotation import KeyRotation
 from application.sealing import SERVICE_HOLDER
 from domain.events import Context
-from infrastructure.bootstrap import TOOL, Container, build
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
 from infrastructure.settings import load
 from interfaces.http.wire import envelope_dict
+from runtime.bootstrap import TOOL, build
+from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.recipient import open_envelope, public_pem
 

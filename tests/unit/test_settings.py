@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from infrastructure.bootstrap import make_engine
 from infrastructure.pgstore import Factory
 from infrastructure.settings import Settings, SettingsError, load
+from runtime.stores import make_engine
 
 BASE = {"JWT_SECRET": "s" * 40, "ENCRYPTION_MASTER_KEYS": "k1:" + "A" * 43 + "="}
 URL = "postgresql://courier:p%40ss@db.example.org:6432/courier"

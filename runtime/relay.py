@@ -25,8 +25,10 @@ from application.policies import dropped_jobs, held_jobs, jobs_for, pending_jobs
 from application.retention import cleanup_job
 from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
-from projections.runner import EventLog, Follower, Positioned, read_position, write_position
+from infrastructure.follower import LogFollower
 from projections.tables import messages
+from storage.eventlog import EventLog, Positioned
+from storage.positions import read_position, write_position
 
 log = logging.getLogger("courier.relay")
 
@@ -130,8 +132,8 @@ class Relay(threading.Thread):
         self.reconcile_cursor: tuple[datetime, str] | None = None
         self.republished: dict[str, float] = {}  # job id -> when (monotonic)
 
-    def _new_follower(self) -> Follower:
-        return Follower(
+    def _new_follower(self) -> LogFollower:
+        return LogFollower(
             RELAY,
             self.log_,
             self.publish_batch,

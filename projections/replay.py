@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, Index, MetaData, delete, insert, select, text
 
-from projections.catalog import Projection
-from projections.runner import EventLog, View, apply_batch_to, read_position, write_position
+from projections.catalog import ReadModel
+from projections.runner import View, apply_batch_to
 from projections.shared import Slice, reader_for
-from projections.tables import followers
+from storage.eventlog import EventLog
+from storage.positions import followers, read_position, write_position
 
 Progress = Callable[[int, int, int], None]  # position reached, head of the log, events applied
 
@@ -46,7 +47,7 @@ class Rebuilt:
 def rebuild(
     engine: Engine,
     log_: EventLog,
-    projection: Projection,
+    projection: ReadModel,
     *,
     start: int = 0,
     batch: int = 2000,
@@ -66,7 +67,7 @@ class _Job:
         self,
         engine: Engine,
         log_: EventLog,
-        projection: Projection,
+        projection: ReadModel,
         start: int,
         batch: int,
         progress: Progress,

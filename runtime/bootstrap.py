@@ -1,19 +1,17 @@
 """The one place that builds everything, for either runtime (docs/DEVELOPMENT.md).
 
-Nothing connects at import: ``build`` makes the objects, ``Container.start`` starts
-the threads that the process's role asks for.
+Nothing connects at import: ``build`` opens the stores (``runtime.stores``) and makes
+the objects of a process's role; ``Container.start`` (``runtime.container``) starts
+its threads.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
-from eventsourcing import persistence
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine
 
 from application.batches import BatchProcessor
 from application.jobs import QueueSettings
@@ -37,21 +35,21 @@ from infrastructure.jobruns import JobRuns
 from infrastructure.jobstats import JobStats
 from infrastructure.notifiers import ChannelNotifier, FlagIndexer, channels_from
 from infrastructure.presence import LocalPresence, RedisPresence
-from infrastructure.queues import QueueMonitor
 from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Rule, Windows
-from infrastructure.relay import Relay, lock_key
 from infrastructure.settings import Settings
-from infrastructure.storegate import StoreGate, guard
-from infrastructure.tickets import LocalTickets, RedisTickets, Tickets
+from infrastructure.storegate import guard
+from infrastructure.tickets import LocalTickets, RedisTickets
 from infrastructure.vault import SqlKeyVault
 from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
 from projections.audit_queries import AuditQueriesSQL
 from projections.catalog import PROJECTIONS as VIEWS
 from projections.messages import MessageQueriesSQL
-from projections.runner import ApplicationLog, Following, ProjectionRunner, SelectiveLog
 from projections.shared import SharedFollower
-
-log = logging.getLogger("courier")
+from runtime.container import Container
+from runtime.queue_monitor import QueueMonitor
+from runtime.relay import Relay
+from runtime.stores import make_engine, migrate, open_messaging
+from storage.eventlog import ApplicationLog, SelectiveLog
 
 SERVE = "serve"
 WORKER = "worker"
@@ -59,194 +57,6 @@ RELAY = "relay"
 PROJECTIONS = "projections"
 ALL = "all"  # every role in one process (the embedded default's `serve`, tests)
 TOOL = "tool"  # CLI commands that only read or write once
-
-
-def make_engine(settings: Settings) -> Engine:
-    url = settings.sqlalchemy_url()
-    if settings.is_postgres:
-        schema = settings.extra.get("POSTGRES_SCHEMA")
-        # A writer waiting on a stuck lock holder, or a transaction left open by a paused
-        # process, is cut off within seconds instead of freezing every writer behind it.
-        # The URL's other query parameters (sslmode, …) reach psycopg through the URL.
-        options = [
-            settings.database_params().get("options", ""),
-            f"-c lock_timeout={settings.lock_timeout}s",
-            f"-c idle_in_transaction_session_timeout={settings.idle_in_transaction_timeout}s",
-            f"-csearch_path={schema}" if schema else "",
-        ]
-        return create_engine(
-            url,
-            pool_size=3,
-            max_overflow=7,
-            pool_pre_ping=True,
-            pool_timeout=10,
-            connect_args={"connect_timeout": 5, "options": " ".join(o for o in options if o)},
-        )
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # Deleted rows (a shredded message's wrapped keys) are overwritten, not left in
-        # free pages of the file.
-        cursor.execute("PRAGMA secure_delete=ON")
-        cursor.close()
-
-    return engine
-
-
-def migrate(settings: Settings, engine: Engine) -> None:
-    """Apply pending read-side migrations (one process at a time on Postgres)."""
-    from infrastructure import migrate as migrations
-
-    schema = settings.extra.get("POSTGRES_SCHEMA")
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            # Processes started together wait here for the one that migrates, however long
-            # it takes: this wait is neither stuck nor idle, unlike what the timeouts cut.
-            conn.execute(text("SET lock_timeout = 0"))
-            conn.execute(text("SET idle_in_transaction_session_timeout = 0"))
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("migrate", schema)})
-            conn.commit()  # the lock is the session's; no transaction is left open
-            try:
-                migrations.upgrade(
-                    settings.sqlalchemy_url(),
-                    schema=schema,
-                    app_role=settings.extra.get("DATABASE_APP_ROLE"),
-                )
-            finally:
-                conn.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key("migrate", schema)}
-                )
-                conn.execute(text("RESET lock_timeout"))
-                conn.execute(text("RESET idle_in_transaction_session_timeout"))
-                conn.commit()
-    else:
-        migrations.upgrade(settings.sqlalchemy_url())
-
-
-@dataclass
-class Container:
-    """Everything one process uses, built once from settings."""
-
-    settings: Settings
-    role: str
-    messaging: Messaging
-    engine: Engine
-    queries: MessageQueriesSQL
-    broker: Broker
-    presence: LocalPresence
-    stats: JobStats
-    delayed: DelayedJobs
-    runs: JobRuns
-    monitor: QueueMonitor
-    audit: AuditQueriesSQL
-    chain: ChainKeeper
-    contacts: SqlContactBook
-    redis: Any = None
-    relay: Relay | None = None
-    workers: Workers | None = None
-    projections: list[ProjectionRunner] = field(default_factory=list)
-    hub: Any = None
-    committer: GroupCommitter | None = None
-    limiter: RateLimiter | None = None
-    tickets: Tickets = field(default_factory=LocalTickets)
-    store_gate: StoreGate | None = None
-    checkpoints: CheckpointSchedule | None = None
-
-    @property
-    def event_log(self) -> ApplicationLog:
-        return ApplicationLog(self.messaging)
-
-    def readiness(self) -> dict[str, bool]:
-        checks: dict[str, bool] = {}
-        try:
-            self.messaging.recorder.max_notification_id()
-            checks["eventStore"] = True
-        except Exception:
-            checks["eventStore"] = False
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["readStore"] = True
-        except Exception:
-            checks["readStore"] = False
-        if not self.settings.broker_url.startswith("memory"):
-            checks["broker"] = self.broker.ping()
-        if self.redis is not None:
-            try:
-                checks["redis"] = bool(self.redis.ping())
-            except Exception:
-                checks["redis"] = False
-        return checks
-
-    def projection_followers(self) -> list[Following]:
-        """The threads that feed the projections (one, shared, unless built otherwise)."""
-        return list(dict.fromkeys(runner.follower for runner in self.projections))
-
-    def start(self) -> None:
-        for follower in self.projection_followers():
-            follower.start()
-        if self.workers is not None:
-            self.workers.start()
-        if self.relay is not None:
-            self.relay.start()
-        if self.checkpoints is not None:
-            self.checkpoints.start()
-        log.info(
-            "courier %s started (%s, broker %s)",
-            self.role,
-            "embedded" if self.settings.embedded else "services",
-            self.settings.broker_url.split("://")[0],
-        )
-
-    def stop(self) -> None:
-        if self.checkpoints is not None:
-            self.checkpoints.stop()
-        if self.relay is not None:
-            self.relay.stop()
-        if self.workers is not None:
-            self.workers.stop()
-        for follower in self.projection_followers():
-            follower.stop()
-        if self.relay is not None:
-            self.relay.join(timeout=5)
-        for follower in self.projection_followers():
-            follower.join(timeout=5)
-        self.broker.close()
-        if self.redis is not None:
-            self.redis.close()
-        if self.committer is not None:
-            self.committer.close()
-        self.messaging.close()
-        self.engine.dispose()
-
-
-def open_messaging(crypto: Crypto, settings: Settings, attempts: int = 5) -> Messaging:
-    """The application on its event store, made when missing.
-
-    Processes started together (API, relay, worker, projections) all ask PostgreSQL to
-    create the event tables; ``CREATE TABLE IF NOT EXISTS`` run at the same moment can
-    fail in the catalog for all but one of them. The tables then exist: ask again.
-    """
-    env = settings.eventstore_env()
-    if settings.is_postgres:
-        env.setdefault("APPLICATION_RECORDER_TOPIC", eventstore.TOPIC)
-    for attempt in range(1, attempts + 1):
-        try:
-            return Messaging(crypto=crypto, env=env)
-        except (
-            persistence.IntegrityError,  # duplicate key in pg_type
-            persistence.InternalError,  # tuple concurrently updated
-            persistence.ProgrammingError,  # relation already exists
-        ) as error:
-            if attempt == attempts:
-                raise
-            log.info("event store tables were being created elsewhere (%s); again", error)
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
 
 
 def prune_job_records(container: Container, older_than_seconds: float) -> int:
