@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks import figures, floors, lifecycle, load, machine, report, w1
-from benchmarks.command import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL
+from benchmarks.defaults import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL
 from benchmarks.load import (
     OPEN_LOOP_CONNECTIONS,
     Call,

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import click
 
-DEFAULT_DATABASE_URL = "postgresql://root@127.0.0.1:5432/test"
-DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/10"
+from benchmarks.defaults import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL
 
 
 def _rates(text: str) -> tuple[float, ...]:

@@ -195,8 +195,8 @@ async def _hit(base: str, calls: Sequence[Call], clients: int, seconds: float) -
 
 def notification_log(env: dict[str, str], page: int = 1000) -> tuple[dict[str, Any], list[Any]]:
     """Read and decode every event of the run's store; the figures and the events."""
+    from infrastructure.runtime.bootstrap import TOOL, build
     from infrastructure.settings import load
-    from runtime.bootstrap import TOOL, build
 
     container = build(load(env), TOOL, apply_migrations=False)
     try:

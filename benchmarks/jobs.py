@@ -42,10 +42,10 @@ from infrastructure.crypto import generate_master_key_spec
 from infrastructure.eventreader import event_reader
 from infrastructure.faults import FaultInjector
 from infrastructure.notifiers import FlagIndexer
+from infrastructure.runtime.bootstrap import TOOL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import load
 from infrastructure.worker import BatchEngine, JobRunner, QueueConsumer, Workers
-from runtime.bootstrap import TOOL, build
-from runtime.container import Container
 
 BENCH_QUEUE = "courier_bench_floor"
 

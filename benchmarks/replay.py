@@ -34,13 +34,13 @@ from domain.access import PAGE, Access
 from domain.conversation import Conversation
 from domain.events import Context, system_context
 from domain.message import Message
+from infrastructure.runtime.bootstrap import TOOL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import load
+from infrastructure.storage.eventlog import ApplicationLog, RawLog
 from projections.catalog import AUDIT_CHAIN, PROJECTIONS
 from projections.replay import rebuild
 from projections.shared import SharedFollower
-from runtime.bootstrap import TOOL, build
-from runtime.container import Container
-from storage.eventlog import ApplicationLog, RawLog
 
 DEFAULT_DSN = "postgresql://root@127.0.0.1:5432/test"
 TENANT = "bench"

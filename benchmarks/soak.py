@@ -33,7 +33,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from benchmarks import lifecycle, machine, w1
-from benchmarks.command import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL
+from benchmarks.defaults import DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL
 from benchmarks.load import Call, LoadResult, client_for, closed_loop, open_loop
 from benchmarks.runtime import ServicesRuntime, proc_status
 

@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import Connection, Engine, select
 
 from infrastructure.settings import Settings, SettingsError, secret_file
+from infrastructure.storage.positions import read_position
 from infrastructure.tables import audit_checkpoints
 from projections import audit_check
 from projections.audit import NAME as AUDIT
 from projections.chain import GENESIS, StoredNotification, Verdict, head, verify
 from projections.chain import NAME as CHAIN
 from projections.tables import audit_chain
-from storage.positions import read_position
 
 log = logging.getLogger("courier.audit")
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from storage.eventlog import EventLog, Positioned
+from infrastructure.storage.eventlog import EventLog, Positioned
 
 log = logging.getLogger("courier.follower")
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 
 from application.jobs import Job, QueueSettings
+from infrastructure.storage.bulk import append_rows
 from infrastructure.tables import job_runs
-from storage.bulk import append_rows
 
 ACTIVE = "active"
 COMPLETED = "completed"

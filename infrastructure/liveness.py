@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select, text
 
-from storage.positions import followers
+from infrastructure.storage.positions import followers
 
 # A relay's advisory lock as pg_locks shows it: a bigint key in one lock of this database.
 HELD = text(

@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
 )
 
-from storage.columns import ID, USER, JSONVariant
+from infrastructure.storage.columns import ID, USER, JSONVariant
 
 metadata = MetaData()
 

@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from application.ports import HolderType, VaultEntry, WrapFormat, holds_key
 from infrastructure.groupcommit import GroupCommitter
+from infrastructure.storage.bulk import driver, qualified
 from infrastructure.tables import key_vault
-from storage.bulk import driver, qualified
 
 _UPSERT_ARRAYS = sql.SQL(
     "INSERT INTO {} (message_id, holder_type, holder, key_id, wrapped_key, created_at) "

@@ -36,7 +36,7 @@ def _settings() -> Any:
 
 
 def _run_until_signalled(role: str, **options: Any) -> None:
-    from runtime.bootstrap import build
+    from infrastructure.runtime.bootstrap import build
 
     _setup_logging()
     settings = _settings()

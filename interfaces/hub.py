@@ -34,9 +34,9 @@ from application.errors import CourierError
 from domain.events import Context
 from domain.message import Message
 from infrastructure.follower import LogFollower
+from infrastructure.runtime.container import Container
+from infrastructure.storage.eventlog import Positioned
 from interfaces.http.wire import message_dict
-from runtime.container import Container
-from storage.eventlog import Positioned
 
 log = logging.getLogger("courier.ws")
 

@@ -14,8 +14,8 @@ from application.rotation import KeyRotation
 from domain.events import Context
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.crypto import UnknownMasterKey
+from infrastructure.runtime.bootstrap import TOOL, build
 from infrastructure.settings import Settings
-from runtime.bootstrap import TOOL, build
 
 
 def rotate_master_keys(settings: Settings, batch_size: int) -> bool:

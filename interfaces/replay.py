@@ -7,10 +7,10 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from infrastructure.runtime.bootstrap import TOOL, build
 from infrastructure.settings import Settings
 from projections.catalog import named
 from projections.replay import Rebuilt, rebuild
-from runtime.bootstrap import TOOL, build
 
 
 def replay_projection(

@@ -16,11 +16,11 @@ from application.loading import Loader
 from application.messaging import Messaging
 from infrastructure.eventreader import event_reader
 from infrastructure.groupcommit import GroupCommitter
+from infrastructure.runtime.bootstrap import SERVE, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
 from interfaces.ws import Hub
-from runtime.bootstrap import SERVE, build
-from runtime.container import Container
 
 log = logging.getLogger("courier")
 

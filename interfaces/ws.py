@@ -26,11 +26,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from application.access import AccessLog
 from application.errors import CourierError
 from domain.access import BACKLOG
+from infrastructure.runtime.container import Container
 from infrastructure.settings import Settings
+from infrastructure.storage.positions import read_position
 from infrastructure.tickets import TicketsUnavailable
 from interfaces.hub import Hub, Subscriber, dumps, frame_writer, new_frame
-from runtime.container import Container
-from storage.positions import read_position
 
 if TYPE_CHECKING:
     from interfaces.http.auth import Principal

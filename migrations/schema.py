@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 from infrastructure import tables as write_side
+from infrastructure.storage import positions
 from projections import tables as read_models
-from storage import positions
 
 metadata = MetaData()
 for _source in (positions.metadata, write_side.metadata, read_models.metadata):

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, delete, select, update
 from domain.access import Access
 from domain.conversation import DIRECT, Conversation
 from domain.message import Message
+from infrastructure.storage.bulk import append_rows
 from projections.dispatch import handler_of
 from projections.tables import (
     audit_access,
@@ -29,7 +30,6 @@ from projections.tables import (
     audit_subjects,
     legal_holds,
 )
-from storage.bulk import append_rows
 
 NAME = "audit"
 # Event fields that hold or betray content (free text, ciphertext, a digest of the

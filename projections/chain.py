@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, select
 
+from infrastructure.storage.bulk import append_rows
 from projections.tables import audit_chain
-from storage.bulk import append_rows
 
 NAME = "audit_chain"
 GENESIS = hashlib.sha256(b"courier:audit-chain:v1").digest()

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, delete, tuple_
 from application.jobs import MESSAGE_DELIVERY, MESSAGE_NOTIFICATION, batch_part, job_id
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
+from infrastructure.storage.bulk import rows_where_in, upsert_rows
 from projections.dispatch import handler_of, registered
 from projections.messages import ENCRYPTION_QUEUE, derive_status
 from projections.tables import (
@@ -30,7 +31,6 @@ from projections.tables import (
     message_recipients,
     messages,
 )
-from storage.bulk import rows_where_in, upsert_rows
 
 Row = dict[str, Any]
 _CHUNK = 500

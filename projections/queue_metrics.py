@@ -40,8 +40,8 @@ from application.jobs import (
 )
 from application.policies import INDEX, SEAL, SPLIT, held_jobs, jobs_for
 from domain.message import Message
+from infrastructure.storage.bulk import rows_where_in, upsert_rows
 from projections.tables import queue_metric_jobs, queue_metric_totals
-from storage.bulk import rows_where_in, upsert_rows
 
 NAME = "queue_metrics"
 Row = dict[str, Any]

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, Index, MetaData, delete, insert, select, text
 
+from infrastructure.storage.eventlog import EventLog
+from infrastructure.storage.positions import followers, read_position, write_position
 from projections.catalog import ReadModel
 from projections.runner import View, apply_batch_to
 from projections.shared import Slice, reader_for
-from storage.eventlog import EventLog
-from storage.positions import followers, read_position, write_position
 
 Progress = Callable[[int, int, int], None]  # position reached, head of the log, events applied
 

@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
-from storage.eventlog import EventLog, Positioned
-from storage.positions import read_position, write_position
+from infrastructure.storage.eventlog import EventLog, Positioned
+from infrastructure.storage.positions import read_position, write_position
 
 
 class View(Protocol):

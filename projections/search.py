@@ -40,8 +40,8 @@ from sqlalchemy.dialects.postgresql import REGCONFIG
 from application.ports import SEARCH_HOLDER, SEARCH_ROW, vault_reference
 from application.search import words
 from domain.message import Message
+from infrastructure.storage.bulk import driver, qualified, set_where_in, upsert_rows
 from projections.tables import message_recipients, search_documents, search_tokens
-from storage.bulk import driver, qualified, set_where_in, upsert_rows
 
 # Stemmed English on both backends ("clinics" finds "clinic"); the blind index has
 # no stemmer, so an encrypted message is found by its exact (normalised) words only.

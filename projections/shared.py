@@ -21,9 +21,15 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from infrastructure.storage.eventlog import (
+    ApplicationLog,
+    EventLog,
+    Positioned,
+    RawLog,
+    topic_filter,
+)
+from infrastructure.storage.positions import followers
 from projections.runner import View, ViewRunner, apply_batch_to
-from storage.eventlog import ApplicationLog, EventLog, Positioned, RawLog, topic_filter
-from storage.positions import followers
 
 log = logging.getLogger("courier.projections")
 

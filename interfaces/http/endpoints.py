@@ -22,7 +22,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Monitor(Protocol):
-    """The queues as operators see them (``runtime.queue_monitor.QueueMonitor``)."""
+    """The queues as operators see them (``infrastructure.runtime.queue_monitor.QueueMonitor``)."""
 
     def knows(self, name: str) -> bool: ...
     def metrics(self) -> dict[str, Any]: ...

@@ -23,10 +23,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from infrastructure.liveness import follower_positions, leader_held
+from infrastructure.runtime.container import Container
+from infrastructure.runtime.relay import RELAY, lock_key
 from interfaces.http.telemetry import HttpStats
 from projections.catalog import PROJECTIONS
-from runtime.container import Container
-from runtime.relay import RELAY, lock_key
 
 GAUGES = (
     ("waiting", "Jobs waiting in the broker"),

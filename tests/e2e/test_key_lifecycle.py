@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import select
 
 from infrastructure.crypto import generate_master_key_spec
+from infrastructure.runtime.stores import make_engine
 from infrastructure.settings import load
 from infrastructure.tables import key_vault
-from runtime.stores import make_engine
 from tests.e2e.harness import Runtime, auth
 from tests.e2e.sealing import courier, envelope, register_keys, restart, send_encrypted
 from tests.recipient import open_envelope

@@ -12,10 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from infrastructure.runtime.bootstrap import TOOL, build
 from infrastructure.settings import load
 from projections.catalog import MESSAGES
 from projections.replay import rebuild
-from runtime.bootstrap import TOOL, build
 from tests.conftest import PG_DSN
 from tests.e2e.harness import ROOT, Runtime, auth, wait_for
 

@@ -21,12 +21,12 @@ from sqlalchemy import Engine, select, text
 
 from application.ports import DIGEST_HOLDER, SEARCH_HOLDER, Crypto
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
+from infrastructure.runtime.stores import make_engine, open_messaging
 from infrastructure.settings import load
 from infrastructure.tables import key_vault
 from infrastructure.vault import SqlKeyVault
 from migrations.schema import metadata
 from projections.search import FTS_TABLE
-from runtime.stores import make_engine, open_messaging
 from tests.e2e.harness import Runtime, auth, wait_for
 from tests.e2e.sealing import courier, register_keys
 

@@ -12,8 +12,8 @@ from application.outgoing import Outgoing
 from domain.events import Context
 from infrastructure import migrate
 from infrastructure.crypto import generate_master_key_spec
+from infrastructure.runtime.bootstrap import ALL, build
 from infrastructure.settings import load
-from runtime.bootstrap import ALL, build
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

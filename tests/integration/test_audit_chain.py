@@ -26,15 +26,15 @@ from application.policies import pending_jobs
 from domain.events import Context
 from infrastructure.chain import ChainBroken, check_signature, generate_signing_key
 from infrastructure.crypto import generate_master_key_spec
+from infrastructure.runtime.bootstrap import ALL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import load
+from infrastructure.storage.eventlog import RawLog
+from infrastructure.storage.positions import read_position
 from interfaces.cli import main
 from interfaces.http.app import create_app
 from projections.chain import ChainView
 from projections.tables import audit_chain
-from runtime.bootstrap import ALL, build
-from runtime.container import Container
-from storage.eventlog import RawLog
-from storage.positions import read_position
 from tests.conftest import PG_DSN
 from tests.e2e.harness import JWT_SECRET, auth, wait_for
 

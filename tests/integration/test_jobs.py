@@ -20,11 +20,11 @@ from domain.events import Context
 from domain.message import Message
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.jobruns import COMPLETED, FAILED, RETRIED, Run
+from infrastructure.runtime import relay as relay_module
+from infrastructure.runtime.bootstrap import ALL, build
+from infrastructure.runtime.container import Container
+from infrastructure.runtime.relay import Relay
 from infrastructure.settings import load
-from runtime import relay as relay_module
-from runtime.bootstrap import ALL, build
-from runtime.container import Container
-from runtime.relay import Relay
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

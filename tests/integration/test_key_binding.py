@@ -31,11 +31,11 @@ from domain.events import Context
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.crypto import WRAP_PURPOSE, subkey
 from infrastructure.eventreader import event_reader
+from infrastructure.runtime.bootstrap import TOOL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import load
 from interfaces.http.wire import envelope_dict
 from interfaces.keyops import rotate_master_keys
-from runtime.bootstrap import TOOL, build
-from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.recipient import b64, open_envelope, public_pem
 

@@ -181,10 +181,10 @@ def test_a_process_waits_for_another_that_migrates_longer_than_the_lock_timeout(
     import psycopg
 
     from infrastructure.crypto import generate_master_key_spec
+    from infrastructure.runtime.relay import lock_key
+    from infrastructure.runtime.stores import make_engine
+    from infrastructure.runtime.stores import migrate as migrate_under_lock
     from infrastructure.settings import load
-    from runtime.relay import lock_key
-    from runtime.stores import make_engine
-    from runtime.stores import migrate as migrate_under_lock
 
     settings = load(
         {

@@ -16,9 +16,9 @@ from application.outgoing import Outgoing
 from domain.events import Context
 from domain.message import Message
 from infrastructure.crypto import generate_master_key_spec
+from infrastructure.runtime.bootstrap import ALL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import load
-from runtime.bootstrap import ALL, build
-from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

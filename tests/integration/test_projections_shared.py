@@ -14,11 +14,11 @@ from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, fun
 from domain.conversation import Conversation
 from domain.events import Context
 from infrastructure.crypto import generate_master_key_spec
+from infrastructure.runtime.bootstrap import TOOL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import load
+from infrastructure.storage.positions import read_position
 from projections.shared import SharedFollower
-from runtime.bootstrap import TOOL, build
-from runtime.container import Container
-from storage.positions import read_position
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

@@ -18,9 +18,9 @@ from infrastructure import migrate
 from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
 from infrastructure.jobruns import COMPLETED, RETRIED, JobRuns
+from infrastructure.runtime.queue_monitor import QueueMonitor
 from infrastructure.settings import HealthRules
 from infrastructure.tables import job_runs
-from runtime.queue_monitor import QueueMonitor
 
 RULES = HealthRules(stall_seconds=30.0, failure_rate=0.5, min_attempts=2)
 

@@ -22,12 +22,12 @@ from application.jobs import (
 )
 from application.outgoing import Outgoing
 from domain.events import Context
+from infrastructure.runtime.bootstrap import ALL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import Settings
 from interfaces.replay import replay_projection
 from projections.queue_metrics_queries import LogFigures
 from projections.tables import queue_metric_jobs, queue_metric_totals
-from runtime.bootstrap import ALL, build
-from runtime.container import Container
 from tests.conftest import backend_settings
 from tests.e2e.harness import wait_for
 from tests.recipient import public_pem

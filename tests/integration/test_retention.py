@@ -16,11 +16,11 @@ from application.ports import USER_KEY
 from application.retention import LegalHolds, Retention
 from domain.events import Context
 from infrastructure.crypto import generate_master_key_spec
+from infrastructure.runtime.bootstrap import ALL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import load
 from infrastructure.tables import job_runs
 from projections.audit_queries import EventFilter
-from runtime.bootstrap import ALL, build
-from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.e2e.harness import wait_for
 

@@ -18,12 +18,12 @@ from domain.events import Context
 from infrastructure import migrate
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
+from infrastructure.runtime.bootstrap import ALL, TOOL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import Settings
 from interfaces.replay import replay_projection
 from projections.messages import MessageQueriesSQL
 from projections.tables import search_documents, search_tokens
-from runtime.bootstrap import ALL, TOOL, build
-from runtime.container import Container
 from tests.conftest import backend_settings
 from tests.e2e.harness import wait_for
 from tests.recipient import public_pem

@@ -10,9 +10,9 @@ import pytest
 from application.messaging import Messaging
 from application.ports import Crypto
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, generate_master_key_spec
+from infrastructure.runtime.stores import make_engine, open_messaging
 from infrastructure.settings import load
 from infrastructure.vault import SqlKeyVault
-from runtime.stores import make_engine, open_messaging
 
 pytestmark = pytest.mark.services
 

@@ -14,10 +14,10 @@ from application.outgoing import Outgoing
 from application.ports import DIGEST_ROW, SERVICE_KEY, USER_KEY, VaultEntry, WrapFormat
 from domain.events import Context
 from infrastructure.crypto import generate_event_store_key, generate_master_key_spec
+from infrastructure.runtime.bootstrap import TOOL, build
 from infrastructure.settings import SettingsError, load
 from infrastructure.vault import SqlKeyVault
 from migrations.schema import metadata
-from runtime.bootstrap import TOOL, build
 from tests.conftest import PG_DSN
 
 M1, M2, M3 = (UUID(int=n) for n in (1, 2, 3))
@@ -168,7 +168,7 @@ def test_a_malformed_at_rest_key_is_a_settings_error(tmp_path: Path) -> None:
 def test_the_embedded_read_database_overwrites_what_it_deletes(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    from runtime.stores import make_engine
+    from infrastructure.runtime.stores import make_engine
 
     settings = load(
         {

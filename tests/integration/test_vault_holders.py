@@ -19,10 +19,10 @@ from application.rotation import KeyRotation
 from application.sealing import SERVICE_HOLDER
 from domain.events import Context
 from infrastructure.crypto import MasterKeyring, generate_master_key_spec
+from infrastructure.runtime.bootstrap import TOOL, build
+from infrastructure.runtime.container import Container
 from infrastructure.settings import load
 from interfaces.http.wire import envelope_dict
-from runtime.bootstrap import TOOL, build
-from runtime.container import Container
 from tests.conftest import PG_DSN
 from tests.recipient import open_envelope, public_pem
 

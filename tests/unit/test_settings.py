@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import event
 
 from infrastructure.pgstore import Factory
+from infrastructure.runtime.stores import make_engine
 from infrastructure.settings import Settings, SettingsError, load
-from runtime.stores import make_engine
 
 BASE = {"JWT_SECRET": "s" * 40, "ENCRYPTION_MASTER_KEYS": "k1:" + "A" * 43 + "="}
 URL = "postgresql://courier:p%40ss@db.example.org:6432/courier"

@@ -18,16 +18,16 @@ from infrastructure.jobruns import JobRuns
 from infrastructure.jobstats import JobStats
 from infrastructure.presence import LocalPresence
 from infrastructure.ratelimit import RateLimiter
+from infrastructure.runtime.queue_monitor import QueueMonitor
+from infrastructure.runtime.relay import Relay
 from infrastructure.settings import Settings
+from infrastructure.storage.eventlog import ApplicationLog
 from infrastructure.storegate import StoreGate
 from infrastructure.tickets import LocalTickets, Tickets
 from infrastructure.worker import Workers
 from projections.audit_queries import AuditQueriesSQL
 from projections.messages import MessageQueriesSQL
 from projections.runner import Following, ViewRunner
-from runtime.queue_monitor import QueueMonitor
-from runtime.relay import Relay
-from storage.eventlog import ApplicationLog
 
 log = logging.getLogger("courier")
 

@@ -14,8 +14,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from application.messaging import Messaging
 from application.ports import Crypto
 from infrastructure import eventstore
+from infrastructure.runtime.relay import lock_key
 from infrastructure.settings import Settings
-from runtime.relay import lock_key
 
 log = logging.getLogger("courier")
 

@@ -26,9 +26,9 @@ from application.retention import cleanup_job
 from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
 from infrastructure.follower import LogFollower
+from infrastructure.storage.eventlog import EventLog, Positioned
+from infrastructure.storage.positions import read_position, write_position
 from projections.tables import messages
-from storage.eventlog import EventLog, Positioned
-from storage.positions import read_position, write_position
 
 log = logging.getLogger("courier.relay")
 

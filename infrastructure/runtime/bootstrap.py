@@ -1,7 +1,7 @@
 """The one place that builds everything, for either runtime (docs/DEVELOPMENT.md).
 
-Nothing connects at import: ``build`` opens the stores (``runtime.stores``) and makes
-the objects of a process's role; ``Container.start`` (``runtime.container``) starts
+Nothing connects at import: ``build`` opens the stores (``infrastructure.runtime.stores``) and makes
+the objects of a process's role; ``Container.start`` (``infrastructure.runtime.container``) starts
 its threads.
 """
 
@@ -36,7 +36,12 @@ from infrastructure.jobstats import JobStats
 from infrastructure.notifiers import ChannelNotifier, FlagIndexer, channels_from
 from infrastructure.presence import LocalPresence, RedisPresence
 from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Rule, Windows
+from infrastructure.runtime.container import Container
+from infrastructure.runtime.queue_monitor import QueueMonitor
+from infrastructure.runtime.relay import Relay
+from infrastructure.runtime.stores import make_engine, migrate, open_messaging
 from infrastructure.settings import Settings
+from infrastructure.storage.eventlog import ApplicationLog, SelectiveLog
 from infrastructure.storegate import guard
 from infrastructure.tickets import LocalTickets, RedisTickets
 from infrastructure.vault import SqlKeyVault
@@ -45,11 +50,6 @@ from projections.audit_queries import AuditQueriesSQL
 from projections.catalog import PROJECTIONS as VIEWS
 from projections.messages import MessageQueriesSQL
 from projections.shared import SharedFollower
-from runtime.container import Container
-from runtime.queue_monitor import QueueMonitor
-from runtime.relay import Relay
-from runtime.stores import make_engine, migrate, open_messaging
-from storage.eventlog import ApplicationLog, SelectiveLog
 
 SERVE = "serve"
 WORKER = "worker"
