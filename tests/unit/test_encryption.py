@@ -29,7 +29,7 @@ from application.processing import ForeignWrappedKey, Processor
 from application.rotation import KeyRotation
 from domain.events import Context
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, UnknownMasterKey
-from infrastructure.worker import describe
+from infrastructure.worker.runner import describe
 from tests.recipient import b64, open_envelope, public_pem, seal, unb64
 
 TENANT = "clinic"
