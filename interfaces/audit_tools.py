@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from application.access import AccessLog
 from domain.events import Context
 from infrastructure.bootstrap import TOOL, Container, build
-from infrastructure.chain import BadCheckpoint, check_signature, load_public_key
+from infrastructure.checkpoints import BadCheckpoint, check_signature, load_public_key
 from infrastructure.settings import Settings
 from projections.audit_queries import EventFilter
 from projections.chain import Verdict

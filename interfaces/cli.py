@@ -379,7 +379,7 @@ def audit_checkpoint() -> None:
     """Sign the chain's current head (Ed25519) and print it, to keep outside the database."""
     import json
 
-    from infrastructure.chain import ChainBroken
+    from infrastructure.checkpoints import ChainBroken
     from interfaces.audit_tools import checkpoint
 
     try:
@@ -397,7 +397,7 @@ def audit_keygen() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from infrastructure.chain import generate_signing_key
+    from infrastructure.checkpoints import generate_signing_key
 
     private = generate_signing_key()
     key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(private))

@@ -25,7 +25,7 @@ from application.messaging import Outgoing
 from application.policies import pending_jobs
 from domain.events import Context
 from infrastructure.bootstrap import ALL, Container, build
-from infrastructure.chain import ChainBroken, check_signature, generate_signing_key
+from infrastructure.checkpoints import ChainBroken, check_signature, generate_signing_key
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.settings import load
 from interfaces.cli import main
