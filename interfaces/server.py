@@ -19,7 +19,7 @@ from infrastructure.eventreader import event_reader
 from infrastructure.groupcommit import GroupCommitter
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
-from interfaces.ws import Hub
+from interfaces.hub import Hub
 
 log = logging.getLogger("courier")
 
