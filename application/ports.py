@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from application.jobs import Job
-
 
 @dataclass(frozen=True)
 class SealedContent:
@@ -191,9 +189,6 @@ class Notifier(Protocol):
         ...
 
 
-CHANNELS = ("push", "email", "sms")
-
-
 @dataclass(frozen=True)
 class NotificationPreferences:
     """How a user wants to hear of messages while away, and where (personal data)."""
@@ -223,10 +218,6 @@ class BlindIndex(Protocol):
 
 class Indexer(Protocol):
     def index(self, message: Any) -> None: ...
-
-
-class JobPublisher(Protocol):
-    def publish(self, jobs: list[Job]) -> None: ...
 
 
 class MessageQueries(Protocol):

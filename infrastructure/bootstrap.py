@@ -149,7 +149,6 @@ class Container:
     relay: Relay | None = None
     workers: Workers | None = None
     projections: list[ProjectionRunner] = field(default_factory=list)
-    hub: Any = None
     committer: GroupCommitter | None = None
     limiter: RateLimiter | None = None
     tickets: Tickets = field(default_factory=LocalTickets)

@@ -28,7 +28,6 @@ from infrastructure.settings import Settings
 from projections.audit_queries import EventFilter
 from projections.chain import Verdict
 
-FORMATS = ("jsonl", "csv")
 COLUMNS = (
     "position",
     "aggregateId",

@@ -31,7 +31,6 @@ def make_lifespan(container: Container) -> Lifespan[Starlette]:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hub = Hub(container)
         app.state.hub = hub
-        container.hub = hub
         container.start()
         hub.start(asyncio.get_running_loop())
         refresher = asyncio.ensure_future(_refresh_presence(container))
