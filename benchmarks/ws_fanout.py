@@ -39,6 +39,7 @@ import orjson
 import uvloop
 
 from benchmarks.ws_client import Listener, listen
+from domain.percentiles import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "ws-fanout-benchmark-" + "x" * 40
@@ -70,11 +71,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 class Server:

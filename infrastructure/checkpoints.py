@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from domain.timestamps import iso
 from infrastructure.settings import Settings, SettingsError, secret_file
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def sign(key: Ed25519PrivateKey, position: int, digest: bytes, at: datetime) -> 
         "format": FORMAT,
         "position": position,
         "hash": digest.hex(),
-        "signedAt": at.isoformat().replace("+00:00", "Z"),
+        "signedAt": iso(at),
         "keyId": key_id(public),
         "publicKey": base64.b64encode(_raw_public(public)).decode(),
     }

@@ -16,10 +16,10 @@ from application.jobs import DEFAULT_QUEUE_SETTINGS, QUEUES, Job
 from application.messaging import Crypto, Messaging, Outgoing
 from domain.events import Context
 from domain.message import Message
+from domain.percentiles import percentile
 from infrastructure.faults import FaultInjector, InjectedFault
 from infrastructure.settings import SettingsError, load, queue_settings
 from interfaces.http.app import create_app
-from projections.queue_metrics_queries import percentile
 from tests.unit.test_http import (
     TENANT,
     DictVault,
