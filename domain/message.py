@@ -8,6 +8,13 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.queues import (
+    MESSAGE_DELIVERY,
+    MESSAGE_ENCRYPTION,
+    MESSAGE_INDEXING,
+    MESSAGE_NOTIFICATION,
+)
+
 DIRECT = "direct"
 GROUP = "group"
 BATCH_SIZE = 50
@@ -275,7 +282,7 @@ class Message(Aggregate):
     ) -> None:
         self.encryption = dict(metadata)
         self.encryption_version = version
-        self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_ENCRYPTION"]
+        self.failures = [f for f in self.failures if f["queue"] != MESSAGE_ENCRYPTION]
 
     def deliver(
         self, batch: str, online: list[str], offline: list[str], meta: dict[str, str]
@@ -298,7 +305,7 @@ class Message(Aggregate):
         self.delivered = {**self.delivered, batch: [*online, *offline]}
         self.online = [*self.online, *online]
         self.offline = [*self.offline, *offline]
-        delivered_job = f"MESSAGE_DELIVERY:{self.id}:b{batch}"
+        delivered_job = f"{MESSAGE_DELIVERY}:{self.id}:b{batch}"
         self.failures = [f for f in self.failures if f["job_id"] != delivered_job]
 
     def mark_notified(
@@ -315,7 +322,7 @@ class Message(Aggregate):
     ) -> None:
         self.notified_batches = [*self.notified_batches, batch]
         self.failures = [
-            f for f in self.failures if f["job_id"] != f"MESSAGE_NOTIFICATION:{self.id}:b{batch}"
+            f for f in self.failures if f["job_id"] != f"{MESSAGE_NOTIFICATION}:{self.id}:b{batch}"
         ]
 
     def mark_indexed(self, meta: dict[str, str]) -> bool:
@@ -327,7 +334,7 @@ class Message(Aggregate):
     @event(Indexed)
     def _indexed(self, meta: dict[str, str]) -> None:
         self.indexed = True
-        self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_INDEXING"]
+        self.failures = [f for f in self.failures if f["queue"] != MESSAGE_INDEXING]
 
     @event(ProcessingFailed)
     def fail(

@@ -21,9 +21,6 @@ from projections.tables import (
     messages,
 )
 
-DELIVERY_QUEUE = "MESSAGE_DELIVERY"
-ENCRYPTION_QUEUE = "MESSAGE_ENCRYPTION"
-
 
 def derive_status(row: dict[str, Any]) -> str:
     """The same rule as ``Message.status``, over the row's columns."""

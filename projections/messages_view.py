@@ -18,11 +18,17 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, tuple_
 
+from application.jobs import (
+    MESSAGE_DELIVERY,
+    MESSAGE_ENCRYPTION,
+    MESSAGE_INDEXING,
+    MESSAGE_NOTIFICATION,
+)
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
 from projections.bulk import rows_where_in, upsert_rows
 from projections.dispatch import handler_of, registered
-from projections.messages import DELIVERY_QUEUE, ENCRYPTION_QUEUE, derive_status
+from projections.messages import derive_status
 from projections.tables import (
     conversation_participants,
     conversations,
@@ -238,7 +244,7 @@ class MessagesView:
                 "keyId": metadata.get("keyId"),
             },
             encryption_version=event.version,
-            failures=[f for f in row["failures"] if f["queue"] != ENCRYPTION_QUEUE],
+            failures=[f for f in row["failures"] if f["queue"] != MESSAGE_ENCRYPTION],
         )
 
     @on.register
@@ -255,7 +261,7 @@ class MessagesView:
                     delivered_position=position,
                 )
                 rows.changed["recipients"].add((row["id"], user))
-        delivered_job = f"{DELIVERY_QUEUE}:{row['id']}:b{event.batch}"
+        delivered_job = f"{MESSAGE_DELIVERY}:{row['id']}:b{event.batch}"
         self._change(
             rows,
             row,
@@ -270,7 +276,7 @@ class MessagesView:
         row = rows.message(str(event.originator_id))
         if event.batch in row["notified_batches"]:
             return
-        job_id = f"MESSAGE_NOTIFICATION:{row['id']}:b{event.batch}"
+        job_id = f"{MESSAGE_NOTIFICATION}:{row['id']}:b{event.batch}"
         self._change(
             rows,
             row,
@@ -283,7 +289,7 @@ class MessagesView:
     @on.register
     def _(self, event: Message.Indexed, position: int, rows: _Rows) -> None:
         row = rows.message(str(event.originator_id))
-        failures = [f for f in row["failures"] if f["queue"] != "MESSAGE_INDEXING"]
+        failures = [f for f in row["failures"] if f["queue"] != MESSAGE_INDEXING]
         self._change(rows, row, position, event, indexed=True, failures=failures)
 
     @on.register

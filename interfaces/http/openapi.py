@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from application.jobs import QUEUES as QUEUE_NAMES
 from interfaces.http.endpoints import Endpoint
-from interfaces.http.responses import QUEUE_NAMES, REF, SCHEMAS
+from interfaces.http.responses import REF, SCHEMAS
 from interfaces.http.schemas import MODELS, USER_ID_PATTERN
 
 ERROR_SCHEMA: dict[str, Any] = {

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from application.jobs import QUEUES as QUEUE_NAMES
+
 REF = "#/components/schemas/{model}"
 Schema = dict[str, Any]
 
@@ -18,14 +20,6 @@ TIME: Schema = {"type": "string", "format": "date-time"}
 COUNT: Schema = {"type": "integer", "minimum": 0}
 FLAG: Schema = {"type": "boolean"}
 CURSOR: Schema = {"type": ["string", "null"]}
-QUEUE_NAMES = (
-    "MESSAGE_DELIVERY",
-    "MESSAGE_NOTIFICATION",
-    "MESSAGE_ENCRYPTION",
-    "MESSAGE_INDEXING",
-    "BATCH_MESSAGE_SENDING",
-    "MESSAGE_CLEANUP",
-)
 
 
 def ref(name: str) -> Schema:
