@@ -20,7 +20,7 @@ from domain.percentiles import percentile
 from infrastructure.faults import FaultInjector, InjectedFault
 from infrastructure.settings import SettingsError, load, queue_settings
 from interfaces.http.app import create_app
-from tests.unit.test_http import (
+from tests.unit.api.fakes import (
     TENANT,
     DictVault,
     FakeCipher,
