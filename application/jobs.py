@@ -7,23 +7,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
-MESSAGE_DELIVERY = "MESSAGE_DELIVERY"
-MESSAGE_NOTIFICATION = "MESSAGE_NOTIFICATION"
-MESSAGE_ENCRYPTION = "MESSAGE_ENCRYPTION"
-MESSAGE_INDEXING = "MESSAGE_INDEXING"
-BATCH_MESSAGE_SENDING = "BATCH_MESSAGE_SENDING"
-MESSAGE_CLEANUP = "MESSAGE_CLEANUP"
+# The queues' names are the domain's (a message's failures name them); re-exported here.
+from domain.queues import BATCH_MESSAGE_SENDING as BATCH_MESSAGE_SENDING
+from domain.queues import MESSAGE_CLEANUP as MESSAGE_CLEANUP
+from domain.queues import MESSAGE_DELIVERY as MESSAGE_DELIVERY
+from domain.queues import MESSAGE_ENCRYPTION as MESSAGE_ENCRYPTION
+from domain.queues import MESSAGE_INDEXING as MESSAGE_INDEXING
+from domain.queues import MESSAGE_NOTIFICATION as MESSAGE_NOTIFICATION
+from domain.queues import QUEUES as QUEUES
 
 _RNG = random.Random()
-
-QUEUES: tuple[str, ...] = (
-    MESSAGE_DELIVERY,
-    MESSAGE_NOTIFICATION,
-    MESSAGE_ENCRYPTION,
-    MESSAGE_INDEXING,
-    BATCH_MESSAGE_SENDING,
-    MESSAGE_CLEANUP,
-)
 
 
 LANES = ("high", "", "low")  # a queue's lanes, taken in this order; "": normal

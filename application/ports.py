@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from application.jobs import Job
-
 
 @dataclass(frozen=True)
 class SealedContent:
@@ -199,9 +197,6 @@ class Notifier(Protocol):
         ...
 
 
-CHANNELS = ("push", "email", "sms")
-
-
 @dataclass(frozen=True)
 class NotificationPreferences:
     """How a user wants to hear of messages while away, and where (personal data)."""
@@ -241,10 +236,6 @@ class Crypto:
 
 class Indexer(Protocol):
     def index(self, message: Any) -> None: ...
-
-
-class JobPublisher(Protocol):
-    def publish(self, jobs: list[Job]) -> None: ...
 
 
 class MessageQueries(Protocol):

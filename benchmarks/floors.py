@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from application.jobs import MESSAGE_DELIVERY
 from benchmarks import load
 from benchmarks.load import Call, LoadResult, closed_loop
 from benchmarks.runtime import ROOT, free_port, wait_until
@@ -86,7 +87,7 @@ def kombu_roundtrip(broker_url: str, messages: int, seconds: float = 30.0) -> di
     broker = Broker(broker_url)
     queue = Queue(FLOOR_QUEUE, exchange=EXCHANGE, routing_key=FLOOR_QUEUE, durable=True)
     body = {
-        "queue": "MESSAGE_DELIVERY",
+        "queue": MESSAGE_DELIVERY,
         "messageId": str(uuid.uuid4()),
         "part": "b0",
         "tenantId": "bench",

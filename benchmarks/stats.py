@@ -1,18 +1,10 @@
-"""Small statistics shared by every measurement: percentiles and rates."""
+"""Small statistics shared by every measurement: latency summaries and rates."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (``fraction`` in 0..1) of unsorted values; None if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(round(fraction * len(ordered), 9)))
-    return ordered[min(rank, len(ordered)) - 1]
+from domain.percentiles import percentile
 
 
 def millis(seconds: float | None) -> float | None:
@@ -33,8 +25,8 @@ def ratio(value: float | None, floor: float | None) -> float | None:
 def latency_summary(seconds: Sequence[float]) -> dict[str, float | None]:
     """p50/p95/p99/max in milliseconds."""
     return {
-        "p50Ms": millis(percentile(seconds, 0.50)),
-        "p95Ms": millis(percentile(seconds, 0.95)),
-        "p99Ms": millis(percentile(seconds, 0.99)),
+        "p50Ms": millis(percentile(seconds, 0.50) if seconds else None),
+        "p95Ms": millis(percentile(seconds, 0.95) if seconds else None),
+        "p99Ms": millis(percentile(seconds, 0.99) if seconds else None),
         "maxMs": millis(max(seconds) if seconds else None),
     }

@@ -11,6 +11,8 @@ another. For each message it records, per subscriber, the time from the send (ju
 before the POST) to its ``message.new`` frame: p50, p99 and max, and the spread from
 the first frame to the last. The API process's RSS is read from /proc before the
 sockets, with them open, and after the messages. Prints a table and writes JSON.
+With ``--across`` (services runtime), the sends go through a second API process: the
+time a frame takes to cross API processes (docs/REALTIME.md).
 A benchmark, not a test: no figure is asserted.
 """
 
@@ -39,6 +41,7 @@ import orjson
 import uvloop
 
 from benchmarks.ws_client import Listener, listen
+from domain.percentiles import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "ws-fanout-benchmark-" + "x" * 40
@@ -70,11 +73,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 class Server:
@@ -115,12 +113,15 @@ class Server:
                 ENCRYPTION_MASTER_KEYS=generate_master_key_spec(),
             )
             roles += ["relay", "worker", "projections"]
+        commands = {role: [role] for role in roles}
+        commands["serve"] += ["--port", str(self.port)]
+        if args.across:  # a second API process, which takes the sends
+            commands["serve-b"] = ["serve", "--port", str(self.port + 1)]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        for role in roles:
-            extra = ["--port", str(self.port)] if role == "serve" else []
-            log = open(workdir / f"{role}.log", "wb")  # noqa: SIM115 - the process owns it
-            self.processes[role] = subprocess.Popen(
-                [sys.executable, "-m", "interfaces.cli", role, *extra],
+        for name, command in commands.items():
+            log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the process owns it
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "interfaces.cli", *command],
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,
@@ -245,6 +246,9 @@ async def open_all(port: int, subscribers: list[Subscriber], batch: int) -> None
 async def measure(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     base = f"http://127.0.0.1:{server.port}"
     await wait_ready(base)
+    if args.across:
+        base = f"http://127.0.0.1:{server.port + 1}"
+        await wait_ready(base)
     people = [f"u{i:05d}" for i in range(args.subscribers)]
     headers = {"Authorization": f"Bearer {token(SENDER)}"}
     async with httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as http:
@@ -298,6 +302,7 @@ async def measure(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     return {
         "runtime": args.runtime,
         "subscribers": args.subscribers,
+        "across": args.across,
         "messages": args.messages,
         "connectSeconds": round(connect_seconds, 2),
         "rssMiB": {
@@ -324,7 +329,8 @@ async def measure(args: argparse.Namespace, server: Server) -> dict[str, Any]:
 
 def print_report(result: dict[str, Any]) -> None:
     print(
-        f"\n{result['subscribers']} subscribers on one API process ({result['runtime']}), "
+        f"\n{result['subscribers']} subscribers on one API process ({result['runtime']}"
+        f"{', sends through another' if result['across'] else ''}), "
         f"opened in {result['connectSeconds']} s"
     )
     print("          send → frame                       Delivered → frame   send → last")
@@ -362,8 +368,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--connect-batch", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per message")
+    parser.add_argument(
+        "--across",
+        action="store_true",
+        help="services: send through a second API process (the sockets stay on the first)",
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench/ws_fanout.json"))
     args = parser.parse_args()
+    if args.across and args.runtime != "services":
+        parser.error("--across needs --runtime services")
     workdir = Path(tempfile.mkdtemp(prefix="courier-ws-fanout-"))
     if os.environ.get("KEEP_LOGS") == "1":
         print(f"server logs in {workdir}")

@@ -8,6 +8,13 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.queues import (
+    MESSAGE_DELIVERY,
+    MESSAGE_ENCRYPTION,
+    MESSAGE_INDEXING,
+    MESSAGE_NOTIFICATION,
+)
+
 BATCH_SIZE = 50
 ENVELOPE_VERSION = "v1"
 
@@ -273,7 +280,7 @@ class Message(Aggregate):
     ) -> None:
         self.encryption = dict(metadata)
         self.encryption_version = version
-        self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_ENCRYPTION"]
+        self.failures = [f for f in self.failures if f["queue"] != MESSAGE_ENCRYPTION]
 
     def deliver(
         self, batch: str, online: list[str], offline: list[str], meta: dict[str, str]
@@ -296,7 +303,7 @@ class Message(Aggregate):
         self.delivered = {**self.delivered, batch: [*online, *offline]}
         self.online = [*self.online, *online]
         self.offline = [*self.offline, *offline]
-        delivered_job = f"MESSAGE_DELIVERY:{self.id}:b{batch}"
+        delivered_job = f"{MESSAGE_DELIVERY}:{self.id}:b{batch}"
         self.failures = [f for f in self.failures if f["job_id"] != delivered_job]
 
     def mark_notified(
@@ -313,7 +320,7 @@ class Message(Aggregate):
     ) -> None:
         self.notified_batches = [*self.notified_batches, batch]
         self.failures = [
-            f for f in self.failures if f["job_id"] != f"MESSAGE_NOTIFICATION:{self.id}:b{batch}"
+            f for f in self.failures if f["job_id"] != f"{MESSAGE_NOTIFICATION}:{self.id}:b{batch}"
         ]
 
     def mark_indexed(self, meta: dict[str, str]) -> bool:
@@ -325,7 +332,7 @@ class Message(Aggregate):
     @event(Indexed)
     def _indexed(self, meta: dict[str, str]) -> None:
         self.indexed = True
-        self.failures = [f for f in self.failures if f["queue"] != "MESSAGE_INDEXING"]
+        self.failures = [f for f in self.failures if f["queue"] != MESSAGE_INDEXING]
 
     @event(ProcessingFailed)
     def fail(

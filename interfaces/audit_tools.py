@@ -22,14 +22,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from application.access import AccessLog
 from domain.events import Context
-from infrastructure.chain import BadCheckpoint, check_signature, load_public_key
+from infrastructure.checkpoints import BadCheckpoint, check_signature, load_public_key
 from infrastructure.runtime.bootstrap import TOOL, build
 from infrastructure.runtime.container import Container
 from infrastructure.settings import Settings
 from projections.audit_queries import EventFilter
 from projections.chain import Verdict
 
-FORMATS = ("jsonl", "csv")
 COLUMNS = (
     "position",
     "aggregateId",

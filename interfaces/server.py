@@ -20,7 +20,7 @@ from infrastructure.runtime.bootstrap import SERVE, build
 from infrastructure.runtime.container import Container
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
-from interfaces.ws import Hub
+from interfaces.http.hub import Hub
 
 log = logging.getLogger("courier")
 
@@ -32,7 +32,6 @@ def make_lifespan(container: Container) -> Lifespan[Starlette]:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hub = Hub(container)
         app.state.hub = hub
-        container.hub = hub
         container.start()
         hub.start(asyncio.get_running_loop())
         refresher = asyncio.ensure_future(_refresh_presence(container))

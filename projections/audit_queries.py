@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, and_, exists, func, or_, select
 
 from application.errors import Invalid
+from domain.timestamps import iso
 from projections.tables import (
     audit_access,
     audit_events,
@@ -23,11 +24,6 @@ from projections.tables import (
     audit_subjects,
     legal_holds,
 )
-
-
-def _iso(value: datetime) -> str:
-    text = value.isoformat()
-    return text.replace("+00:00", "Z") if value.tzinfo else text + "Z"
 
 
 def entry(row: Any) -> dict[str, Any]:
@@ -41,7 +37,7 @@ def entry(row: Any) -> dict[str, Any]:
         "actorId": row.actor_id,
         "actorRole": row.actor_role,
         "tenantId": row.tenant_id,
-        "occurredAt": _iso(row.occurred_at),
+        "occurredAt": iso(row.occurred_at),
         "data": dict(row.data),
     }
 
@@ -80,8 +76,8 @@ class EventFilter:
             "aggregateId": self.aggregate_id,
             "actorId": self.actor_id,
             "type": self.type,
-            "from": _iso(self.start) if self.start else None,
-            "to": _iso(self.end) if self.end else None,
+            "from": iso(self.start) if self.start else None,
+            "to": iso(self.end) if self.end else None,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -232,7 +228,7 @@ class AuditQueriesSQL:
                     "conversationId": r.conversation_id,
                     "reason": r.reason,
                     "placedBy": r.placed_by,
-                    "placedAt": _iso(r.placed_at),
+                    "placedAt": iso(r.placed_at),
                 }
                 for r in conn.execute(query)
             ]

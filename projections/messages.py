@@ -14,19 +14,9 @@ from application.errors import Invalid
 from application.ports import BlindIndex
 from application.search import query_words
 from domain.message import BATCH_SIZE
+from domain.timestamps import iso
 from projections.search import matching_ids
 from projections.tables import message_recipients, messages
-
-DELIVERY_QUEUE = "MESSAGE_DELIVERY"
-ENCRYPTION_QUEUE = "MESSAGE_ENCRYPTION"
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.isoformat() + "Z"
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def derive_status(row: dict[str, Any]) -> str:
@@ -73,9 +63,9 @@ def row_to_message(row: Any) -> dict[str, Any]:
         "recipientCount": row.recipient_count,
         "notified": bool(row.notify and delivered and len(row.notified_batches) >= batches),
         "indexed": bool(row.indexed),
-        "sendAt": _iso(row.send_at),
-        "createdAt": _iso(row.created_at),
-        "updatedAt": _iso(row.updated_at),
+        "sendAt": iso(row.send_at) if row.send_at is not None else None,
+        "createdAt": iso(row.created_at),
+        "updatedAt": iso(row.updated_at),
     }
 
 
@@ -180,7 +170,7 @@ def visible_to(user_id: str) -> ColumnElement[bool]:
 
 
 def encode_cursor(row: Any) -> str:
-    raw = f"{_iso(row.created_at)}|{row.id}".encode()
+    raw = f"{iso(row.created_at)}|{row.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -18,12 +18,19 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, tuple_
 
-from application.jobs import MESSAGE_DELIVERY, MESSAGE_NOTIFICATION, batch_part, job_id
+from application.jobs import (
+    MESSAGE_DELIVERY,
+    MESSAGE_ENCRYPTION,
+    MESSAGE_INDEXING,
+    MESSAGE_NOTIFICATION,
+    batch_part,
+    job_id,
+)
 from domain.conversation import Conversation
 from domain.message import BATCH_SIZE, Message
 from infrastructure.storage.bulk import rows_where_in, upsert_rows
 from projections.dispatch import handler_of, registered
-from projections.messages import ENCRYPTION_QUEUE, derive_status
+from projections.messages import derive_status
 from projections.tables import (
     conversation_participants,
     conversations,
@@ -239,7 +246,7 @@ class MessagesView:
                 "keyId": metadata.get("keyId"),
             },
             encryption_version=event.version,
-            failures=[f for f in row["failures"] if f["queue"] != ENCRYPTION_QUEUE],
+            failures=[f for f in row["failures"] if f["queue"] != MESSAGE_ENCRYPTION],
         )
 
     @on.register
@@ -284,7 +291,7 @@ class MessagesView:
     @on.register
     def _(self, event: Message.Indexed, position: int, rows: _Rows) -> None:
         row = rows.message(str(event.originator_id))
-        failures = [f for f in row["failures"] if f["queue"] != "MESSAGE_INDEXING"]
+        failures = [f for f in row["failures"] if f["queue"] != MESSAGE_INDEXING]
         self._change(rows, row, position, event, indexed=True, failures=failures)
 
     @on.register

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, func, select
 
+from domain.percentiles import percentile
 from projections.tables import queue_metric_jobs, queue_metric_totals
 
 THROUGHPUT_SECONDS = 60.0
@@ -26,12 +27,6 @@ class LogFigures:
     throughput_per_minute: int = 0
     p50_ms: float | None = None
     p95_ms: float | None = None
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending list (not empty)."""
-    rank = max(1, int(-(-fraction * len(sorted_values) // 1)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 class QueueMetricsSQL:

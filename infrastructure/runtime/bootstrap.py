@@ -24,7 +24,8 @@ from application.retention import Retention
 from infrastructure import eventstore
 from infrastructure.blindindex import HmacBlindIndex
 from infrastructure.broker import Broker
-from infrastructure.chain import ChainKeeper, CheckpointSchedule, load_public_key, signing_key
+from infrastructure.chain import ChainKeeper
+from infrastructure.checkpoints import CheckpointSchedule, load_public_key, signing_key
 from infrastructure.contacts import SqlContactBook, SqlSendLog
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.delayed import DelayedJobs

@@ -10,7 +10,8 @@ from sqlalchemy import Engine, text
 
 from application.messaging import Messaging
 from infrastructure.broker import Broker
-from infrastructure.chain import ChainKeeper, CheckpointSchedule
+from infrastructure.chain import ChainKeeper
+from infrastructure.checkpoints import CheckpointSchedule
 from infrastructure.contacts import SqlContactBook
 from infrastructure.delayed import DelayedJobs
 from infrastructure.groupcommit import GroupCommitter
@@ -54,7 +55,6 @@ class Container:
     relay: Relay | None = None
     workers: Workers | None = None
     projections: list[ViewRunner] = field(default_factory=list)
-    hub: Any = None
     committer: GroupCommitter | None = None
     limiter: RateLimiter | None = None
     tickets: Tickets = field(default_factory=LocalTickets)

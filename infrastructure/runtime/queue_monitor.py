@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from application.jobs import QueueSettings
+from domain.timestamps import iso
 from infrastructure.broker import Broker
 from infrastructure.delayed import DelayedJobs
 from infrastructure.jobruns import WINDOW_SECONDS, JobRuns, RunFigures
@@ -29,11 +30,6 @@ log = logging.getLogger("courier.queues")
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 PASS, WARN, FAIL, SKIPPED = "pass", "warn", "fail", "skipped"
-
-
-def _iso(value: Any) -> str:
-    text: str = value.isoformat().replace("+00:00", "Z")
-    return text if value.tzinfo is not None else text + "Z"
 
 
 @dataclass(frozen=True)
@@ -174,7 +170,7 @@ class QueueMonitor:
                 "messageId": r.message_id,
                 "attempts": r.attempts,
                 "error": r.error,
-                "failedAt": _iso(r.failed_at),
+                "failedAt": iso(r.failed_at),
             }
             for r in rows
         ]

@@ -24,7 +24,7 @@ from interfaces.http.errors import exception_handlers
 from interfaces.http.middleware import AddressLimit, RequestHeaders, RequestLimits, rate_limited
 from interfaces.http.openapi import document
 from interfaces.http.telemetry import HttpStats, HttpTelemetry, route_templates
-from interfaces.ws import ws_endpoint
+from interfaces.http.ws import ws_endpoint
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     *conversations.ENDPOINTS,

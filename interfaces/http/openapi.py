@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from application.jobs import QUEUES as QUEUE_NAMES
 from interfaces.http.endpoints import Endpoint
-from interfaces.http.responses import ANSWERS, QUEUE_NAMES, REF
+from interfaces.http.responses import ANSWERS, REF
 from interfaces.http.schemas import MODELS, USER_ID_PATTERN
 
 _PATH_PARAM = re.compile(r"{(\w+)}")

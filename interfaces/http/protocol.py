@@ -206,7 +206,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     is sent; uvicorn does not note it, and logs "returned without completing handshake".
     The ASGI scope extension ``courier.websocket.frames`` offers ``write(wire)``: the
     WebSocket hub encodes a server frame once per event and writes the same bytes to
-    every socket that is keeping up (interfaces/hub.py).
+    every socket that is keeping up (interfaces/http/hub.py).
     """
 
     def handle_connect(self, event: Request) -> None:

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from application.jobs import QUEUES as QUEUE_NAMES
+
 REF = "#/components/schemas/{model}"
 QueueName = Literal[
     "MESSAGE_DELIVERY",
@@ -25,7 +27,8 @@ QueueName = Literal[
     "BATCH_MESSAGE_SENDING",
     "MESSAGE_CLEANUP",
 ]
-QUEUE_NAMES: tuple[str, ...] = get_args(QueueName)
+if get_args(QueueName) != QUEUE_NAMES:  # the schema's enum is the service's list
+    raise AssertionError(f"QueueName {get_args(QueueName)} != {QUEUE_NAMES}")
 
 Id = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
 Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]

@@ -11,11 +11,7 @@ from application.sealing import Envelope, b64
 from application.shredding import ShredReport
 from domain.conversation import Conversation
 from domain.message import Message
-
-
-def iso(value: Any) -> str:
-    text: str = value.isoformat().replace("+00:00", "Z")
-    return text
+from domain.timestamps import iso
 
 
 def encryption_metadata(message: Message) -> dict[str, Any] | None:

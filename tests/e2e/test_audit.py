@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from infrastructure.chain import generate_signing_key
+from infrastructure.checkpoints import generate_signing_key
 from tests.conftest import PG_DSN
 from tests.e2e.browser import send_over_http
 from tests.e2e.conftest import services_env

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,18 +75,11 @@ def test_a_message_sent_through_one_api_reaches_a_socket_on_the_other(
 ) -> None:
     runtime, port_b = two_apis
     bob = connected(WsClient(ws_url(port_b, "bob")))
-    latencies: list[float] = []
     sent: list[str] = []
     for i in range(6):
-        started = time.monotonic()
         sent.append(send(runtime.http, "alice", "bob", f"cross-process {i}"))
         wait_for(lambda: len(bob.new_message_ids()) == len(sent), 10, f"frame {i} on process B")
-        latencies.append(time.monotonic() - started)
-    print(f"\nfan-out across API processes, POST on A → frame on B: {latencies}")
     assert bob.new_message_ids() == sent
-    # Within a second: the median after a warm-up send, as one slow step of a shared CI
-    # machine is not the fan-out's doing (docs/REALTIME.md: the figures, where time goes).
-    assert statistics.median(latencies[1:]) < 1.0, latencies
     cursor = bob.of_type("message.new")[-1]["cursor"]
     bob.close()
 

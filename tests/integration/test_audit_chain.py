@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from application.outgoing import Outgoing
 from application.policies import pending_jobs
 from domain.events import Context
-from infrastructure.chain import ChainBroken, check_signature, generate_signing_key
+from infrastructure.checkpoints import ChainBroken, check_signature, generate_signing_key
 from infrastructure.crypto import generate_master_key_spec
 from infrastructure.runtime.bootstrap import ALL, build
 from infrastructure.runtime.container import Container

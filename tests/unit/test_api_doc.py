@@ -26,7 +26,7 @@ from domain.conversation import Conversation
 from domain.keys import UserKeys
 from domain.message import Message
 from infrastructure.settings import Settings, load
-from interfaces import ws
+from interfaces.http import ws
 from interfaces.http.app import ENDPOINTS, create_app
 from interfaces.http.endpoints import Endpoint, Services
 from interfaces.http.openapi import document
@@ -244,7 +244,7 @@ def test_every_websocket_close_code_is_documented(api_md: str) -> None:
     table = chapter(api_md, "## 6. WebSocket (`GET /ws`)")
     codes = {v for k, v in vars(ws).items() if k.startswith("CLOSE_") and isinstance(v, int)}
     missing = [code for code in sorted(codes) if f"| {code} |" not in table]
-    assert not missing, f"close codes of interfaces/ws.py missing from API.md: {missing}"
+    assert not missing, f"close codes of interfaces/http/ws.py missing from API.md: {missing}"
 
 
 def test_queue_defaults_are_those_of_the_code(api_md: str) -> None:

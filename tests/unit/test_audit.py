@@ -17,10 +17,10 @@ from application.ports import Crypto
 from domain.access import PAGE, Access
 from domain.conversation import Conversation
 from domain.events import Context
-from infrastructure.chain import BadCheckpoint, check_signature, sign
+from infrastructure.checkpoints import BadCheckpoint, check_signature, sign
 from projections.audit import CONTENT_FIELDS, entry_row
 from projections.chain import GENESIS, link, verify
-from tests.unit.test_http import DictVault, FakeCipher, FakeKeyring
+from tests.unit.api.fakes import DictVault, FakeCipher, FakeKeyring
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ from application.rotation import KeyRotation
 from application.sealing import SERVICE_HOLDER
 from domain.events import Context
 from infrastructure.crypto import AesGcmCipher, MasterKeyring, UnknownMasterKey
-from infrastructure.worker import describe
+from infrastructure.worker.runner import describe
 from interfaces.http.wire import envelope_dict, public_key_dict, shredded_dict
 from tests.recipient import b64, open_envelope, public_pem, seal, unb64
 

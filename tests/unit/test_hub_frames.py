@@ -10,7 +10,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side
 
 from domain.events import Context
-from interfaces.hub import FRAMES_EXTENSION, Outgoing, Subscriber, frame_writer, wire_frame
+from interfaces.http.hub import FRAMES_EXTENSION, Outgoing, Subscriber, frame_writer, wire_frame
 from tests.unit.test_hub_queue import Socket, run, until
 
 

@@ -10,8 +10,8 @@ import pytest
 from starlette.websockets import WebSocket
 
 from domain.events import Context
-from interfaces import hub
-from interfaces.hub import Subscriber
+from interfaces.http import hub
+from interfaces.http.hub import Subscriber
 
 
 class Socket:

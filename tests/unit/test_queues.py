@@ -18,11 +18,11 @@ from application.outgoing import Outgoing
 from application.ports import Crypto
 from domain.events import Context
 from domain.message import Message
+from domain.percentiles import percentile
 from infrastructure.faults import FaultInjector, InjectedFault
 from infrastructure.settings import SettingsError, load, queue_settings
 from interfaces.http.app import create_app
-from projections.queue_metrics_queries import percentile
-from tests.unit.test_http import (
+from tests.unit.api.fakes import (
     TENANT,
     DictVault,
     FakeCipher,

@@ -13,7 +13,8 @@ from application.jobs import MESSAGE_DELIVERY, MESSAGE_INDEXING, BadJobId, Job, 
 from application.policies import dropped_jobs, first_jobs, held_jobs, jobs_for, pending_jobs
 from domain.message import CANCELLED, SCHEDULED, MessageError
 from infrastructure.broker import lanes_of
-from infrastructure.worker import BatchEngine, Delivery, Running
+from infrastructure.worker.engine import BatchEngine
+from infrastructure.worker.runner import Delivery, Running
 from interfaces.http.schemas import SendDirect
 from tests.unit.factories import META, new_message
 

@@ -25,7 +25,7 @@ from domain.message import Message
 from infrastructure.groupcommit import GroupCommitter
 from interfaces.http import auth
 from interfaces.http.auth import AuthError, decode_token, mint_token
-from tests.unit.test_http import DictVault, FakeCipher, FakeKeyring, make_settings
+from tests.unit.api.fakes import DictVault, FakeCipher, FakeKeyring, make_settings
 
 ALICE = Context("alice", "t1")
 

@@ -8,7 +8,8 @@ from uuid import uuid4
 import pytest
 
 from application.jobs import DEFAULT_QUEUE_SETTINGS, MESSAGE_DELIVERY, Job
-from infrastructure.worker import Delivery, QueueConsumer, Running
+from infrastructure.worker.consumer import QueueConsumer
+from infrastructure.worker.runner import Delivery, Running
 
 
 class Message:

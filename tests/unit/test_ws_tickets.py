@@ -9,7 +9,7 @@ import pytest
 from infrastructure.settings import Settings, SettingsError, load
 from infrastructure.tickets import KEY_PREFIX, LocalTickets
 from interfaces.http.app import RedactTokens
-from interfaces.ws import origin_allowed
+from interfaces.http.ws import origin_allowed
 
 BASE = {"JWT_SECRET": "s" * 40, "ENCRYPTION_MASTER_KEYS": "k1:" + "A" * 43 + "="}
 URL = "postgresql://courier@db.example.org:5432/courier"

@@ -4,21 +4,14 @@
 import { $, announce, h, replace, svg, timeElement } from "./dom.js";
 import { api, describe } from "./session.js";
 
-const QUEUES = [
-  "MESSAGE_DELIVERY",
-  "MESSAGE_NOTIFICATION",
-  "MESSAGE_ENCRYPTION",
-  "MESSAGE_INDEXING",
-  "BATCH_MESSAGE_SENDING",
-  "MESSAGE_CLEANUP",
-];
 const POLL_MS = 2000;
 const SAMPLES = 40;
 
 let timer = null;
 let running = false;
 let bound = false;
-const history = new Map(QUEUES.map((q) => [q, []])); // jobs completed per minute, per reading
+let queueNames = []; // as the metrics endpoint lists them, in the service's order
+const history = new Map(); // queue → jobs completed per minute, per reading
 const last = new Map(); // queue → {completed, at}: the previous reading
 const failedShown = new Set(); // queues whose failed list is on screen
 const retrying = new Set(); // job ids whose retry was asked for and may still be listed
@@ -41,10 +34,12 @@ async function tick() {
   if (!running) return;
   try {
     const { queues } = await api("/api/messages/queue/metrics");
+    queueNames = Object.keys(queues);
     const health = await Promise.all(
-      QUEUES.map((q) => api(`/api/messages/queue/${q}/health`).catch(() => null)));
+      queueNames.map((q) => api(`/api/messages/queue/${q}/health`).catch(() => null)));
     const now = performance.now();
-    for (const q of QUEUES) {
+    for (const q of queueNames) {
+      if (!history.has(q)) history.set(q, []);
       const before = last.get(q);
       const completed = queues[q].completed;
       last.set(q, { completed, at: now });
@@ -93,7 +88,7 @@ function sparkline(samples) {
 }
 
 function renderQueues(queues, health) {
-  const cards = QUEUES.map((q, i) => {
+  const cards = queueNames.map((q, i) => {
     const f = queues[q];
     const status = health[i] ? health[i].status : "unknown";
     return h("article", { class: `queue ${status}`, dataset: { queue: q }, "aria-labelledby": `q-${q}` },
@@ -116,7 +111,7 @@ function renderQueues(queues, health) {
 
 async function refreshFailed(queues) {
   // The failed figure counts every tenant; the list is the admin's own tenant's.
-  const wanted = QUEUES.filter((q) => queues[q].failed > 0 || failedShown.has(q));
+  const wanted = queueNames.filter((q) => queues[q].failed > 0 || failedShown.has(q));
   const pages = await Promise.all(
     wanted.map((q) => api(`/api/messages/queue/${q}/failed?limit=50`)));
   const items = pages.flatMap((p) => p.items)

@@ -30,7 +30,7 @@ from infrastructure.runtime.container import Container
 from infrastructure.settings import Settings
 from infrastructure.storage.positions import read_position
 from infrastructure.tickets import TicketsUnavailable
-from interfaces.hub import Hub, Subscriber, dumps, frame_writer, new_frame
+from interfaces.http.hub import Hub, Subscriber, dumps, frame_writer, new_frame
 
 if TYPE_CHECKING:
     from interfaces.http.auth import Principal

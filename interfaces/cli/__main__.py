@@ -1,0 +1,5 @@
+"""`python -m interfaces.cli`: the `courier` command."""
+
+from interfaces.cli import main
+
+main()
