@@ -39,7 +39,8 @@ from infrastructure.presence import LocalPresence, RedisPresence
 from infrastructure.queues import QueueMonitor
 from infrastructure.ratelimit import LocalWindows, RateLimiter, RedisWindows, Rule, Windows
 from infrastructure.relay import Relay, lock_key
-from infrastructure.settings import Settings
+from infrastructure.secretfiles import with_embedded_secrets
+from infrastructure.settings import Settings, eventstore_env, load
 from infrastructure.storegate import StoreGate, guard
 from infrastructure.tickets import LocalTickets, RedisTickets, Tickets
 from infrastructure.vault import SqlKeyVault
@@ -60,10 +61,16 @@ ALL = "all"  # every role in one process (the embedded default's `serve`, tests)
 TOOL = "tool"  # CLI commands that only read or write once
 
 
+def load_settings() -> Settings:
+    """The process's settings, read at its start; on the embedded default, with the
+    secrets it keeps in its data dir (made on the first start)."""
+    return with_embedded_secrets(load())
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url()
     if settings.is_postgres:
-        schema = settings.extra.get("POSTGRES_SCHEMA")
+        schema = settings.postgres_schema
         # A writer waiting on a stuck lock holder, or a transaction left open by a paused
         # process, is cut off within seconds instead of freezing every writer behind it.
         # The URL's other query parameters (sslmode, …) reach psycopg through the URL.
@@ -100,7 +107,7 @@ def migrate(settings: Settings, engine: Engine) -> None:
     """Apply pending read-side migrations (one process at a time on Postgres)."""
     from infrastructure import migrate as migrations
 
-    schema = settings.extra.get("POSTGRES_SCHEMA")
+    schema = settings.postgres_schema
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             # Processes started together wait here for the one that migrates, however long
@@ -113,7 +120,7 @@ def migrate(settings: Settings, engine: Engine) -> None:
                 migrations.upgrade(
                     settings.sqlalchemy_url(),
                     schema=schema,
-                    app_role=settings.extra.get("DATABASE_APP_ROLE"),
+                    app_role=settings.database_app_role,
                 )
             finally:
                 conn.execute(
@@ -230,7 +237,7 @@ def open_messaging(crypto: Crypto, settings: Settings, attempts: int = 5) -> Mes
     create the event tables; ``CREATE TABLE IF NOT EXISTS`` run at the same moment can
     fail in the catalog for all but one of them. The tables then exist: ask again.
     """
-    env = settings.eventstore_env()
+    env = eventstore_env(settings)
     if settings.is_postgres:
         env.setdefault("APPLICATION_RECORDER_TOPIC", eventstore.TOPIC)
     for attempt in range(1, attempts + 1):
@@ -276,7 +283,7 @@ def consumed_queues(
 
 def chain_keeper(settings: Settings, messaging: Messaging, engine: Engine) -> ChainKeeper:
     """The audit chain's keeper; it trusts ``AUDIT_PUBLIC_KEY``, else the signing key."""
-    public = settings.extra.get("AUDIT_PUBLIC_KEY")
+    public = settings.audit_public_key
     return ChainKeeper(
         messaging.recorder,
         engine,
@@ -319,12 +326,15 @@ def build(
     A worker consumes ``worker_queues`` (default: all six), each at
     ``worker_concurrency`` when given, else at its queue's setting.
     """
+    settings = with_embedded_secrets(settings)
     engine = make_engine(settings)
     if apply_migrations:
         migrate(settings, engine)
     vault = SqlKeyVault(engine)
     crypto = Crypto(
-        cipher=AesGcmCipher(), keyring=MasterKeyring.from_spec(settings.master_keys), vault=vault
+        cipher=AesGcmCipher(),
+        keyring=MasterKeyring.from_spec(settings.master_key_spec()),
+        vault=vault,
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
     messaging = open_messaging(crypto, settings)
@@ -422,7 +432,7 @@ def build(
             poll_interval=settings.poll_interval,
             reconcile_after=settings.reconcile_after,
             prune=lambda: prune_job_records(container, settings.job_runs_retention_days * 86400),
-            schema=settings.extra.get("POSTGRES_SCHEMA"),
+            schema=settings.postgres_schema,
             cleanup_every=settings.retention_interval if settings.retention_days > 0 else 0.0,
         )
         messaging.on_saved(container.relay.wake)

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import Connection, Engine, select
 
-from infrastructure.settings import Settings, SettingsError, secret_file
+from infrastructure.secretfiles import secret_file
+from infrastructure.settings import Settings, SettingsError
 from projections import audit_check
 from projections.audit import NAME as AUDIT
 from projections.chain import GENESIS, StoredNotification, Verdict, head, verify
@@ -64,7 +65,8 @@ def load_public_key(text: str) -> Ed25519PublicKey:
 
 def signing_key(settings: Settings) -> Ed25519PrivateKey | None:
     """The configured key; on the embedded default one is made under ./var/ on first use."""
-    text = settings.extra.get(SIGNING_KEY, "")
+    secret = settings.audit_signing_key
+    text = secret.get_secret_value() if secret else ""
     if not text and settings.embedded:
         path = settings.data_dir / "audit-signing-key"
         text = _secret_file(path)

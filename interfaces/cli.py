@@ -14,7 +14,7 @@ import click
 
 from application.jobs import QUEUES
 from benchmarks.command import bench as bench_command
-from infrastructure.settings import SettingsError, load
+from infrastructure.settings import SettingsError
 
 ROLES_HELP = "comma-separated subset of user, auditor, admin"
 
@@ -29,8 +29,10 @@ def _setup_logging() -> None:
 
 
 def _settings() -> Any:
+    from infrastructure.bootstrap import load_settings
+
     try:
-        return load()
+        return load_settings()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
 
@@ -143,8 +145,8 @@ def migrate(direction: str, revision: str | None, destroy_keys: bool) -> None:
 
     settings = _settings()
     url = settings.sqlalchemy_url()
-    schema = settings.extra.get("POSTGRES_SCHEMA")
-    role = settings.extra.get("DATABASE_APP_ROLE")
+    schema = settings.postgres_schema
+    role = settings.database_app_role
     if direction == "up":
         migrations.upgrade(url, revision or "head", schema=schema, app_role=role)
     else:

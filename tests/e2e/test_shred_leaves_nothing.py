@@ -135,7 +135,7 @@ def test_after_shredding_nothing_derived_from_the_content_remains(
 
     # Events: each of the message's events decoded, and the raw store.
     settings = load(runtime.env)
-    keyring = MasterKeyring.from_spec(settings.master_keys)
+    keyring = MasterKeyring.from_spec(settings.master_key_spec())
     app = open_messaging(Crypto(AesGcmCipher(), keyring, SqlKeyVault(engine)), settings)
     try:
         events = list(app.events.get(UUID(message_id)))

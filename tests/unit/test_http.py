@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -150,7 +150,7 @@ def make_settings(**changes: Any) -> Settings:
         "ENCRYPTION_MASTER_KEYS": "unused-by-these-tests",
         "MAX_CONTENT_BYTES": str(MAX),
     }
-    return replace(load(env), **changes)
+    return load(env).model_copy(update=changes)
 
 
 # ---- fixtures -------------------------------------------------------------------------
