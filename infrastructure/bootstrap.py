@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -61,10 +61,10 @@ ALL = "all"  # every role in one process (the embedded default's `serve`, tests)
 TOOL = "tool"  # CLI commands that only read or write once
 
 
-def load_settings() -> Settings:
-    """The process's settings, read at its start; on the embedded default, with the
-    secrets it keeps in its data dir (made on the first start)."""
-    return with_embedded_secrets(load())
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """A process's settings, read at its start (from ``env``, else its environment); on
+    the embedded default, with the secrets it keeps in its data dir (made on first start)."""
+    return with_embedded_secrets(load(env))
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select, text
 
 from application.messaging import Crypto
 from application.ports import DIGEST_HOLDER, SEARCH_HOLDER
-from infrastructure.bootstrap import make_engine, open_messaging
+from infrastructure.bootstrap import load_settings, make_engine, open_messaging
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
 from infrastructure.settings import load
 from infrastructure.vault import SqlKeyVault
@@ -134,7 +134,7 @@ def test_after_shredding_nothing_derived_from_the_content_remains(
         return [f"{f!r} in {where}" for f in fingerprints if f in haystack]
 
     # Events: each of the message's events decoded, and the raw store.
-    settings = load(runtime.env)
+    settings = load_settings(runtime.env)  # the embedded default's keys are in its data dir
     keyring = MasterKeyring.from_spec(settings.master_key_spec())
     app = open_messaging(Crypto(AesGcmCipher(), keyring, SqlKeyVault(engine)), settings)
     try:
