@@ -16,7 +16,7 @@ from infrastructure.settings.model import (
     check_jwt_secret,
     load,
 )
-from infrastructure.settings.values import SettingsError, read
+from infrastructure.settings.values import SettingsError
 
 __all__ = [
     "CONNECT_PARAMS",
@@ -32,6 +32,5 @@ __all__ = [
     "load",
     "notification_settings",
     "queue_settings",
-    "read",
     "smtp_starttls",
 ]
