@@ -17,17 +17,15 @@ import logging
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from domain.timestamps import iso
-from infrastructure.settings import Settings, SettingsError, secret_file
-
-if TYPE_CHECKING:
-    from infrastructure.chain import ChainKeeper
+from infrastructure.secretfiles import secret_file
+from infrastructure.settings import Settings, SettingsError
 
 log = logging.getLogger("courier.audit")
 
@@ -58,7 +56,8 @@ def load_public_key(text: str) -> Ed25519PublicKey:
 
 def signing_key(settings: Settings) -> Ed25519PrivateKey | None:
     """The configured key; on the embedded default one is made under ./var/ on first use."""
-    text = settings.extra.get(SIGNING_KEY, "")
+    secret = settings.audit_signing_key
+    text = secret.get_secret_value() if secret else ""
     if not text and settings.embedded:
         path = settings.data_dir / "audit-signing-key"
         text = _secret_file(path)
@@ -118,6 +117,12 @@ def check_signature(checkpoint: dict[str, Any], trusted: Ed25519PublicKey) -> tu
         raise BadCheckpoint(f"malformed checkpoint ({type(error).__name__})") from None
 
 
+class Keeper(Protocol):
+    """What the schedule asks of the chain's keeper (``infrastructure.chain.ChainKeeper``)."""
+
+    def checkpoint(self) -> dict[str, Any]: ...
+
+
 class CheckpointSchedule(threading.Thread):
     """Signs the chain's head every ``every`` seconds (``AUDIT_CHECKPOINT_SECONDS``).
 
@@ -125,7 +130,7 @@ class CheckpointSchedule(threading.Thread):
     not signed again; two processes signing the same head keep one checkpoint.
     """
 
-    def __init__(self, keeper: ChainKeeper, every: float) -> None:
+    def __init__(self, keeper: Keeper, every: float) -> None:
         super().__init__(name="audit-checkpoints", daemon=True)
         self.keeper = keeper
         self.every = every

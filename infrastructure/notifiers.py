@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import httpx
+from pydantic import SecretStr
 
 from application.ports import ContactBook, Delivered, Notice, NotificationPreferences, Outcomes
 from infrastructure.contacts import SqlSendLog
@@ -231,15 +232,20 @@ def channels_from(settings: NotificationSettings) -> dict[str, Channel]:
     timeout = settings.timeout_seconds
     if settings.push_webhook_url:
         channels["push"] = PushChannel(
-            settings.push_webhook_url, settings.push_webhook_token, timeout
+            settings.push_webhook_url, _revealed(settings.push_webhook_token), timeout
         )
     if settings.smtp_url:
-        channels["email"] = EmailChannel(settings.smtp_url, settings.smtp_from, timeout)
+        url = settings.smtp_url.get_secret_value()
+        channels["email"] = EmailChannel(url, settings.smtp_from, timeout)
     if settings.sms_api_url:
         channels["sms"] = SmsChannel(
-            settings.sms_api_url, settings.sms_api_key, settings.sms_from, timeout
+            settings.sms_api_url, _revealed(settings.sms_api_key), settings.sms_from, timeout
         )
     return channels
+
+
+def _revealed(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret else None
 
 
 class ChannelNotifier:

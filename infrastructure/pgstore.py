@@ -3,8 +3,8 @@
 eventsourcing 9.5.6 builds psycopg's connection arguments from its ``POSTGRES_*`` keys
 alone and has none for TLS (``sslmode``, ``sslrootcert``, ``sslcert``, …). This factory
 adds ``POSTGRES_CONNECT_PARAMS`` (the URL's query, form-encoded, from
-``Settings.eventstore_env``) to its pool's arguments before the pool first connects, so
-they reach every connection of the event store and the store gate's probe.
+``infrastructure.settings.eventstore_env``) to its pool's arguments before the pool first
+connects, so they reach every connection of the event store and the store gate's probe.
 """
 
 from __future__ import annotations

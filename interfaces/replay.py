@@ -43,7 +43,7 @@ def replay_projection(
                 start=start,
                 batch=batch,
                 progress=report,
-                schema=settings.extra.get("POSTGRES_SCHEMA"),
+                schema=settings.postgres_schema,
             )
             bar.update(task, completed=result.position, total=result.position)
         return result

@@ -8,7 +8,7 @@ its threads.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from sqlalchemy import Engine
@@ -41,7 +41,8 @@ from infrastructure.runtime.container import Container
 from infrastructure.runtime.queue_monitor import QueueMonitor
 from infrastructure.runtime.relay import Relay
 from infrastructure.runtime.stores import make_engine, migrate, open_messaging
-from infrastructure.settings import Settings
+from infrastructure.secretfiles import with_embedded_secrets
+from infrastructure.settings import Settings, load
 from infrastructure.storage.eventlog import ApplicationLog, SelectiveLog
 from infrastructure.storegate import guard
 from infrastructure.tickets import LocalTickets, RedisTickets
@@ -58,6 +59,12 @@ RELAY = "relay"
 PROJECTIONS = "projections"
 ALL = "all"  # every role in one process (the embedded default's `serve`, tests)
 TOOL = "tool"  # CLI commands that only read or write once
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """A process's settings, read at its start (from ``env``, else its environment); on
+    the embedded default, with the secrets it keeps in its data dir (made on first start)."""
+    return with_embedded_secrets(load(env))
 
 
 def prune_job_records(container: Container, older_than_seconds: float) -> int:
@@ -88,7 +95,7 @@ def consumed_queues(
 
 def chain_keeper(settings: Settings, messaging: Messaging, engine: Engine) -> ChainKeeper:
     """The audit chain's keeper; it trusts ``AUDIT_PUBLIC_KEY``, else the signing key."""
-    public = settings.extra.get("AUDIT_PUBLIC_KEY")
+    public = settings.audit_public_key
     return ChainKeeper(
         messaging.recorder,
         engine,
@@ -131,12 +138,15 @@ def build(
     A worker consumes ``worker_queues`` (default: all six), each at
     ``worker_concurrency`` when given, else at its queue's setting.
     """
+    settings = with_embedded_secrets(settings)
     engine = make_engine(settings)
     if apply_migrations:
         migrate(settings, engine)
     vault = SqlKeyVault(engine)
     crypto = Crypto(
-        cipher=AesGcmCipher(), keyring=MasterKeyring.from_spec(settings.master_keys), vault=vault
+        cipher=AesGcmCipher(),
+        keyring=MasterKeyring.from_spec(settings.master_key_spec()),
+        vault=vault,
     )
     crypto.blind_index = HmacBlindIndex(engine, crypto.keyring)
     messaging = open_messaging(crypto, settings)
@@ -235,7 +245,7 @@ def build(
             poll_interval=settings.poll_interval,
             reconcile_after=settings.reconcile_after,
             prune=lambda: prune_job_records(container, settings.job_runs_retention_days * 86400),
-            schema=settings.extra.get("POSTGRES_SCHEMA"),
+            schema=settings.postgres_schema,
             cleanup_every=settings.retention_interval if settings.retention_days > 0 else 0.0,
         )
         messaging.on_saved(container.relay.wake)

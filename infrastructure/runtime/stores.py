@@ -15,7 +15,7 @@ from application.messaging import Messaging
 from application.ports import Crypto
 from infrastructure import eventstore
 from infrastructure.runtime.relay import lock_key
-from infrastructure.settings import Settings
+from infrastructure.settings import Settings, eventstore_env
 
 log = logging.getLogger("courier")
 
@@ -23,7 +23,7 @@ log = logging.getLogger("courier")
 def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url()
     if settings.is_postgres:
-        schema = settings.extra.get("POSTGRES_SCHEMA")
+        schema = settings.postgres_schema
         # A writer waiting on a stuck lock holder, or a transaction left open by a paused
         # process, is cut off within seconds instead of freezing every writer behind it.
         # The URL's other query parameters (sslmode, …) reach psycopg through the URL.
@@ -60,7 +60,7 @@ def migrate(settings: Settings, engine: Engine) -> None:
     """Apply pending read-side migrations (one process at a time on Postgres)."""
     from infrastructure import migrate as migrations
 
-    schema = settings.extra.get("POSTGRES_SCHEMA")
+    schema = settings.postgres_schema
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             # Processes started together wait here for the one that migrates, however long
@@ -73,7 +73,7 @@ def migrate(settings: Settings, engine: Engine) -> None:
                 migrations.upgrade(
                     settings.sqlalchemy_url(),
                     schema=schema,
-                    app_role=settings.extra.get("DATABASE_APP_ROLE"),
+                    app_role=settings.database_app_role,
                 )
             finally:
                 conn.execute(
@@ -93,7 +93,7 @@ def open_messaging(crypto: Crypto, settings: Settings, attempts: int = 5) -> Mes
     create the event tables; ``CREATE TABLE IF NOT EXISTS`` run at the same moment can
     fail in the catalog for all but one of them. The tables then exist: ask again.
     """
-    env = settings.eventstore_env()
+    env = eventstore_env(settings)
     if settings.is_postgres:
         env.setdefault("APPLICATION_RECORDER_TOPIC", eventstore.TOPIC)
     for attempt in range(1, attempts + 1):

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from infrastructure.settings import SettingsError, load
+from infrastructure.settings import SettingsError
 
 
 def setup_logging() -> None:
@@ -24,8 +24,10 @@ def setup_logging() -> None:
 
 
 def load_settings() -> Any:
+    from infrastructure.runtime.bootstrap import load_settings as read
+
     try:
-        return load()
+        return read()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
 

@@ -27,8 +27,8 @@ def migrate(direction: str, revision: str | None, destroy_keys: bool) -> None:
 
     settings = load_settings()
     url = settings.sqlalchemy_url()
-    schema = settings.extra.get("POSTGRES_SCHEMA")
-    role = settings.extra.get("DATABASE_APP_ROLE")
+    schema = settings.postgres_schema
+    role = settings.database_app_role
     if direction == "up":
         migrations.upgrade(url, revision or "head", schema=schema, app_role=role)
     else:

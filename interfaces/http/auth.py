@@ -57,7 +57,7 @@ def _key_and_algorithm(settings: Settings) -> tuple[str, str]:
     # would let anyone holding the public key forge tokens.
     if settings.jwt_public_key:
         return settings.jwt_public_key, _algorithm_of(settings.jwt_public_key)
-    return settings.jwt_secret, "HS256"
+    return settings.hs256_secret(), "HS256"
 
 
 @functools.lru_cache(maxsize=8)
@@ -276,4 +276,4 @@ def mint_token(
         claims["iss"] = settings.tokens.issuer
     if settings.tokens.audience:
         claims["aud"] = settings.tokens.audience
-    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+    return jwt.encode(claims, settings.hs256_secret(), algorithm="HS256")

@@ -154,7 +154,7 @@ class ServiceCollector(Collector):
             # No lock without PostgreSQL: the relay runs in this process or nowhere.
             relay = container.relay
             return 1.0 if relay is not None and relay.is_alive() else 0.0
-        schema = container.settings.extra.get("POSTGRES_SCHEMA")
+        schema = container.settings.postgres_schema
         try:
             return 1.0 if leader_held(container.engine, lock_key(RELAY, schema)) else 0.0
         except Exception:

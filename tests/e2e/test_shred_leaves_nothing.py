@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select, text
 
 from application.ports import DIGEST_HOLDER, SEARCH_HOLDER, Crypto
 from infrastructure.crypto import AesGcmCipher, MasterKeyring
+from infrastructure.runtime.bootstrap import load_settings
 from infrastructure.runtime.stores import make_engine, open_messaging
 from infrastructure.settings import load
 from infrastructure.tables import key_vault
@@ -134,8 +135,8 @@ def test_after_shredding_nothing_derived_from_the_content_remains(
         return [f"{f!r} in {where}" for f in fingerprints if f in haystack]
 
     # Events: each of the message's events decoded, and the raw store.
-    settings = load(runtime.env)
-    keyring = MasterKeyring.from_spec(settings.master_keys)
+    settings = load_settings(runtime.env)  # the embedded default's keys are in its data dir
+    keyring = MasterKeyring.from_spec(settings.master_key_spec())
     app = open_messaging(Crypto(AesGcmCipher(), keyring, SqlKeyVault(engine)), settings)
     try:
         events = list(app.events.get(UUID(message_id)))

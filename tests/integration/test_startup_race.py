@@ -31,7 +31,7 @@ def test_applications_opened_at_the_same_moment_all_open(pg_dsn: str, pg_schema:
     engine = make_engine(settings)
     crypto = Crypto(
         cipher=AesGcmCipher(),
-        keyring=MasterKeyring.from_spec(settings.master_keys),
+        keyring=MasterKeyring.from_spec(settings.master_key_spec()),
         vault=SqlKeyVault(engine),
     )
     start = threading.Barrier(OPENERS)

@@ -15,7 +15,7 @@ from application.ports import DIGEST_ROW, SERVICE_KEY, USER_KEY, VaultEntry, Wra
 from domain.events import Context
 from infrastructure.crypto import generate_event_store_key, generate_master_key_spec
 from infrastructure.runtime.bootstrap import TOOL, build
-from infrastructure.settings import SettingsError, load
+from infrastructure.settings import SettingsError, eventstore_env, load
 from infrastructure.vault import SqlKeyVault
 from migrations.schema import metadata
 from tests.conftest import PG_DSN
@@ -162,7 +162,7 @@ def test_a_malformed_at_rest_key_is_a_settings_error(tmp_path: Path) -> None:
     env = {"COURIER_DATA_DIR": str(tmp_path)}
     with pytest.raises(SettingsError, match="EVENT_STORE_CIPHER_KEY"):
         load({**env, "EVENT_STORE_CIPHER_KEY": "c2hvcnQ="})
-    assert "CIPHER_TOPIC" not in load(env).eventstore_env()
+    assert "CIPHER_TOPIC" not in eventstore_env(load(env))
 
 
 def test_the_embedded_read_database_overwrites_what_it_deletes(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
+from pydantic import SecretStr
 
 from application.access import AccessLog
 from application.errors import MissingKeys, NotFound
@@ -209,7 +210,7 @@ def test_a_token_is_remembered_only_for_the_key_that_verified_it() -> None:
     settings = make_settings()
     token = mint_token(settings, "kai", "t1", ["user"], 60)
     decode_token(token, settings)
-    other = make_settings(jwt_secret="another-secret-0123456789abcdef-0123")
+    other = make_settings(jwt_secret=SecretStr("another-secret-0123456789abcdef-0123"))
     with pytest.raises(AuthError):
         decode_token(token, other)
 

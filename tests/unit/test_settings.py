@@ -11,7 +11,7 @@ from sqlalchemy import event
 
 from infrastructure.pgstore import Factory
 from infrastructure.runtime.stores import make_engine
-from infrastructure.settings import Settings, SettingsError, load
+from infrastructure.settings import Settings, SettingsError, eventstore_env, load
 
 BASE = {"JWT_SECRET": "s" * 40, "ENCRYPTION_MASTER_KEYS": "k1:" + "A" * 43 + "="}
 URL = "postgresql://courier:p%40ss@db.example.org:6432/courier"
@@ -43,12 +43,12 @@ def connect_params(s: Settings) -> dict[str, Any]:
 
 
 def test_the_event_store_gets_lock_and_idle_in_transaction_timeouts_in_seconds() -> None:
-    env = settings().eventstore_env()
+    env = eventstore_env(settings())
     assert env["POSTGRES_LOCK_TIMEOUT"] == "2"
     assert env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] == "5"
-    changed = settings(
-        POSTGRES_LOCK_TIMEOUT="3", POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT="0"
-    ).eventstore_env()
+    changed = eventstore_env(
+        settings(POSTGRES_LOCK_TIMEOUT="3", POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT="0")
+    )
     assert changed["POSTGRES_LOCK_TIMEOUT"] == "3"
     assert changed["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] == "0"
 
@@ -72,7 +72,7 @@ def test_the_read_side_gets_the_same_timeouts_and_its_schema() -> None:
 
 def test_the_urls_query_reaches_the_event_store_and_the_read_side() -> None:
     s = settings(DATABASE_URL=f"{URL}?{TLS}&application_name=courier&dbname=other")
-    env = s.eventstore_env()
+    env = eventstore_env(s)
     assert env["PERSISTENCE_MODULE"] == "infrastructure.pgstore:Factory"
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"]) == ("db.example.org", "6432")
     assert (env["POSTGRES_DBNAME"], env["POSTGRES_PASSWORD"]) == ("courier", "p@ss")
@@ -93,7 +93,7 @@ def test_the_urls_own_options_are_kept_beside_the_timeouts() -> None:
 
 
 def test_without_a_query_the_event_store_has_no_extra_parameters() -> None:
-    assert "POSTGRES_CONNECT_PARAMS" not in settings().eventstore_env()
+    assert "POSTGRES_CONNECT_PARAMS" not in eventstore_env(settings())
 
 
 @pytest.mark.parametrize("query", ["", "?sslmode=require", "?sslmode=verify-ca"])
@@ -123,14 +123,14 @@ def test_outside_production_any_sslmode_is_accepted_but_not_a_misspelt_one() -> 
 
 def test_sqlite_is_not_concerned(tmp_path: Any) -> None:
     s = load({"COURIER_DATA_DIR": str(tmp_path), "COURIER_ENV": "production"})
-    assert s.embedded and "POSTGRES_LOCK_TIMEOUT" not in s.eventstore_env()
+    assert s.embedded and "POSTGRES_LOCK_TIMEOUT" not in eventstore_env(s)
 
 
 def test_a_secret_file_is_private_from_its_creation_and_made_once(tmp_path: Path) -> None:
     import os
     import stat
 
-    from infrastructure.settings import secret_file
+    from infrastructure.secretfiles import secret_file
 
     path = tmp_path / "var" / "secret"
     made: list[str] = []
@@ -149,6 +149,32 @@ def test_a_secret_file_is_private_from_its_creation_and_made_once(tmp_path: Path
     assert made == ["s3cret"]
 
 
+def test_loading_writes_nothing_and_the_process_start_makes_the_embedded_secrets_once(
+    tmp_path: Path,
+) -> None:
+    import os
+    import stat
+
+    from infrastructure.secretfiles import with_embedded_secrets
+
+    data = tmp_path / "var"
+    read = load({"COURIER_DATA_DIR": str(data)})
+    assert (read.jwt_secret, read.master_keys, data.exists()) == (None, None, False)
+    first = with_embedded_secrets(read)
+    assert sorted(os.listdir(data)) == ["jwt-secret", "master-keys"]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in data.iterdir())
+    again = with_embedded_secrets(load({"COURIER_DATA_DIR": str(data)}))
+    assert again.hs256_secret() == first.hs256_secret()
+    assert again.master_key_spec() == first.master_key_spec()
+
+
+def test_secrets_stay_out_of_a_logged_settings() -> None:
+    s = settings(SMTP_URL="smtps://courier:hunter2@mail.example.org")
+    shown = repr(s) + str(s)
+    assert BASE["JWT_SECRET"] not in shown and BASE["ENCRYPTION_MASTER_KEYS"] not in shown
+    assert "hunter2" not in shown and "p@ss" not in shown and "p%40ss" not in shown
+
+
 # ---- policies: mail over TLS, previews, encryption ------------------------------------
 
 
@@ -164,14 +190,17 @@ def test_smtp_without_tls_is_refused_unless_allowed(url: str) -> None:
     with pytest.raises(SettingsError, match="STARTTLS") as error:
         settings(SMTP_URL=url)
     assert "SMTP_ALLOW_PLAINTEXT=1" in str(error.value) and "smtps://" in str(error.value)
-    assert settings(SMTP_URL=url, SMTP_ALLOW_PLAINTEXT="1").notifications.smtp_url == url
+    assert (
+        settings(SMTP_URL=url, SMTP_ALLOW_PLAINTEXT="1").notifications.smtp_url.get_secret_value()
+        == url
+    )
 
 
 @pytest.mark.parametrize(
     "url", ["smtps://mail.example.org", "smtp://mail.example.org:587?starttls=1"]
 )
 def test_smtp_over_tls_or_starttls_is_accepted(url: str) -> None:
-    assert settings(SMTP_URL=url).notifications.smtp_url == url
+    assert settings(SMTP_URL=url).notifications.smtp_url.get_secret_value() == url
 
 
 def test_previews_and_required_encryption_are_off_by_default_and_can_be_turned_on() -> None:

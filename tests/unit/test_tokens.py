@@ -129,7 +129,7 @@ def test_a_secret_under_32_bytes_is_refused_at_startup(secret: str, tmp_path: Pa
 
 
 def test_a_secret_of_32_bytes_is_enough() -> None:
-    assert load({**BASE, "JWT_SECRET": "x" * 32}).jwt_secret == "x" * 32
+    assert load({**BASE, "JWT_SECRET": "x" * 32}).hs256_secret() == "x" * 32
 
 
 # ---- an identity provider's public key -------------------------------------------------

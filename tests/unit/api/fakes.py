@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -133,7 +133,7 @@ def make_settings(**changes: Any) -> Settings:
         "ENCRYPTION_MASTER_KEYS": "unused-by-these-tests",
         "MAX_CONTENT_BYTES": str(MAX),
     }
-    return replace(load(env), **changes)
+    return load(env).model_copy(update=changes)
 
 
 def check_error_shape(response: httpx.Response) -> None:
