@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
-# The queues' names are the domain's (a message's failures name them); re-exported here.
+# The queues' names and job ids are the domain's (a message's failures name them);
+# re-exported here.
 from domain.queues import BATCH_MESSAGE_SENDING as BATCH_MESSAGE_SENDING
 from domain.queues import MESSAGE_CLEANUP as MESSAGE_CLEANUP
 from domain.queues import MESSAGE_DELIVERY as MESSAGE_DELIVERY
@@ -15,6 +16,8 @@ from domain.queues import MESSAGE_ENCRYPTION as MESSAGE_ENCRYPTION
 from domain.queues import MESSAGE_INDEXING as MESSAGE_INDEXING
 from domain.queues import MESSAGE_NOTIFICATION as MESSAGE_NOTIFICATION
 from domain.queues import QUEUES as QUEUES
+from domain.queues import batch_part as batch_part
+from domain.queues import job_id as job_id
 
 _RNG = random.Random()
 
@@ -37,19 +40,9 @@ class BadJobId(ValueError):
     pass
 
 
-def job_id(queue: str, message_id: UUID | str, part: str) -> str:
-    """A job's id, ``QUEUE:message-id:part``: the same however often the job is made."""
-    return f"{queue}:{message_id}:{part}"
-
-
 def queue_of(job_id: str) -> str:
     """The queue a job id names (what comes before its first colon)."""
     return job_id.partition(":")[0]
-
-
-def batch_part(batch: str | int) -> str:
-    """The part of a delivery or notification job that names its batch of recipients."""
-    return f"b{batch}"
 
 
 @dataclass(frozen=True)

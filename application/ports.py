@@ -27,7 +27,7 @@ class InvalidPublicKey(ValueError):
     """A PEM that is not an RSA public key of the required strength."""
 
 
-class Cipher(Protocol):
+class ContentCipher(Protocol):
     def seal(self, plaintext: bytes, aad: bytes) -> SealedContent: ...
     def open(
         self, data_key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes
@@ -228,7 +228,7 @@ class BlindIndex(Protocol):
 class Crypto:
     """What sealing, wrapping and searching encrypted content is done with."""
 
-    cipher: Cipher
+    cipher: ContentCipher
     keyring: Keyring
     vault: KeyVault
     blind_index: BlindIndex | None = None  # exact-word search over encrypted messages

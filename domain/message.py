@@ -13,6 +13,8 @@ from domain.queues import (
     MESSAGE_ENCRYPTION,
     MESSAGE_INDEXING,
     MESSAGE_NOTIFICATION,
+    batch_part,
+    job_id,
 )
 
 BATCH_SIZE = 50
@@ -303,7 +305,7 @@ class Message(Aggregate):
         self.delivered = {**self.delivered, batch: [*online, *offline]}
         self.online = [*self.online, *online]
         self.offline = [*self.offline, *offline]
-        delivered_job = f"{MESSAGE_DELIVERY}:{self.id}:b{batch}"
+        delivered_job = job_id(MESSAGE_DELIVERY, self.id, batch_part(batch))
         self.failures = [f for f in self.failures if f["job_id"] != delivered_job]
 
     def mark_notified(
@@ -320,7 +322,9 @@ class Message(Aggregate):
     ) -> None:
         self.notified_batches = [*self.notified_batches, batch]
         self.failures = [
-            f for f in self.failures if f["job_id"] != f"{MESSAGE_NOTIFICATION}:{self.id}:b{batch}"
+            f
+            for f in self.failures
+            if f["job_id"] != job_id(MESSAGE_NOTIFICATION, self.id, batch_part(batch))
         ]
 
     def mark_indexed(self, meta: dict[str, str]) -> bool:

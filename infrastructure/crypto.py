@@ -91,7 +91,7 @@ def _load_rsa_public_key(pem: str) -> rsa.RSAPublicKey:
 
 
 class AesGcmCipher:
-    """Implements ``application.ports.Cipher``."""
+    """Implements ``application.ports.ContentCipher``."""
 
     def seal(self, plaintext: bytes, aad: bytes) -> SealedContent:
         """Seal under a fresh data key and IV; the tag is returned apart from the ciphertext."""

@@ -27,7 +27,7 @@ def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
     console = Console(stderr=True)
     container = build(settings, TOOL)
     try:
-        rotation = KeyRotation(container.messaging.crypto.keyring, container.messaging.crypto.vault)
+        rotation = KeyRotation(container.crypto.keyring, container.crypto.vault)
         active = rotation.keyring.active_key_id
         before = rotation.counts()
         pending = rotation.pending()
@@ -47,7 +47,7 @@ def rotate_master_keys(settings: Settings, batch_size: int) -> bool:
             report = rotation.run(batch_size, lambda n: progress.advance(task, n))
         after = rotation.counts()
         outdated = rotation.outdated()
-        index_keys, index_error = _rewrap_index_keys(container.messaging.crypto.blind_index)
+        index_keys, index_error = _rewrap_index_keys(container.crypto.blind_index)
     finally:
         container.stop()
     click.echo(

@@ -73,13 +73,11 @@ def create_server_app(settings: Settings) -> Starlette:
     from interfaces.http.metrics import metrics_route
 
     container = build(settings, SERVE)
-    if container.committer is not None and isinstance(
-        container.messaging.crypto.vault, SqlKeyVault
-    ):
+    if container.committer is not None and isinstance(container.crypto.vault, SqlKeyVault):
         # Sends await their commits on the event loop instead of holding a thread each.
         # On PostgreSQL the key-vault rows of a send go in its events' transaction
         # (infrastructure/eventstore.py); on SQLite they are a database apart.
-        keys_apart = None if settings.is_postgres else container.messaging.crypto.vault.put_async
+        keys_apart = None if settings.is_postgres else container.crypto.vault.put_async
         container.messaging.record_async_with(container.committer.submit_async, keys_apart)
         container.messaging.read_async_with(batched_reads(container.messaging).submit_async)
     return create_app(

@@ -175,6 +175,7 @@ def build(
         settings=settings,
         role=role,
         messaging=messaging,
+        crypto=crypto,
         engine=engine,
         queries=MessageQueriesSQL(engine, crypto.blind_index),
         contacts=SqlContactBook(engine),

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from application.messaging import Messaging
+from application.ports import Crypto
 from infrastructure.broker import Broker
 from infrastructure.chain import ChainKeeper
 from infrastructure.checkpoints import CheckpointSchedule
@@ -40,6 +41,7 @@ class Container:
     settings: Settings
     role: str
     messaging: Messaging
+    crypto: Crypto  # the one the application seals with: cipher, master keyring, vault
     engine: Engine
     queries: MessageQueriesSQL
     broker: Broker
