@@ -22,6 +22,8 @@ MAX_QUERY_WORDS = 16
 
 def _fold(text: str) -> str:
     """Case-folded, without diacritics, compatibility forms unified ("Café" → "cafe")."""
+    if text.isascii():  # most text: no diacritics or compatibility forms to take off
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return unicodedata.normalize("NFKC", bare)

@@ -10,7 +10,6 @@ gives the same token within a tenant, and nothing outside it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import threading
@@ -30,7 +29,7 @@ _DOMAIN = b"courier:blind-index:v1:"
 
 
 def token_of(key: bytes, word: str) -> str:
-    digest = hmac.new(key, _DOMAIN + word.encode("utf-8"), hashlib.sha256).digest()
+    digest = hmac.digest(key, _DOMAIN + word.encode("utf-8"), "sha256")
     return base64.urlsafe_b64encode(digest[:TOKEN_BYTES]).decode("ascii")
 
 

@@ -7,7 +7,6 @@ import binascii
 import functools
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from application.ports import (
     SealedContent,
     WrapFormat,
 )
+from domain.ids import random_bytes
 from infrastructure.settings import SettingsError
 
 MIN_RSA_BITS = 4096
@@ -95,8 +95,9 @@ class AesGcmCipher:
 
     def seal(self, plaintext: bytes, aad: bytes) -> SealedContent:
         """Seal under a fresh data key and IV; the tag is returned apart from the ciphertext."""
-        data_key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
-        iv = os.urandom(IV_BYTES)
+        # From the process's pool of CSPRNG bytes: no system call (and GIL hand-off) each.
+        data_key = random_bytes(KEY_BYTES)
+        iv = random_bytes(IV_BYTES)
         sealed = AESGCM(data_key).encrypt(iv, plaintext, aad)
         return SealedContent(
             ciphertext=sealed[:-TAG_BYTES],
@@ -215,7 +216,7 @@ class MasterKeyring:
     def wrap(self, data_key: bytes, context: str) -> tuple[str, bytes]:
         """Wrap under the active key's wrapping subkey, bound to ``context`` (what the key
         protects): ``(key_id, version byte + 12-byte nonce + ciphertext + tag)``."""
-        nonce = os.urandom(IV_BYTES)
+        nonce = random_bytes(IV_BYTES)
         aad = _bound_aad(WRAP_V3, self._active, context)
         wrapped = AESGCM(self._wrapping[self._active]).encrypt(nonce, data_key, aad)
         return self._active, WRAP_V3 + nonce + wrapped

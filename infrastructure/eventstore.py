@@ -5,10 +5,10 @@ eventsourcing 9.5's PostgreSQL recorder inserts a batch of events as one array o
 composite type (``unnest(%s::stored_event[])``). psycopg adapts composite values in
 Python, field by field, and composes the statement's identifiers again on every call:
 on a busy API process that was a tenth of its CPU. This recorder sends the same rows
-as four plain arrays (uuid/text, bigint, text, bytea), which psycopg adapts in C, and
-renders its statements once. Everything else — the table lock that keeps notification
-order equal to commit order, the NOTIFY, the RETURNING of notification ids, the schema
-— is eventsourcing's own.
+as four arrays (uuid/text, bigint, text, bytea), each passed as one string in the
+array's text form (``infrastructure/pgarrays.py``), and renders its statements once.
+Everything else — the table lock that keeps notification order equal to commit order,
+the NOTIFY, the RETURNING of notification ids, the schema — is eventsourcing's own.
 
 An encrypted send stores its wrapped data key in the key vault (outside the event log,
 so that shredding can destroy it) and its events in the log. On PostgreSQL both live in
@@ -36,6 +36,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
 from application.ports import VaultEntry
+from infrastructure.pgarrays import bare, hex_bytes, quoted
 
 TOPIC = "infrastructure.eventstore:PlainArraysRecorder"
 VAULT_ROWS = "vault_rows"  # insert_events(..., vault_rows=[VaultEntry]) on this recorder
@@ -134,12 +135,12 @@ class PlainArraysRecorder(PostgresApplicationRecorder):
         curs.execute(
             self._statement("vault", curs),
             (
-                [str(message_id) for message_id, _, _ in latest],
-                [holder_type for _, holder_type, _ in latest],
-                [holder for _, _, holder in latest],
-                [e.key_id for e in latest.values()],
-                [e.wrapped_key for e in latest.values()],
-                [now] * len(latest),
+                quoted([str(message_id) for message_id, _, _ in latest]),
+                quoted([holder_type for _, holder_type, _ in latest]),
+                quoted([holder for _, _, holder in latest]),
+                quoted([e.key_id for e in latest.values()]),
+                hex_bytes([e.wrapped_key for e in latest.values()]),
+                quoted([now.isoformat()] * len(latest)),
             ),
             prepare=True,
         )
@@ -155,10 +156,10 @@ class PlainArraysRecorder(PostgresApplicationRecorder):
         curs.execute(
             self._statement("insert", curs),
             (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
+                quoted([str(e.originator_id) for e in stored_events]),
+                bare([e.originator_version for e in stored_events]),
+                quoted([e.topic for e in stored_events]),
+                hex_bytes([e.state for e in stored_events]),
             ),
             prepare=True,
         )

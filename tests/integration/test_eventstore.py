@@ -12,6 +12,7 @@ from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Sto
 
 from application.ports import SERVICE_KEY, USER_KEY, VaultEntry
 from infrastructure.eventstore import TOPIC, PlainArraysRecorder
+from infrastructure.pgarrays import bare, hex_bytes, quoted
 
 
 def recorder_env(dsn: str, schema: str) -> dict[str, str]:
@@ -129,3 +130,30 @@ def test_vault_rows_ride_in_the_events_transaction_and_fall_with_it(
         )
     assert recorder.select_events(b) == []
     assert vault_rows() == stored
+
+
+def test_array_literals_carry_any_text_and_bytes_unchanged(pg_dsn: str) -> None:
+    texts = ['a"b\\c,{x} ', "NULL", "", "x'y", "ünï\tcode", "\\\\", '"']
+    blobs = [b"", b"\x00\xff\\", bytes(range(256)), b'"{}']
+    numbers = [0, -1, 2**62]
+    with psycopg.connect(pg_dsn) as conn, conn.cursor() as curs:
+        curs.execute(
+            "SELECT %s::text[], %s::bytea[], %s::bigint[]",
+            (quoted(texts), hex_bytes(blobs), bare(numbers)),
+        )
+        assert curs.fetchone() == (texts, blobs, numbers)
+        curs.execute(
+            "SELECT %s::text[], %s::bytea[], %s::bigint[]", (quoted([]), hex_bytes([]), bare([]))
+        )
+        assert curs.fetchone() == ([], [], [])
+
+
+def test_stored_events_read_back_as_they_were_written(pg_dsn: str, schema: str) -> None:
+    recorder = make_recorder(pg_dsn, schema)
+    aggregate = uuid4()
+    batch = [
+        StoredEvent(aggregate, 1, 'odd"topic\\,{}', b""),
+        StoredEvent(aggregate, 2, "t:Changed", bytes(range(256))),
+    ]
+    recorder.insert_events(batch)
+    assert recorder.select_events(aggregate) == batch
