@@ -10,6 +10,8 @@ gives the same token within a tenant, and nothing outside it.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import hmac
 import os
 import threading
@@ -29,8 +31,17 @@ _DOMAIN = b"courier:blind-index:v1:"
 
 
 def token_of(key: bytes, word: str) -> str:
-    digest = hmac.digest(key, _DOMAIN + word.encode("utf-8"), "sha256")
-    return base64.urlsafe_b64encode(digest[:TOKEN_BYTES]).decode("ascii")
+    mac = _keyed(key).copy()
+    mac.update(word.encode("utf-8"))
+    return base64.urlsafe_b64encode(mac.digest()[:TOKEN_BYTES]).decode("ascii")
+
+
+@functools.lru_cache(maxsize=CACHED_TENANTS)
+def _keyed(key: bytes) -> hmac.HMAC:
+    # The key and the domain prefix hashed once per key; each word then costs a copy.
+    # (``hmac.digest`` would hash them again and let go of the GIL for every word: on
+    # the API's event loop, each such hand-off can wait behind another thread.)
+    return hmac.new(key, _DOMAIN, hashlib.sha256)
 
 
 class HmacBlindIndex:
