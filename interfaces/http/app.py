@@ -23,6 +23,7 @@ from interfaces.http.endpoints import Endpoint, Handler, Services
 from interfaces.http.errors import exception_handlers
 from interfaces.http.middleware import AddressLimit, RequestHeaders, RequestLimits, rate_limited
 from interfaces.http.openapi import document
+from interfaces.http.routing import TableRouter
 from interfaces.http.telemetry import HttpStats, HttpTelemetry, route_templates
 from interfaces.http.ws import ws_endpoint
 
@@ -103,6 +104,8 @@ def create_app(
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+    # The same routes, found by a table where their path has no parameters.
+    app.router = TableRouter(routes, lifespan)
     app.state.container = container
     app.state.http_stats = stats
     app.state.openapi = document(ENDPOINTS)

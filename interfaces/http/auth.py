@@ -12,6 +12,7 @@ from typing import Any
 
 import jwt
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from domain.events import Context
 from domain.ids import new_id
@@ -24,6 +25,7 @@ REQUIRED_CLAIMS = ["sub", "tenant", "exp", "iat"]
 MAX_TOKEN_BYTES = 8 * 1024  # real tokens are a few hundred bytes; bigger ones are refused unread
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_SCOPE_KEY = "courier.request_id"
+_REQUEST_ID_RAW = REQUEST_ID_HEADER.encode("latin-1")
 PRINCIPAL_SCOPE_KEY = "courier.principal"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_CLAIM = 256
@@ -192,12 +194,21 @@ def _roles(value: Any) -> list[str]:
 
 def request_id(conn: HTTPConnection) -> str:
     """The caller's ``X-Request-ID`` when it is sensible, else a new one (kept per request)."""
-    known = conn.scope.get(REQUEST_ID_SCOPE_KEY)
+    return scope_request_id(conn.scope)
+
+
+def scope_request_id(scope: Scope) -> str:
+    """``request_id`` from the ASGI scope itself (its raw headers, without a ``Headers``)."""
+    known = scope.get(REQUEST_ID_SCOPE_KEY)
     if isinstance(known, str):
         return known
-    given = conn.headers.get(REQUEST_ID_HEADER, "")
+    given = ""
+    for name, value in scope["headers"]:
+        if name == _REQUEST_ID_RAW:
+            given = value.decode("latin-1")
+            break
     rid = given if _REQUEST_ID.fullmatch(given) else new_id().hex
-    conn.scope[REQUEST_ID_SCOPE_KEY] = rid
+    scope[REQUEST_ID_SCOPE_KEY] = rid
     return rid
 
 

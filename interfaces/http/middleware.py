@@ -8,12 +8,11 @@ import math
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
-from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from infrastructure.ratelimit import RateLimiter
-from interfaces.http.auth import request_id
+from interfaces.http.auth import scope_request_id
 from interfaces.http.errors import INTERNAL_MESSAGE, ApiError, error_response
 
 log = logging.getLogger("courier.http")
@@ -41,7 +40,7 @@ class RequestHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = request_id(HTTPConnection(scope))
+        rid = scope_request_id(scope)
         no_store = scope["path"].startswith("/api")
         started = False
 
