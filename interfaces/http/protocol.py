@@ -23,6 +23,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.http11 import Request
 from websockets.protocol import State
 
+from interfaces.http.corked import CorkedTransport
 from interfaces.http.middleware import SECURITY_HEADERS
 
 log = logging.getLogger("courier.http")
@@ -58,8 +59,19 @@ class GuardedProtocol(HttpToolsProtocol):
     # ---- the connection's life ------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # An answer's head and body leave in one write (interfaces/http/corked.py).
+        corked = CorkedTransport(transport, self.loop)
+        super().connection_made(corked)  # type: ignore[arg-type]
         self._arm_headers()
+
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol writes to the socket itself: frames already go out
+        # whole, and the hub measures each socket's own write buffer.
+        corked = self.transport
+        if isinstance(corked, CorkedTransport):
+            corked.flush()
+            self.transport = corked.raw
+        super().handle_websocket_upgrade()
 
     def data_received(self, data: bytes) -> None:
         if self.phase is not Phase.BODY:
