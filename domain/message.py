@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -53,6 +54,12 @@ def message_id_for(tenant_id: str, sender_id: str, client_message_id: str) -> UU
 
 def batches_of(recipient_ids: list[str], size: int = BATCH_SIZE) -> list[list[str]]:
     return [recipient_ids[i : i + size] for i in range(0, len(recipient_ids), size)]
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_keys(recipients: int) -> tuple[str, ...]:
+    # "0", "1", …: one per batch of BATCH_SIZE recipients (asked for on every status).
+    return tuple(str(i) for i in range(-(-recipients // BATCH_SIZE)))
 
 
 class Message(Aggregate):
@@ -201,7 +208,7 @@ class Message(Aggregate):
         return batches_of(self.recipient_ids)
 
     def batch_keys(self) -> list[str]:
-        return [str(i) for i in range(len(self.batches()))]
+        return list(_batch_keys(len(self.recipient_ids)))
 
     @property
     def delivered_count(self) -> int:
