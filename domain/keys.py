@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -14,6 +15,7 @@ class NoKeyRegistered(Exception):
     """A user has no current public key."""
 
 
+@functools.lru_cache(maxsize=65_536)  # asked for every participant of every encrypted send
 def user_keys_id(tenant_id: str, user_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, json.dumps(["courier:keys", tenant_id, user_id]))
 

@@ -37,6 +37,7 @@ from psycopg.sql import SQL, Composable, Identifier
 
 from application.ports import VaultEntry
 from infrastructure.pgarrays import bare, hex_bytes, quoted
+from infrastructure.vault import UPSERT_ARRAYS, upsert_arrays
 
 TOPIC = "infrastructure.eventstore:PlainArraysRecorder"
 VAULT_ROWS = "vault_rows"  # insert_events(..., vault_rows=[VaultEntry]) on this recorder
@@ -74,14 +75,7 @@ class PlainArraysRecorder(PostgresApplicationRecorder):
                 id_type=id_type,
             ),
             "notify": SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
-            "vault": SQL(
-                "INSERT INTO {schema}.key_vault "
-                "(message_id, holder_type, holder, key_id, wrapped_key, created_at) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
-                "%s::bytea[], %s::timestamptz[]) "
-                "ON CONFLICT (message_id, holder_type, holder) DO UPDATE "
-                "SET key_id = EXCLUDED.key_id, wrapped_key = EXCLUDED.wrapped_key"
-            ).format(schema=Identifier(self.datastore.schema)),
+            "vault": UPSERT_ARRAYS.format(Identifier(self.datastore.schema, "key_vault")),
         }
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
@@ -133,16 +127,7 @@ class PlainArraysRecorder(PostgresApplicationRecorder):
         latest = {(e.message_id, e.holder_type, e.holder): e for e in entries}
         now = datetime.now(UTC)
         curs.execute(
-            self._statement("vault", curs),
-            (
-                quoted([str(message_id) for message_id, _, _ in latest]),
-                quoted([holder_type for _, holder_type, _ in latest]),
-                quoted([holder for _, _, holder in latest]),
-                quoted([e.key_id for e in latest.values()]),
-                hex_bytes([e.wrapped_key for e in latest.values()]),
-                quoted([now.isoformat()] * len(latest)),
-            ),
-            prepare=True,
+            self._statement("vault", curs), upsert_arrays(latest.values(), now), prepare=True
         )
 
     def _notify_channel(self, curs: Cursor[DictRow]) -> None:

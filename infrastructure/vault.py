@@ -3,7 +3,7 @@ go with them when a message is shredded (application/ports.py, ``VaultEntry``)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -14,16 +14,31 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from application.ports import HolderType, VaultEntry, WrapFormat, holds_key
 from infrastructure.groupcommit import GroupCommitter
+from infrastructure.pgarrays import hex_bytes, quoted
 from infrastructure.storage.bulk import driver, qualified
 from infrastructure.tables import key_vault
 
-_UPSERT_ARRAYS = sql.SQL(
+UPSERT_ARRAYS = sql.SQL(
     "INSERT INTO {} (message_id, holder_type, holder, key_id, wrapped_key, created_at) "
     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], "
     "%s::timestamptz[]) "
     "ON CONFLICT (message_id, holder_type, holder) DO UPDATE "
     "SET key_id = EXCLUDED.key_id, wrapped_key = EXCLUDED.wrapped_key"
 )
+
+
+def upsert_arrays(entries: Iterable[VaultEntry], now: datetime) -> tuple[str, ...]:
+    """``UPSERT_ARRAYS``' parameters for ``entries`` (no two with the same row key): each
+    column as one array literal (infrastructure/pgarrays.py), not a list to adapt."""
+    rows = list(entries)
+    return (
+        quoted([str(e.message_id) for e in rows]),
+        quoted([e.holder_type for e in rows]),
+        quoted([e.holder for e in rows]),
+        quoted([e.key_id for e in rows]),
+        hex_bytes([e.wrapped_key for e in rows]),
+        quoted([now.isoformat()] * len(rows)),
+    )
 
 
 class SqlKeyVault:
@@ -65,15 +80,8 @@ class SqlKeyVault:
                 # One statement of fixed text with a column array each: a unit of work
                 # writes a key per participant of every message it encrypts.
                 driver(conn).execute(
-                    _UPSERT_ARRAYS.format(qualified(conn, key_vault)),
-                    (
-                        [str(m) for m, _, _ in latest],
-                        [t for _, t, _ in latest],
-                        [h for _, _, h in latest],
-                        [e.key_id for e in latest.values()],
-                        [e.wrapped_key for e in latest.values()],
-                        [now] * len(latest),
-                    ),
+                    UPSERT_ARRAYS.format(qualified(conn, key_vault)),
+                    upsert_arrays(latest.values(), now),
                     prepare=True,
                 )
             else:
