@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from uuid import uuid4
 
-import pytest
-from sqlalchemy import Engine, create_engine, pool
+from sqlalchemy import Engine
 
 from application.jobs import MESSAGE_DELIVERY, Job
 from infrastructure.jobruns import ACTIVE, COMPLETED, FAILED, RETRIED, JobRuns
-from migrations.schema import metadata
-from tests.conftest import PG_DSN
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'runs.db'}", poolclass=pool.NullPool)
-    else:
-        schema = request.getfixturevalue("pg_schema")
-        url = "postgresql+psycopg://" + PG_DSN.split("://", 1)[1]
-        args = {"options": f"-csearch_path={schema}"}
-        engine = create_engine(url, poolclass=pool.NullPool, connect_args=args)
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
-
-
-def test_a_units_runs_start_together_and_each_ends_as_it_did(engine: Engine) -> None:
+def test_a_units_runs_start_together_and_each_ends_as_it_did(both_engines: Engine) -> None:
+    engine = both_engines
     runs = JobRuns(engine)
     jobs = [Job(MESSAGE_DELIVERY, uuid4(), "0", "t1") for _ in range(300)]
     run_ids = runs.start_many(jobs)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, create_engine, pool
+from sqlalchemy import Engine
 
 from application.outgoing import Outgoing
 from application.ports import DIGEST_ROW, SERVICE_KEY, USER_KEY, VaultEntry, WrapFormat
@@ -17,24 +16,15 @@ from infrastructure.crypto import generate_event_store_key, generate_master_key_
 from infrastructure.runtime.bootstrap import TOOL, build
 from infrastructure.settings import SettingsError, eventstore_env, load
 from infrastructure.vault import SqlKeyVault
-from migrations.schema import metadata
 from tests.conftest import PG_DSN
 
 M1, M2, M3 = (UUID(int=n) for n in (1, 2, 3))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'vault.db'}", poolclass=pool.NullPool)
-    else:
-        schema = request.getfixturevalue("pg_schema")
-        url = "postgresql+psycopg://" + PG_DSN.split("://", 1)[1]
-        args = {"options": f"-csearch_path={schema}"}
-        engine = create_engine(url, poolclass=pool.NullPool, connect_args=args)
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(both_engines: Engine) -> Engine:
+    """The vault's tables on SQLite, then on PostgreSQL."""
+    return both_engines
 
 
 def test_put_get_and_shred(engine: Engine) -> None:
