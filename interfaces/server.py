@@ -20,6 +20,7 @@ from infrastructure.runtime.bootstrap import SERVE, build
 from infrastructure.runtime.container import Container
 from infrastructure.settings import Settings
 from infrastructure.vault import SqlKeyVault
+from interfaces.heap import settle_heap
 from interfaces.http.hub import Hub
 
 log = logging.getLogger("courier")
@@ -35,6 +36,7 @@ def make_lifespan(container: Container) -> Lifespan[Starlette]:
         container.start()
         hub.start(asyncio.get_running_loop())
         refresher = asyncio.ensure_future(_refresh_presence(container))
+        settle_heap()
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from infrastructure.settings import SettingsError
+from interfaces.heap import settle_heap
 
 
 def setup_logging() -> None:
@@ -46,6 +47,7 @@ def run_until_signalled(role: str, **options: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     container.start()
+    settle_heap()
     stop.wait()
     logging.getLogger("courier").info("courier %s stopping", role)
     container.stop()
