@@ -4,6 +4,8 @@ are awaited in the group commits, with no thread waiting for them."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
@@ -13,7 +15,7 @@ from application.keys import missing_keys, user_keys_id
 from application.outgoing import Outgoing, Pending, SendResult
 from application.policies import first_jobs
 from application.sending import DIRECT_ONLY, Sending
-from domain.conversation import GROUP, Conversation
+from domain.conversation import GROUP, Conversation, direct_conversation_id
 from domain.events import Context
 from domain.ids import new_id
 from domain.keys import UserKeys
@@ -21,6 +23,12 @@ from domain.keys import UserKeys
 
 class LoopSending(Sending):
     """Sends run on the caller's event loop, when ``*_needs_thread`` says they may."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Direct conversations a send is starting now (its commit in flight), and what
+        # tells the sends to the same pair when it is done.
+        self._starting: dict[UUID, asyncio.Event] = {}
 
     async def send_direct_async(
         self, ctx: Context, recipient_id: str, outgoing: Outgoing
@@ -34,6 +42,9 @@ class LoopSending(Sending):
             raise RuntimeError("this send reads the event store: run send_direct on a thread")
         if outgoing.encrypted and self._get_async is not None:
             await self._learn_key_holders(ctx.tenant_id, [ctx.actor_id, recipient_id])
+        await self._after_start_of(
+            direct_conversation_id(ctx.tenant_id, ctx.actor_id, recipient_id)
+        )
         pending = self._direct(
             ctx,
             recipient_id,
@@ -95,7 +106,29 @@ class LoopSending(Sending):
         if missing:
             raise missing_keys(missing)
 
+    async def _after_start_of(self, cid: UUID) -> None:
+        """Wait while another send starts the direct conversation ``cid``: this one then
+        finds it started (or, should that send have failed, starts it), instead of
+        starting it a second time — which would make its whole group commit conflict."""
+        starting = self._starting.get(cid)
+        while starting is not None:
+            await starting.wait()
+            starting = self._starting.get(cid)
+
     async def _commit_async(self, ctx: Context, pending: Pending) -> SendResult:
+        assert self._put_async is not None
+        if pending.conversation is None:
+            return await self._commit_message(ctx, pending)
+        cid = pending.conversation[0]
+        done = self._starting[cid] = asyncio.Event()
+        try:
+            return await self._commit_message(ctx, pending)
+        finally:
+            if self._starting.get(cid) is done:
+                del self._starting[cid]
+            done.set()
+
+    async def _commit_message(self, ctx: Context, pending: Pending) -> SendResult:
         assert self._put_async is not None
         put_keys = self._put_async[1]
         if pending.vault and put_keys is not None:

@@ -5,9 +5,10 @@ from putting many commands' events into one transaction, not from more threads. 
 caller hands its events over and waits (``submit``, from any thread) or awaits
 (``submit_async``, on an event loop: no thread is held while the transaction runs); one
 writer thread takes everything that is waiting (up to ``max_batch``) and stores it at
-once. If the batch conflicts (two commands raced on one aggregate), each command is
-stored alone, so only the one that really conflicts sees the error and retries. The key
-vault writes its rows the same way (``infrastructure.vault``).
+once. If the batch conflicts (two commands raced on one aggregate), it is tried again in
+quarters, and a quarter that conflicts too command by command, so that only the command
+that really conflicts sees the error and retries. The key vault writes its rows the same
+way (``infrastructure.vault``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from eventsourcing.persistence import IntegrityError
 log = logging.getLogger("courier.groupcommit")
 
 Put = Callable[[Sequence[Any]], list[Any]]
+SPLIT = 4  # a batch that conflicts is tried again in this many parts
 
 
 class _Pending:
@@ -53,6 +55,7 @@ class GroupCommitter:
         self.lock = threading.Lock()
         self.batches = 0
         self.commands = 0
+        self.conflicts = 0  # batches that conflicted and were stored in parts
 
     def submit(self, events: Sequence[Any]) -> list[Any]:
         """Store ``events`` (one command's) and return their recordings, or raise."""
@@ -119,20 +122,34 @@ class GroupCommitter:
         if len(batch) == 1:
             self._store_alone(batch[0])
             return
+        if self._store_together(batch):
+            return
+        # One command (or more) conflicts with what is stored. Most often it is one, and
+        # storing every command alone would cost a transaction each: the batch is tried
+        # again in quarters, and only a quarter that conflicts too goes command by command.
+        self.conflicts += 1
+        size = -(-len(batch) // SPLIT)
+        for start in range(0, len(batch), size):
+            part = batch[start : start + size]
+            if len(part) == 1 or not self._store_together(part):
+                for item in part:
+                    self._store_alone(item)
+
+    def _store_together(self, items: list[_Pending]) -> bool:
+        """Store ``items`` in one transaction; False, with nothing stored, on a conflict."""
         try:
-            recordings = self.put([e for item in batch for e in item.items])
+            recordings = self.put([e for item in items for e in item.items])
         except IntegrityError:
-            for item in batch:
-                self._store_alone(item)
-            return
+            return False
         except BaseException as error:
-            for item in batch:
+            for item in items:
                 item.error = error
-            return
+            return True
         start = 0
-        for item in batch:
+        for item in items:
             item.result = recordings[start : start + len(item.items)]
             start += len(item.items)
+        return True
 
     def _store_alone(self, item: _Pending) -> None:
         try:

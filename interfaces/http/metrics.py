@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -138,6 +138,7 @@ class ServiceCollector(Collector):
             "shut after a connection failure (always 1 without PostgreSQL)",
             0.0 if gate is not None and gate.down else 1.0,
         )
+        yield from _group_commits(container)
         connections = None
         if self.hub is not None:
             with self.hub.lock:
@@ -159,6 +160,29 @@ class ServiceCollector(Collector):
             return 1.0 if leader_held(container.engine, lock_key(RELAY, schema)) else 0.0
         except Exception:
             return None
+
+
+def _group_commits(container: Container) -> Iterator[Metric]:
+    """The counters of this process's group commit (none where it has none)."""
+    committer = container.committer
+    if committer is None:
+        return
+    for name, text, value in (
+        (
+            "batches",
+            "Batches of commands this process's group commit stored together",
+            committer.batches,
+        ),
+        ("commands", "Commands the group commits of this process stored", committer.commands),
+        (
+            "conflicts",
+            "Group commits that conflicted and were stored again in parts",
+            committer.conflicts,
+        ),
+    ):
+        family = CounterMetricFamily(f"courier_group_commit_{name}", text)
+        family.add_metric([], float(value))
+        yield family
 
 
 class HttpCollector(Collector):

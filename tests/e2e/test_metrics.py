@@ -130,6 +130,10 @@ def test_every_metric_the_alert_rules_use_is_exported(runtime: Runtime) -> None:
         assert sample(text, "courier_store_gate_open") == 1.0
         head = sample(text, "courier_log_head_position")
         assert head is not None and head > 0
+        # The send went through this process's group commit.
+        commands = sample(text, "courier_group_commit_commands_total")
+        assert commands is not None and commands >= 1
+        assert sample(text, "courier_group_commit_conflicts_total") is not None
     finally:
         socket.close()
 

@@ -190,6 +190,57 @@ def test_futures_of_a_conflicting_batch_get_each_their_own_outcome() -> None:
     assert isinstance(clash, IntegrityError)
 
 
+def test_a_batch_that_conflicts_is_stored_in_quarters_not_command_by_command() -> None:
+    calls: list[list[str]] = []
+
+    def put(items: Sequence[Any]) -> list[Any]:
+        calls.append(list(items))
+        if "clash" in items:
+            raise IntegrityError("conflict")
+        return [f"r-{i}" for i in items]
+
+    committer = GroupCommitter(put)
+    names = [f"c{i}" for i in range(15)] + ["clash"]
+
+    async def submit() -> list[Any]:
+        futures = [committer.submit_async([name]) for name in names]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    try:
+        *others, clash = asyncio.run(submit())
+    finally:
+        committer.close()
+    assert others == [[f"r-c{i}"] for i in range(15)]
+    assert isinstance(clash, IntegrityError)
+    # The batch, its four quarters, then the four commands of the quarter that conflicts:
+    # nine transactions where storing each command alone took seventeen.
+    assert len(calls) == 9
+    assert committer.conflicts == 1
+
+
+def test_sends_to_a_pair_on_the_loop_start_its_conversation_once() -> None:
+    app, saves, _, committers = async_messaging()
+
+    async def send_all() -> list[Any]:
+        return await asyncio.gather(
+            app.send_direct_async(ALICE, "bob", Outgoing(content="one")),
+            app.send_direct_async(Context("bob", "t1"), "alice", Outgoing(content="two")),
+            app.send_direct_async(ALICE, "bob", Outgoing(content="three")),
+        )
+
+    try:
+        sent = asyncio.run(send_all())
+    finally:
+        for committer in committers:
+            committer.close()
+    cid = direct_conversation_id("t1", "alice", "bob")
+    assert {r.message.conversation_id for r in sent} == {cid}
+    # Started in one save only: the others waited for it instead of making their save
+    # conflict (and every command of it then be stored again).
+    assert sum(batch.count("Conversation.Started") for batch in saves.batches) == 1
+    assert sum(batch.count("Message.Created") for batch in saves.batches) == 3
+
+
 # ---- tokens ----------------------------------------------------------------------------
 
 
